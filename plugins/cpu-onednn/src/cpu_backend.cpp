@@ -1,0 +1,440 @@
+// cpu-onednn: the default compute backend. oneDNN runs the f32 matrix products of batched
+// (prefill) work; the plugin's own kernels (kernels.cpp) handle the GGUF block types, decode-sized
+// products and the small element-wise ops. Threads come from OpenMP, which oneDNN shares.
+#include "kernels.hpp"
+
+#include <pocketmoe/cpp/plugin.hpp>
+
+#include <oneapi/dnnl/dnnl.hpp>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace pmoe::cpu {
+namespace {
+
+using sdk::StatusError;
+
+struct Buffer {
+  uint8_t* data;
+  uint64_t size;
+  bool owned;
+};
+
+std::string op_name(uint32_t k) {
+  switch (k) {
+    case PMOE_OP_GET_ROWS: return "get_rows";
+    case PMOE_OP_RMS_NORM: return "rms_norm";
+    case PMOE_OP_MATMUL: return "matmul";
+    case PMOE_OP_ADD: return "add";
+    case PMOE_OP_ROPE_NEOX: return "rope_neox";
+    case PMOE_OP_ATTENTION: return "attention";
+    case PMOE_OP_MOE_EXPERT: return "moe_expert";
+    case PMOE_OP_MOE_COMBINE: return "moe_combine";
+    case PMOE_OP_COPY: return "copy";
+    default: return "op#" + std::to_string(k);
+  }
+}
+
+[[noreturn]] void fail(const std::string& what) {
+  throw StatusError(PMOE_ERR_INVALID_ARGUMENT, what);
+}
+
+/// Bytes a tensor view spans, from its first byte.
+uint64_t extent(const pmoe_tensor& t) {
+  const uint64_t row = pmoe_dtype_row_bytes(t.dtype, uint64_t(t.ne[0]));
+  if (row == 0) return 0;
+  return row + uint64_t(t.ne[1] - 1) * t.nb[1] + uint64_t(t.ne[2] - 1) * t.nb[2] +
+         uint64_t(t.ne[3] - 1) * t.nb[3];
+}
+
+class CpuBackend final : public sdk::Compute {
+ public:
+  CpuBackend(const pmoe_host* host, const sdk::Options& o)
+      : host_(host), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
+    threads_ = int(o.get_int("threads", 0));
+    if (threads_ <= 0) threads_ = omp_get_num_procs();
+    dnnl_min_rows_ = int(o.get_int("onednn_min_tokens", 4));
+    sdk::log(host_, PMOE_LOG_INFO, "cpu-onednn",
+             "threads=" + std::to_string(threads_) + " kernels=" + (using_avx2() ? "avx2" : "scalar"));
+  }
+  ~CpuBackend() override = default;
+
+  void* buffer_alloc(uint64_t size, uint32_t) override {
+    const uint64_t rounded = (std::max<uint64_t>(size, 1) + 4095) & ~uint64_t(4095);
+    void* p = std::aligned_alloc(4096, rounded);
+    if (!p) throw StatusError(PMOE_ERR_OUT_OF_MEMORY, "cannot allocate " + std::to_string(size) + " bytes");
+    return new Buffer{static_cast<uint8_t*>(p), size, true};
+  }
+  void* buffer_wrap(void* ptr, uint64_t size, uint32_t) override {
+    return new Buffer{static_cast<uint8_t*>(ptr), size, false};
+  }
+  void buffer_free(void* b) noexcept override {
+    auto* buf = static_cast<Buffer*>(b);
+    if (buf && buf->owned) std::free(buf->data);
+    delete buf;
+  }
+  void* buffer_host_ptr(void* b) noexcept override { return static_cast<Buffer*>(b)->data; }
+  void buffer_write(void* b, uint64_t off, const void* src, uint64_t size) override {
+    auto* buf = static_cast<Buffer*>(b);
+    if (off > buf->size || size > buf->size - off) fail("buffer_write out of bounds");
+    std::memcpy(buf->data + off, src, size);
+  }
+  void buffer_read(void* b, uint64_t off, void* dst, uint64_t size) override {
+    auto* buf = static_cast<Buffer*>(b);
+    if (off > buf->size || size > buf->size - off) fail("buffer_read out of bounds");
+    std::memcpy(dst, buf->data + off, size);
+  }
+
+  void execute(std::span<const pmoe_op> ops) override {
+    omp_set_num_threads(threads_);
+    for (size_t i = 0; i < ops.size(); ++i) {
+      try {
+        run(ops[i]);
+      } catch (const StatusError& e) {
+        throw StatusError(e.code(), "op " + std::to_string(i) + " (" + op_name(ops[i].kind) + "): " + e.what());
+      }
+    }
+  }
+
+ private:
+  // ---- tensor access ----------------------------------------------------------------------
+  template <class T = uint8_t>
+  T* ptr(const pmoe_tensor& t, const char* role) {
+    auto* buf = static_cast<Buffer*>(static_cast<void*>(t.buffer));
+    if (!buf) fail(std::string(role) + ": no buffer");
+    if (t.ne[0] <= 0 || t.ne[1] <= 0 || t.ne[2] <= 0 || t.ne[3] <= 0)
+      fail(std::string(role) + ": empty or negative shape");
+    const uint64_t span = extent(t);
+    if (span == 0) fail(std::string(role) + ": unsupported dtype " + std::to_string(t.dtype) + " or row size");
+    if (t.offset > buf->size || span > buf->size - t.offset)
+      fail(std::string(role) + ": view exceeds its buffer");
+    return reinterpret_cast<T*>(buf->data + t.offset);
+  }
+  static void need_type(const pmoe_tensor& t, uint32_t type, const char* role) {
+    if (t.dtype != type)
+      fail(std::string(role) + " must be " + pmoe_dtype_name(type) + ", got " +
+           (pmoe_dtype_name(t.dtype) ? pmoe_dtype_name(t.dtype) : std::to_string(t.dtype)));
+  }
+
+  // ---- matrix products --------------------------------------------------------------------
+  /// Convert `T` activation rows (floats, row stride `xs` floats) to `act_type`.
+  const uint8_t* prepare(const float* x, int64_t in, int64_t T, int64_t xs, uint32_t act_type,
+                         std::vector<uint8_t>& scratch, uint64_t& row_bytes) {
+    if (act_type == PMOE_DTYPE_F32) {
+      row_bytes = uint64_t(xs) * 4;
+      return reinterpret_cast<const uint8_t*>(x);
+    }
+    row_bytes = pmoe_dtype_row_bytes(PMOE_DTYPE_Q8_0, uint64_t(in));
+    scratch.resize(row_bytes * uint64_t(T));
+    for (int64_t t = 0; t < T; ++t)
+      quantize_row_q8_0(x + t * xs, reinterpret_cast<BlockQ8_0*>(scratch.data() + t * row_bytes), in);
+    return scratch.data();
+  }
+
+  /// Y[t][o] (+)= W[o] · X[t] for o < out, t < T. X rows of `in` floats with stride xs; Y stride ys.
+  void matmul(const uint8_t* w, uint32_t wtype, uint64_t w_row, int64_t in, int64_t out,
+              const float* x, int64_t xs, int64_t T, float* y, int64_t ys, bool acc) {
+    if (wtype == PMOE_DTYPE_F32 && !acc && T >= dnnl_min_rows_) {
+      matmul_onednn(reinterpret_cast<const float*>(w), in, out, x, xs, T, y, ys);
+      return;
+    }
+    const DotFn dot = dot_kernel(wtype);
+    uint64_t xrow = 0;
+    const uint8_t* xa = prepare(x, in, T, xs, activation_type_for(wtype), act_scratch_, xrow);
+    const int64_t block = 16;
+    const int64_t n_blocks = (out + block - 1) / block;
+#pragma omp parallel for schedule(static) num_threads(threads_)
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      const int64_t o_end = std::min(out, (b + 1) * block);
+      for (int64_t t = 0; t < T; ++t) {
+        const uint8_t* xr = xa + uint64_t(t) * xrow;
+        float* yr = y + t * ys;
+        for (int64_t o = b * block; o < o_end; ++o) {
+          const float v = dot(w + uint64_t(o) * w_row, xr, in);
+          yr[o] = acc ? yr[o] + v : v;
+        }
+      }
+    }
+  }
+
+  void matmul_onednn(const float* w, int64_t in, int64_t out, const float* x, int64_t xs,
+                     int64_t T, float* y, int64_t ys) {
+    using namespace dnnl;
+    using dims = memory::dims;
+    const memory::desc src_md(dims{T, in}, memory::data_type::f32, dims{xs, 1});
+    // W is `out` rows of `in` values: as an {in, out} matrix it has strides {1, in}.
+    const memory::desc w_md(dims{in, out}, memory::data_type::f32, dims{1, in});
+    const memory::desc dst_md(dims{T, out}, memory::data_type::f32, dims{ys, 1});
+    const auto key = std::make_tuple(T, in, out, xs, ys);
+    auto it = dnnl_cache_.find(key);
+    if (it == dnnl_cache_.end()) {
+      auto pd = matmul::primitive_desc(matmul::desc(src_md, w_md, dst_md), engine_);
+      it = dnnl_cache_.emplace(key, dnnl::matmul(pd)).first;
+    }
+    memory src(src_md, engine_, const_cast<float*>(x));
+    memory wm(w_md, engine_, const_cast<float*>(w));
+    memory dst(dst_md, engine_, y);
+    it->second.execute(stream_, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, dst}});
+    stream_.wait();
+  }
+
+  // ---- ops --------------------------------------------------------------------------------
+  void run(const pmoe_op& op) {
+    switch (op.kind) {
+      case PMOE_OP_GET_ROWS: return get_rows(op);
+      case PMOE_OP_RMS_NORM: return rms_norm(op);
+      case PMOE_OP_MATMUL: return matmul_op(op);
+      case PMOE_OP_ADD: return add(op);
+      case PMOE_OP_ROPE_NEOX: return rope(op);
+      case PMOE_OP_ATTENTION: return attention(op);
+      case PMOE_OP_MOE_EXPERT: return moe_expert(op);
+      case PMOE_OP_MOE_COMBINE: return moe_combine(op);
+      case PMOE_OP_COPY: return copy(op);
+      default: throw StatusError(PMOE_ERR_NOT_SUPPORTED, "unknown op kind " + std::to_string(op.kind));
+    }
+  }
+
+  void get_rows(const pmoe_op& op) {
+    const pmoe_tensor &tab = op.src[0], &ids = op.src[1], &dst = op.dst;
+    need_type(ids, PMOE_DTYPE_I32, "ids");
+    need_type(dst, PMOE_DTYPE_F32, "dst");
+    const uint8_t* t = ptr(tab, "table");
+    const int32_t* id = ptr<int32_t>(ids, "ids");
+    float* d = ptr<float>(dst, "dst");
+    if (dst.ne[0] != tab.ne[0] || dst.ne[1] != ids.ne[0]) fail("shape mismatch");
+    for (int64_t r = 0; r < ids.ne[0]; ++r) {
+      if (id[r] < 0 || id[r] >= tab.ne[1])
+        fail("row id " + std::to_string(id[r]) + " out of range [0, " + std::to_string(tab.ne[1]) + ")");
+      dequantize_row(tab.dtype, t + uint64_t(id[r]) * tab.nb[1], d + r * (dst.nb[1] / 4), tab.ne[0]);
+    }
+  }
+
+  void rms_norm(const pmoe_op& op) {
+    const pmoe_tensor &src = op.src[0], &w = op.src[1], &dst = op.dst;
+    need_type(src, PMOE_DTYPE_F32, "src");
+    need_type(w, PMOE_DTYPE_F32, "weight");
+    need_type(dst, PMOE_DTYPE_F32, "dst");
+    if (w.ne[0] != src.ne[0] || dst.ne[0] != src.ne[0] || dst.ne[1] != src.ne[1]) fail("shape mismatch");
+    const float* s = ptr<float>(src, "src");
+    const float* g = ptr<float>(w, "weight");
+    float* d = ptr<float>(dst, "dst");
+    const int64_t n = src.ne[0];
+    const float eps = op.f[0];
+    for (int64_t r = 0; r < src.ne[1]; ++r) {
+      const float* x = s + r * int64_t(src.nb[1] / 4);
+      float* y = d + r * int64_t(dst.nb[1] / 4);
+      double sum = 0.0;  // ggml accumulates the mean square in double
+      for (int64_t i = 0; i < n; ++i) sum += double(x[i] * x[i]);
+      const float scale = 1.0f / std::sqrt(float(sum / double(n)) + eps);
+      for (int64_t i = 0; i < n; ++i) y[i] = (x[i] * scale) * g[i];
+    }
+  }
+
+  void matmul_op(const pmoe_op& op) {
+    const pmoe_tensor &w = op.src[0], &x = op.src[1], &dst = op.dst;
+    need_type(x, PMOE_DTYPE_F32, "src1");
+    need_type(dst, PMOE_DTYPE_F32, "dst");
+    if (x.ne[0] != w.ne[0] || dst.ne[0] != w.ne[1] || dst.ne[1] != x.ne[1])
+      fail("shape mismatch: W {" + std::to_string(w.ne[0]) + ", " + std::to_string(w.ne[1]) +
+           "} x {" + std::to_string(x.ne[0]) + ", " + std::to_string(x.ne[1]) + "} -> {" +
+           std::to_string(dst.ne[0]) + ", " + std::to_string(dst.ne[1]) + "}");
+    if (!dot_kernel(w.dtype)) fail("unsupported weight type " + std::to_string(w.dtype));
+    matmul(ptr(w, "weights"), w.dtype, w.nb[1], w.ne[0], w.ne[1], ptr<float>(x, "src1"),
+           int64_t(x.nb[1] / 4), x.ne[1], ptr<float>(dst, "dst"), int64_t(dst.nb[1] / 4), op.i[0] != 0);
+  }
+
+  void add(const pmoe_op& op) {
+    const pmoe_tensor &a = op.src[0], &b = op.src[1], &dst = op.dst;
+    for (auto* t : {&a, &b, &dst}) need_type(*t, PMOE_DTYPE_F32, "operand");
+    if (a.ne[0] != b.ne[0] || a.ne[0] != dst.ne[0] || a.ne[1] != b.ne[1] || a.ne[1] != dst.ne[1])
+      fail("shape mismatch");
+    const float* pa = ptr<float>(a, "src0");
+    const float* pb = ptr<float>(b, "src1");
+    float* pd = ptr<float>(dst, "dst");
+    for (int64_t r = 0; r < a.ne[1]; ++r) {
+      const float* ra = pa + r * int64_t(a.nb[1] / 4);
+      const float* rb = pb + r * int64_t(b.nb[1] / 4);
+      float* rd = pd + r * int64_t(dst.nb[1] / 4);
+      for (int64_t i = 0; i < a.ne[0]; ++i) rd[i] = ra[i] + rb[i];
+    }
+  }
+
+  void copy(const pmoe_op& op) {
+    need_type(op.src[0], PMOE_DTYPE_F32, "src0");
+    need_type(op.dst, PMOE_DTYPE_F32, "dst");
+    if (op.src[0].ne[0] != op.dst.ne[0] || op.src[0].ne[1] != op.dst.ne[1]) fail("shape mismatch");
+    const float* s = ptr<float>(op.src[0], "src0");
+    float* d = ptr<float>(op.dst, "dst");
+    for (int64_t r = 0; r < op.dst.ne[1]; ++r)
+      std::memcpy(d + r * int64_t(op.dst.nb[1] / 4), s + r * int64_t(op.src[0].nb[1] / 4),
+                  size_t(op.dst.ne[0]) * 4);
+  }
+
+  void rope(const pmoe_op& op) {
+    const pmoe_tensor &dst = op.dst, &pos = op.src[0];
+    need_type(dst, PMOE_DTYPE_F32, "dst");
+    need_type(pos, PMOE_DTYPE_I32, "positions");
+    const int64_t hd = dst.ne[0], n_heads = dst.ne[1], T = dst.ne[2];
+    const int64_t n_rot = op.i[0];
+    if (pos.ne[0] != T) fail("positions must have one entry per token");
+    if (n_rot <= 0 || n_rot > hd || n_rot % 2) fail("bad n_rot " + std::to_string(n_rot));
+    float* d = ptr<float>(dst, "dst");
+    const int32_t* p = ptr<int32_t>(pos, "positions");
+    const float theta_scale = std::pow(op.f[0], -2.0f / float(n_rot));
+    std::vector<float> cs(static_cast<size_t>(n_rot));
+    for (int64_t t = 0; t < T; ++t) {
+      // ggml's recipe: float angles built by repeated multiplication (matters at long context)
+      float theta = float(p[t]);
+      for (int64_t i = 0; i < n_rot; i += 2) {
+        cs[size_t(i)] = std::cos(theta);
+        cs[size_t(i) + 1] = std::sin(theta);
+        theta *= theta_scale;
+      }
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* x = d + t * int64_t(dst.nb[2] / 4) + h * int64_t(dst.nb[1] / 4);
+        for (int64_t i = 0; i < n_rot; i += 2) {
+          const int64_t ic = i / 2;
+          const float c = cs[size_t(i)], s = cs[size_t(i) + 1];
+          const float x0 = x[ic], x1 = x[ic + n_rot / 2];
+          x[ic] = x0 * c - x1 * s;
+          x[ic + n_rot / 2] = x0 * s + x1 * c;
+        }
+      }
+    }
+  }
+
+  void attention(const pmoe_op& op) {
+    const pmoe_tensor &q = op.src[0], &k = op.src[1], &v = op.src[2], &pos = op.src[3], &dst = op.dst;
+    for (auto* t : {&q, &k, &v, &dst}) need_type(*t, PMOE_DTYPE_F32, "operand");
+    need_type(pos, PMOE_DTYPE_I32, "positions");
+    const int64_t n_head = op.i[0], n_head_kv = op.i[1], hd = op.i[2], window = op.i[3];
+    const int64_t T = q.ne[1], n_kv = k.ne[1];
+    if (n_head <= 0 || n_head_kv <= 0 || n_head % n_head_kv) fail("bad head counts");
+    if (q.ne[0] != hd * n_head || dst.ne[0] != hd * n_head || dst.ne[1] != T ||
+        k.ne[0] != hd * n_head_kv || v.ne[0] != hd * n_head_kv || v.ne[1] != n_kv || pos.ne[0] != T)
+      fail("shape mismatch");
+    const float* pq = ptr<float>(q, "q");
+    const float* pk = ptr<float>(k, "k");
+    const float* pv = ptr<float>(v, "v");
+    const int32_t* pp = ptr<int32_t>(pos, "positions");
+    float* pd = ptr<float>(dst, "dst");
+    for (int64_t t = 0; t < T; ++t)
+      if (pp[t] < 0 || pp[t] >= n_kv) fail("query position " + std::to_string(pp[t]) + " has no key row");
+    const float scale = op.f[0];
+    const int64_t group = n_head / n_head_kv;
+    const int64_t qs = int64_t(q.nb[1] / 4), ks = int64_t(k.nb[1] / 4), vs = int64_t(v.nb[1] / 4),
+                  ds = int64_t(dst.nb[1] / 4);
+    const DotFn dot = dot_kernel(PMOE_DTYPE_F32);
+#pragma omp parallel num_threads(threads_)
+    {
+      std::vector<float> w;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t th = 0; th < T * n_head; ++th) {
+        const int64_t t = th / n_head, h = th % n_head, kvh = h / group;
+        const int64_t p = pp[t];
+        const int64_t j0 = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
+        const float* qv = pq + t * qs + h * hd;
+        w.resize(size_t(p - j0 + 1));
+        float mx = -INFINITY;
+        for (int64_t j = j0; j <= p; ++j) {
+          const float s = dot(pk + j * ks + kvh * hd, qv, hd) * scale;
+          w[size_t(j - j0)] = s;
+          mx = std::max(mx, s);
+        }
+        double sum = 0.0;
+        for (auto& x : w) {
+          x = std::exp(x - mx);
+          sum += x;
+        }
+        const float inv = float(1.0 / sum);
+        float* out = pd + t * ds + h * hd;
+        std::fill(out, out + hd, 0.f);
+        for (int64_t j = j0; j <= p; ++j) {
+          const float pj = w[size_t(j - j0)] * inv;
+          const float* vr = pv + j * vs + kvh * hd;
+          for (int64_t i = 0; i < hd; ++i) out[i] += pj * vr[i];
+        }
+      }
+    }
+  }
+
+  void moe_expert(const pmoe_op& op) {
+    const pmoe_tensor &g = op.src[0], &u = op.src[1], &dn = op.src[2], &x = op.src[3],
+                      &tok = op.src[4], &dst = op.dst;
+    need_type(x, PMOE_DTYPE_F32, "x");
+    need_type(tok, PMOE_DTYPE_I32, "tok");
+    need_type(dst, PMOE_DTYPE_F32, "dst");
+    const int64_t n_embd = x.ne[0], n_ff = g.ne[1], R = tok.ne[0];
+    if (g.ne[0] != n_embd || u.ne[0] != n_embd || u.ne[1] != n_ff || dn.ne[0] != n_ff ||
+        dn.ne[1] != n_embd || dst.ne[0] != n_embd || dst.ne[1] != R)
+      fail("shape mismatch");
+    for (auto* t : {&g, &u, &dn})
+      if (!dot_kernel(t->dtype)) fail("unsupported weight type " + std::to_string(t->dtype));
+    const float* px = ptr<float>(x, "x");
+    const int32_t* pt = ptr<int32_t>(tok, "tok");
+    xs_.resize(size_t(R * n_embd));
+    for (int64_t r = 0; r < R; ++r) {
+      if (pt[r] < 0 || pt[r] >= x.ne[1]) fail("token row " + std::to_string(pt[r]) + " out of range");
+      std::memcpy(&xs_[size_t(r * n_embd)], px + pt[r] * int64_t(x.nb[1] / 4), size_t(n_embd) * 4);
+    }
+    gate_.resize(size_t(R * n_ff));
+    up_.resize(size_t(R * n_ff));
+    matmul(ptr(g, "gate"), g.dtype, g.nb[1], n_embd, n_ff, xs_.data(), n_embd, R, gate_.data(), n_ff, false);
+    matmul(ptr(u, "up"), u.dtype, u.nb[1], n_embd, n_ff, xs_.data(), n_embd, R, up_.data(), n_ff, false);
+    for (size_t i = 0; i < gate_.size(); ++i) gate_[i] = std::max(gate_[i], 0.f) * up_[i];  // ReGLU
+    matmul(ptr(dn, "down"), dn.dtype, dn.nb[1], n_ff, n_embd, gate_.data(), n_ff, R,
+           ptr<float>(dst, "dst"), int64_t(dst.nb[1] / 4), false);
+  }
+
+  void moe_combine(const pmoe_op& op) {
+    const pmoe_tensor &y = op.src[0], &idx = op.src[1], &w = op.src[2], &dst = op.dst;
+    need_type(y, PMOE_DTYPE_F32, "expert outputs");
+    need_type(idx, PMOE_DTYPE_I32, "idx");
+    need_type(w, PMOE_DTYPE_F32, "weights");
+    need_type(dst, PMOE_DTYPE_F32, "dst");
+    const int64_t n = dst.ne[0], T = dst.ne[1], K = idx.ne[0];
+    if (y.ne[0] != n || idx.ne[1] != T || w.ne[0] != K || w.ne[1] != T) fail("shape mismatch");
+    const float* py = ptr<float>(y, "expert outputs");
+    const int32_t* pi = ptr<int32_t>(idx, "idx");
+    const float* pw = ptr<float>(w, "weights");
+    float* pd = ptr<float>(dst, "dst");
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 0; j < K; ++j)
+        if (pi[t * K + j] < 0 || pi[t * K + j] >= y.ne[1]) fail("route index out of range");
+    std::vector<float> sum(static_cast<size_t>(n));
+    for (int64_t t = 0; t < T; ++t) {
+      std::fill(sum.begin(), sum.end(), 0.f);
+      for (int64_t j = 0; j < K; ++j) {
+        const float wj = pw[t * K + j];
+        const float* yr = py + pi[t * K + j] * int64_t(y.nb[1] / 4);
+        for (int64_t i = 0; i < n; ++i) sum[size_t(i)] += wj * yr[i];
+      }
+      float* d = pd + t * int64_t(dst.nb[1] / 4);
+      for (int64_t i = 0; i < n; ++i) d[i] += sum[size_t(i)];
+    }
+  }
+
+  const pmoe_host* host_;
+  int threads_ = 1;
+  int dnnl_min_rows_ = 4;
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>, dnnl::matmul> dnnl_cache_;
+  std::vector<uint8_t> act_scratch_;
+  std::vector<float> xs_, gate_, up_;
+};
+
+}  // namespace
+}  // namespace pmoe::cpu
+
+PMOE_PLUGIN("cpu-onednn", PMOE_PLUGIN_VERSION,
+            pmoe::sdk::compute_impl<pmoe::cpu::CpuBackend>(
+                "cpu-onednn", "CPU: oneDNN f32 matmul + AVX2 kernels for Q8_0/Q4_0/F16/BF16"))

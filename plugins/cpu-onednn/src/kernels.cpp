@@ -1,0 +1,265 @@
+#include "kernels.hpp"
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+
+namespace pmoe::cpu {
+
+float fp16_to_fp32(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: normalise
+      exp = 127 - 15 + 1;
+      while ((mant & 0x400) == 0) {
+        mant <<= 1;
+        --exp;
+      }
+      bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
+    }
+  } else if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t fp32_to_fp16(float f) {
+  // Round to nearest even, like F16C's _cvtss_sh with the default rounding mode.
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000;
+  x &= 0x7fffffffu;
+  if (x >= 0x7f800000u) return uint16_t(sign | 0x7c00 | (x > 0x7f800000u ? 0x200 : 0));
+  if (x >= 0x477ff000u) return uint16_t(sign | 0x7c00);  // overflows to inf
+  if (x < 0x38800000u) {                                   // subnormal or zero in f16
+    if (x < 0x33000000u) return uint16_t(sign);
+    const uint32_t e = x >> 23, m = (x & 0x7fffff) | 0x800000;
+    const uint32_t shift = 126 - e;  // 14 + (113 - e) - 1 ... gives the f16 subnormal mantissa
+    uint32_t r = m >> (shift);
+    const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1))) ++r;
+    return uint16_t(sign | r);
+  }
+  uint32_t r = ((x >> 13) - (112u << 10));
+  const uint32_t rem = x & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) ++r;
+  return uint16_t(sign | r);
+}
+
+void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float* xb = x + b * 32;
+    float amax = 0.f;
+    for (int j = 0; j < 32; ++j) amax = std::fmax(amax, std::fabs(xb[j]));
+    const float d = amax / 127.f;
+    const float id = amax != 0.f ? 127.f / amax : 0.f;
+    y[b].d = fp32_to_fp16(d);
+    for (int j = 0; j < 32; ++j) y[b].qs[j] = int8_t(std::nearbyint(xb[j] * id));
+  }
+}
+
+void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n) {
+  switch (type) {
+    case PMOE_DTYPE_F32:
+      std::memcpy(dst, src, size_t(n) * 4);
+      return;
+    case PMOE_DTYPE_F16: {
+      auto* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(s[i]);
+      return;
+    }
+    case PMOE_DTYPE_BF16: {
+      auto* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(s[i]);
+      return;
+    }
+    case PMOE_DTYPE_Q8_0: {
+      auto* b = static_cast<const BlockQ8_0*>(src);
+      for (int64_t k = 0; k < n / 32; ++k) {
+        const float d = fp16_to_fp32(b[k].d);
+        for (int j = 0; j < 32; ++j) dst[k * 32 + j] = float(b[k].qs[j]) * d;
+      }
+      return;
+    }
+    case PMOE_DTYPE_Q4_0: {
+      auto* b = static_cast<const BlockQ4_0*>(src);
+      for (int64_t k = 0; k < n / 32; ++k) {
+        const float d = fp16_to_fp32(b[k].d);
+        for (int j = 0; j < 16; ++j) {
+          dst[k * 32 + j] = float((b[k].qs[j] & 0xf) - 8) * d;
+          dst[k * 32 + j + 16] = float((b[k].qs[j] >> 4) - 8) * d;
+        }
+      }
+      return;
+    }
+  }
+}
+
+// ---- scalar kernels -------------------------------------------------------------------------
+
+static float dot_f32_scalar(const void* w, const void* x, int64_t n) {
+  auto *a = static_cast<const float*>(w), *b = static_cast<const float*>(x);
+  float s = 0.f;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+static float dot_f16_scalar(const void* w, const void* x, int64_t n) {
+  auto* a = static_cast<const uint16_t*>(w);
+  auto* b = static_cast<const float*>(x);
+  float s = 0.f;
+  for (int64_t i = 0; i < n; ++i) s += fp16_to_fp32(a[i]) * b[i];
+  return s;
+}
+static float dot_bf16_scalar(const void* w, const void* x, int64_t n) {
+  auto* a = static_cast<const uint16_t*>(w);
+  auto* b = static_cast<const float*>(x);
+  float s = 0.f;
+  for (int64_t i = 0; i < n; ++i) s += bf16_to_fp32(a[i]) * b[i];
+  return s;
+}
+static float dot_q8_0_scalar(const void* w, const void* x, int64_t n) {
+  auto* a = static_cast<const BlockQ8_0*>(w);
+  auto* b = static_cast<const BlockQ8_0*>(x);
+  float s = 0.f;
+  for (int64_t k = 0; k < n / 32; ++k) {
+    int isum = 0;
+    for (int j = 0; j < 32; ++j) isum += int(a[k].qs[j]) * int(b[k].qs[j]);
+    s += float(isum) * (fp16_to_fp32(a[k].d) * fp16_to_fp32(b[k].d));
+  }
+  return s;
+}
+static float dot_q4_0_scalar(const void* w, const void* x, int64_t n) {
+  auto* a = static_cast<const BlockQ4_0*>(w);
+  auto* b = static_cast<const BlockQ8_0*>(x);
+  float s = 0.f;
+  for (int64_t k = 0; k < n / 32; ++k) {
+    int isum = 0;
+    for (int j = 0; j < 16; ++j) {
+      isum += ((a[k].qs[j] & 0xf) - 8) * int(b[k].qs[j]);
+      isum += ((a[k].qs[j] >> 4) - 8) * int(b[k].qs[j + 16]);
+    }
+    s += float(isum) * (fp16_to_fp32(a[k].d) * fp16_to_fp32(b[k].d));
+  }
+  return s;
+}
+
+// ---- AVX2 kernels ---------------------------------------------------------------------------
+
+#define PMOE_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+PMOE_AVX2 static inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+PMOE_AVX2 static float dot_f32_avx2(const void* w, const void* x, int64_t n) {
+  auto *a = static_cast<const float*>(w), *b = static_cast<const float*>(x);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  float s = hsum256(_mm256_add_ps(acc0, acc1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+PMOE_AVX2 static float dot_f16_avx2(const void* w, const void* x, int64_t n) {
+  auto* a = static_cast<const uint16_t*>(w);
+  auto* b = static_cast<const float*>(x);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 wa = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i)));
+    acc = _mm256_fmadd_ps(wa, _mm256_loadu_ps(b + i), acc);
+  }
+  float s = hsum256(acc);
+  for (; i < n; ++i) s += fp16_to_fp32(a[i]) * b[i];
+  return s;
+}
+
+PMOE_AVX2 static float dot_bf16_avx2(const void* w, const void* x, int64_t n) {
+  auto* a = static_cast<const uint16_t*>(w);
+  auto* b = static_cast<const float*>(x);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i)));
+    __m256 wa = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+    acc = _mm256_fmadd_ps(wa, _mm256_loadu_ps(b + i), acc);
+  }
+  float s = hsum256(acc);
+  for (; i < n; ++i) s += bf16_to_fp32(a[i]) * b[i];
+  return s;
+}
+
+// Sum of signed int8 products of 32 pairs, as 8 int32 lanes (|w| times sign-adjusted x).
+PMOE_AVX2 static inline __m256 mul_sum_i8(__m256i w, __m256i x) {
+  const __m256i aw = _mm256_sign_epi8(w, w);
+  const __m256i sx = _mm256_sign_epi8(x, w);
+  const __m256i dot16 = _mm256_maddubs_epi16(aw, sx);
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(dot16, _mm256_set1_epi16(1)));
+}
+
+PMOE_AVX2 static inline float f16(uint16_t h) { return _cvtsh_ss(h); }
+
+PMOE_AVX2 static float dot_q8_0_avx2(const void* w, const void* x, int64_t n) {
+  auto* a = static_cast<const BlockQ8_0*>(w);
+  auto* b = static_cast<const BlockQ8_0*>(x);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t k = 0; k < n / 32; ++k) {
+    const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[k].qs));
+    const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[k].qs));
+    const __m256 d = _mm256_set1_ps(f16(a[k].d) * f16(b[k].d));
+    acc = _mm256_fmadd_ps(d, mul_sum_i8(qa, qb), acc);
+  }
+  return hsum256(acc);
+}
+
+PMOE_AVX2 static float dot_q4_0_avx2(const void* w, const void* x, int64_t n) {
+  auto* a = static_cast<const BlockQ4_0*>(w);
+  auto* b = static_cast<const BlockQ8_0*>(x);
+  const __m256i lo_mask = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t k = 0; k < n / 32; ++k) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[k].qs));
+    // low nibbles are elements 0..15, high nibbles elements 16..31
+    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+    const __m256i qa = _mm256_sub_epi8(_mm256_and_si256(both, lo_mask), eight);
+    const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[k].qs));
+    const __m256 d = _mm256_set1_ps(f16(a[k].d) * f16(b[k].d));
+    acc = _mm256_fmadd_ps(d, mul_sum_i8(qa, qb), acc);
+  }
+  return hsum256(acc);
+}
+
+bool using_avx2() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                         __builtin_cpu_supports("f16c");
+  return ok;
+}
+
+DotFn dot_kernel(uint32_t weight_type) {
+  const bool v = using_avx2();
+  switch (weight_type) {
+    case PMOE_DTYPE_F32: return v ? dot_f32_avx2 : dot_f32_scalar;
+    case PMOE_DTYPE_F16: return v ? dot_f16_avx2 : dot_f16_scalar;
+    case PMOE_DTYPE_BF16: return v ? dot_bf16_avx2 : dot_bf16_scalar;
+    case PMOE_DTYPE_Q8_0: return v ? dot_q8_0_avx2 : dot_q8_0_scalar;
+    case PMOE_DTYPE_Q4_0: return v ? dot_q4_0_avx2 : dot_q4_0_scalar;
+    default: return nullptr;
+  }
+}
+
+}  // namespace pmoe::cpu

@@ -1,0 +1,435 @@
+// storage-posix: reads on a pool of pread() workers, optionally with O_DIRECT.
+//
+// Requests wait in one priority queue (lower `priority` first, FIFO within a priority). When there
+// are several workers, speculative reads may occupy all but one of them, so a demand read never
+// waits behind a speculative one for a free worker. Direct files serve unaligned requests through
+// a per-worker aligned bounce buffer; only the unaligned head and tail are bounced when the
+// destination shares the offset's misalignment. See docs/storage.md.
+#include <pocketmoe/cpp/plugin.hpp>
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdarg>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <queue>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+namespace pmoe {
+namespace {
+
+constexpr const char* kSource = "storage-posix";
+constexpr uint64_t kMaxIo = 1ull << 30;      // per pread call; Linux caps one call near 2 GiB
+constexpr uint64_t kBounceSize = 1ull << 20;  // per-worker bounce buffer for unaligned direct reads
+
+__attribute__((format(printf, 1, 2))) std::string strf(const char* fmt, ...) {
+  char buf[768];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
+[[noreturn]] void fail(pmoe_status code, int sys_errno, const std::string& msg) {
+  throw sdk::StatusError(code, msg, sys_errno);
+}
+
+pmoe_status open_status(int e) {
+  switch (e) {
+    case ENOENT: case ENOTDIR: return PMOE_ERR_NOT_FOUND;
+    case EACCES: case EPERM: return PMOE_ERR_PERMISSION;
+    case ENOMEM: return PMOE_ERR_OUT_OF_MEMORY;
+    default: return PMOE_ERR_IO;
+  }
+}
+
+pmoe_status read_status(int e) {
+  switch (e) {
+    case EFAULT: case EINVAL: return PMOE_ERR_INVALID_ARGUMENT;  // bad dest, or misuse of O_DIRECT
+    case ENOMEM: return PMOE_ERR_OUT_OF_MEMORY;
+    default: return PMOE_ERR_IO;
+  }
+}
+
+struct PosixFile {
+  int fd = -1;
+  std::string path;
+  uint64_t size = 0;
+  uint32_t align = 1;    // > 1: opened with O_DIRECT; offsets, lengths and dest must be multiples
+  uint32_t pending = 0;  // reads queued or running; guarded by PosixStorage::mu_
+};
+
+PosixFile* as_file(pmoe_file* f) { return reinterpret_cast<PosixFile*>(f); }
+
+struct ReadResult {
+  uint64_t bytes = 0;
+  int err = 0;  // errno of a failed pread; 0 with bytes < wanted means end of file
+};
+
+// pread until `len` bytes, EOF or an error; EINTR and short reads are retried. With O_DIRECT an
+// unaligned count can only mean EOF (the next pread would fail with EINVAL), so it stops there.
+ReadResult pread_full(int fd, void* dst, uint64_t len, uint64_t off, uint64_t align) {
+  ReadResult r;
+  while (r.bytes < len) {
+    ssize_t n = ::pread(fd, static_cast<char*>(dst) + r.bytes, std::min(len - r.bytes, kMaxIo),
+                        static_cast<off_t>(off + r.bytes));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      r.err = errno;
+      break;
+    }
+    if (n == 0) break;
+    r.bytes += static_cast<uint64_t>(n);
+    if (r.bytes % align != 0) break;
+  }
+  return r;
+}
+
+struct AlignedBuffer {
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<char, Free> data;
+  uint64_t size = 0, align = 0;
+
+  void ensure(uint64_t a) {  // a chunk of at least kBounceSize, a multiple of `a`, aligned to it
+    if (data && align >= a && align % a == 0) return;
+    align = std::max<uint64_t>(a, 4096);
+    size = std::max(kBounceSize, align);
+    data.reset(static_cast<char*>(std::aligned_alloc(align, size)));
+    if (!data) throw std::bad_alloc();
+  }
+};
+
+// Reads [off, off+len) of a direct file into dst through `buf`: each chunk rounds out to whole
+// blocks and may end short at EOF, which is fine as long as the wanted bytes arrived.
+ReadResult bounce_read(const PosixFile& f, uint64_t off, uint64_t len, char* dst,
+                       AlignedBuffer& buf) {
+  ReadResult r;
+  if (len == 0) return r;
+  buf.ensure(f.align);
+  const uint64_t a = f.align, end = off + len;
+  for (uint64_t pos = off; pos < end;) {
+    const uint64_t lo = pos / a * a;
+    const uint64_t hi = std::min((end + a - 1) / a * a, lo + buf.size);
+    const ReadResult c = pread_full(f.fd, buf.data.get(), hi - lo, lo, a);
+    const uint64_t got = std::min(lo + c.bytes, std::min(end, hi));
+    if (got > pos) {
+      std::memcpy(dst + (pos - off), buf.data.get() + (pos - lo), got - pos);
+      r.bytes += got - pos;
+      pos = got;
+    }
+    if (c.err || got < std::min(end, hi)) {
+      r.err = c.err;
+      break;
+    }
+  }
+  return r;
+}
+
+ReadResult direct_read(const PosixFile& f, uint64_t off, uint64_t len, char* dst,
+                       AlignedBuffer& buf) {
+  const uint64_t a = f.align;
+  if (reinterpret_cast<uintptr_t>(dst) % a != off % a) return bounce_read(f, off, len, dst, buf);
+  // dst and off are equally misaligned: the whole blocks in the middle go straight into dst.
+  const uint64_t head = std::min(len, (a - off % a) % a);
+  const uint64_t body = (len - head) / a * a;
+  ReadResult r = bounce_read(f, off, head, dst, buf);
+  if (r.err || r.bytes < head) return r;
+  ReadResult b = pread_full(f.fd, dst + head, body, off + head, a);
+  r.bytes += b.bytes;
+  r.err = b.err;
+  if (b.err || b.bytes < body) return r;
+  ReadResult t = bounce_read(f, off + head + body, len - head - body, dst + head + body, buf);
+  r.bytes += t.bytes;
+  r.err = t.err;
+  return r;
+}
+
+// Block size for O_DIRECT on fd; 0 when the filesystem says it cannot do direct I/O on it.
+uint32_t direct_alignment_of(int fd, const struct stat& st) {
+#ifdef STATX_DIOALIGN
+  struct statx sx {};
+  if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 && (sx.stx_mask & STATX_DIOALIGN))
+    return sx.stx_dio_offset_align == 0
+               ? 0
+               : std::max(sx.stx_dio_offset_align, sx.stx_dio_mem_align);
+#endif
+  int bs = 0;
+  if (S_ISBLK(st.st_mode) && ::ioctl(fd, BLKSSZGET, &bs) == 0 && bs > 0)
+    return static_cast<uint32_t>(bs);
+  // Unknown: probe one block. 4096 is a multiple of every logical block size we meet.
+  AlignedBuffer probe;
+  probe.ensure(4096);
+  if (::pread(fd, probe.data.get(), 4096, 0) < 0 && errno == EINVAL) return 0;
+  return 4096;
+}
+
+class PosixStorage final : public sdk::Storage {
+ public:
+  PosixStorage(const pmoe_host* host, const sdk::Options& o)
+      : host_(host),
+        direct_io_(o.get_bool("direct_io", false)),
+        fallback_(o.get_bool("direct_io_fallback", true)) {
+    const long long n = o.get_int("workers", 4);
+    if (n < 1 || n > 256)
+      fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("option 'workers' must be 1..256, got %lld", n));
+    spec_limit_ = n > 1 ? static_cast<uint32_t>(n - 1) : 1;
+    try {
+      for (long long i = 0; i < n; ++i) workers_.emplace_back([this] { work(); });
+    } catch (...) {
+      stop();
+      throw;
+    }
+  }
+
+  ~PosixStorage() override {
+    stop();
+    for (PosixFile* f : files_) release(f);  // files the host forgot to close
+  }
+
+  void* open(const char* path, uint32_t flags, uint64_t& size) override {
+    if (!path) fail(PMOE_ERR_INVALID_ARGUMENT, 0, "open: NULL path");
+    auto f = std::make_unique<PosixFile>();
+    f->path = path;
+    const bool direct = direct_io_ || (flags & PMOE_OPEN_DIRECT);
+    if (direct) f->fd = ::open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+    if (direct && f->fd < 0 && errno != EINVAL) open_failed(path, errno);
+    bool refused = direct && f->fd < 0;
+    if (f->fd < 0) f->fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (f->fd < 0) open_failed(path, errno);
+    Guard guard{f.get()};
+
+    struct stat st {};
+    if (::fstat(f->fd, &st) != 0) open_failed(path, errno);
+    if (S_ISREG(st.st_mode)) {
+      f->size = static_cast<uint64_t>(st.st_size);
+    } else if (!S_ISBLK(st.st_mode) || ::ioctl(f->fd, BLKGETSIZE64, &f->size) != 0) {
+      fail(PMOE_ERR_INVALID_ARGUMENT, 0,
+           strf("cannot read '%s': not a regular file or block device", path));
+    }
+    if (direct && !refused) {
+      f->align = direct_alignment_of(f->fd, st);
+      if (f->align == 0) {  // opened, but the filesystem reports no direct I/O for it
+        refused = true;
+        f->align = 1;
+        if (::fcntl(f->fd, F_SETFL, 0) != 0) open_failed(path, errno);  // clear O_DIRECT
+      }
+    }
+    if (refused) {
+      std::string why = strf("filesystem of '%s' does not support direct I/O (O_DIRECT)", path);
+      if (!fallback_)
+        fail(PMOE_ERR_NOT_SUPPORTED, EINVAL, why + "; set direct_io_fallback: true to read it buffered");
+      sdk::log(host_, PMOE_LOG_WARN, kSource, why + "; reading it through the page cache");
+    }
+    size = f->size;
+    std::lock_guard lk(mu_);
+    files_.insert(f.get());
+    guard.f = nullptr;
+    return f.release();
+  }
+
+  void close(void* file) noexcept override {
+    auto* f = static_cast<PosixFile*>(file);
+    if (!f) return;
+    {
+      std::unique_lock lk(mu_);
+      files_.erase(f);  // later submits naming it are rejected
+      idle_.wait(lk, [&] { return f->pending == 0; });
+    }
+    release(f);
+  }
+
+  void set_callback(pmoe_read_callback cb, void* ctx) override {
+    std::lock_guard lk(mu_);
+    cb_ = cb;
+    cb_ctx_ = ctx;
+  }
+
+  void submit(std::span<const pmoe_read_req> reqs) override {
+    if (reqs.empty()) return;
+    if (!reqs.data()) fail(PMOE_ERR_INVALID_ARGUMENT, 0, "submit: NULL request array");
+    {
+      std::lock_guard lk(mu_);
+      for (size_t i = 0; i < reqs.size(); ++i) validate(reqs[i], i);  // all or nothing
+      for (const pmoe_read_req& r : reqs) {
+        ++as_file(r.file)->pending;
+        queue_.push({r, seq_++});
+      }
+    }
+    if (reqs.size() >= workers_.size())
+      work_.notify_all();
+    else
+      for (size_t i = 0; i < reqs.size(); ++i) work_.notify_one();
+  }
+
+  size_t poll(pmoe_read_done* out, size_t max, size_t min_done, int64_t timeout_ns) override {
+    if (!out || max == 0) return 0;
+    min_done = std::min(min_done, max);
+    std::unique_lock lk(mu_);
+    auto ready = [&] { return done_.size() >= min_done; };
+    constexpr int64_t kForever = int64_t{1} << 62;  // keeps now() + timeout from overflowing
+    if (timeout_ns < 0 || timeout_ns >= kForever)
+      done_cv_.wait(lk, ready);
+    else if (timeout_ns > 0)
+      done_cv_.wait_for(lk, std::chrono::nanoseconds(timeout_ns), ready);
+    const size_t n = std::min(max, done_.size());
+    std::copy_n(done_.begin(), n, out);
+    done_.erase(done_.begin(), done_.begin() + static_cast<std::ptrdiff_t>(n));
+    return n;
+  }
+
+  uint32_t direct_alignment(void* file) override {
+    return file ? static_cast<PosixFile*>(file)->align : 1;
+  }
+
+ private:
+  struct Job {
+    pmoe_read_req req;
+    uint64_t seq;
+  };
+  struct Later {  // priority_queue keeps the "largest" on top: make that the lowest priority value
+    bool operator()(const Job& a, const Job& b) const {
+      return a.req.priority != b.req.priority ? a.req.priority > b.req.priority : a.seq > b.seq;
+    }
+  };
+  struct Guard {  // closes a half-opened file when open() throws
+    PosixFile* f;
+    ~Guard() {
+      if (f) ::close(f->fd);
+    }
+  };
+
+  [[noreturn]] static void open_failed(const char* path, int e) {
+    fail(open_status(e), e, strf("cannot open '%s': %s", path, std::strerror(e)));
+  }
+
+  static void release(PosixFile* f) {
+    ::close(f->fd);
+    delete f;
+  }
+
+  void validate(const pmoe_read_req& r, size_t i) const {
+    auto* f = as_file(r.file);
+    const auto off = static_cast<unsigned long long>(r.offset);
+    const auto len = static_cast<unsigned long long>(r.length);
+    if (!f) fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: NULL file", i));
+    if (!files_.count(f))
+      fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: file is not open", i));
+    if (!r.dest && r.length)
+      fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: NULL dest for %llu bytes", i, len));
+    if (r.reserved)
+      fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: reserved field must be 0", i));
+    if (r.offset + r.length < r.offset)
+      fail(PMOE_ERR_INVALID_ARGUMENT, 0,
+           strf("request %zu: offset %llu + length %llu overflows", i, off, len));
+    if (r.offset + r.length > f->size)
+      fail(PMOE_ERR_OUT_OF_RANGE, 0,
+           strf("request %zu: read past end of file '%s': offset %llu length %llu file size %llu",
+                  i, f->path.c_str(), off, len, static_cast<unsigned long long>(f->size)));
+  }
+
+  bool can_take() const {
+    return !queue_.empty() && (queue_.top().req.priority == 0 || spec_running_ < spec_limit_);
+  }
+
+  void work() {
+    AlignedBuffer bounce;  // per worker, allocated on the first unaligned direct read
+    std::unique_lock lk(mu_);
+    for (;;) {
+      work_.wait(lk, [&] { return can_take() || (stop_ && queue_.empty()); });
+      if (queue_.empty()) {  // stopping: wake the others, who may be waiting on the spec limit
+        work_.notify_all();
+        return;
+      }
+      const pmoe_read_req req = queue_.top().req;
+      queue_.pop();
+      const bool speculative = req.priority != 0;
+      spec_running_ += speculative;
+      lk.unlock();
+      const pmoe_read_done done = execute(req, bounce);
+      lk.lock();
+      if (speculative && --spec_running_ + 1 == spec_limit_ && !queue_.empty()) work_.notify_one();
+      if (--as_file(req.file)->pending == 0) idle_.notify_all();
+      if (cb_) {
+        // Outside the lock: the callback may submit, close or poll.
+        const auto cb = cb_;
+        void* ctx = cb_ctx_;
+        lk.unlock();
+        cb(ctx, &done);
+        lk.lock();
+      } else {
+        done_.push_back(done);
+        done_cv_.notify_all();
+      }
+    }
+  }
+
+  pmoe_read_done execute(const pmoe_read_req& req, AlignedBuffer& bounce) noexcept {
+    const auto& f = *as_file(req.file);
+    char* dst = static_cast<char*>(req.dest);
+    ReadResult r;
+    try {
+      r = f.align > 1 ? direct_read(f, req.offset, req.length, dst, bounce)
+                      : pread_full(f.fd, dst, req.length, req.offset, 1);
+    } catch (const std::bad_alloc&) {
+      return {req.user_data, PMOE_ERR_OUT_OF_MEMORY, ENOMEM, 0};
+    }
+    if (r.err) return {req.user_data, read_status(r.err), r.err, r.bytes};
+    if (r.bytes == req.length) return {req.user_data, PMOE_OK, 0, r.bytes};
+    // The file shrank after open (submit already checked the size known then).
+    struct stat st {};
+    const long long now = ::fstat(f.fd, &st) == 0 ? static_cast<long long>(st.st_size) : -1;
+    sdk::log(host_, PMOE_LOG_ERROR, kSource,
+             strf("read past end of file '%s': offset %llu length %llu file size %lld",
+                    f.path.c_str(), static_cast<unsigned long long>(req.offset),
+                    static_cast<unsigned long long>(req.length), now));
+    return {req.user_data, PMOE_ERR_OUT_OF_RANGE, 0, r.bytes};
+  }
+
+  void stop() noexcept {
+    {
+      std::lock_guard lk(mu_);
+      stop_ = true;
+    }
+    work_.notify_all();
+    for (auto& t : workers_) t.join();  // drains the queue first: every accepted read completes
+    workers_.clear();
+  }
+
+  const pmoe_host* host_;
+  const bool direct_io_, fallback_;
+  uint32_t spec_limit_ = 1;  // workers that speculative reads may occupy at once
+  std::vector<std::thread> workers_;
+
+  std::mutex mu_;  // guards everything below
+  std::condition_variable work_, done_cv_, idle_;
+  std::priority_queue<Job, std::vector<Job>, Later> queue_;
+  std::deque<pmoe_read_done> done_;
+  std::unordered_set<PosixFile*> files_;
+  pmoe_read_callback cb_ = nullptr;
+  void* cb_ctx_ = nullptr;
+  uint64_t seq_ = 0;
+  uint32_t spec_running_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace
+}  // namespace pmoe
+
+PMOE_PLUGIN("storage-posix", "0.1.0",
+            pmoe::sdk::storage_impl<pmoe::PosixStorage>(
+                "storage-posix", "positional reads (pread) on a worker pool, optional O_DIRECT"))

@@ -1,0 +1,63 @@
+#pragma once
+// Shared by every `pocketmoe <command>`: exit codes, help text and one wrapper that turns
+// exceptions into messages and exit codes, so commands only write their happy path.
+#include <boost/program_options.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <iostream>
+#include <stdexcept>
+#include <string>
+
+#include "common/error.hpp"
+
+namespace pmoe::cli {
+
+namespace po = boost::program_options;
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;  // the command ran and failed (bad config, plugin error, I/O)
+inline constexpr int kExitUsage = 2;  // the command line is wrong
+
+/// Thrown by a command for a bad command line that program_options cannot detect itself.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Parses argv (argv[0] is the command name) into `vm`; positional args per `pos`.
+inline po::variables_map parse_args(int argc, char** argv, const po::options_description& opts,
+                                    const po::positional_options_description& pos = {}) {
+  po::variables_map vm;
+  po::store(po::command_line_parser(argc, argv).options(opts).positional(pos).run(), vm);
+  return vm;
+}
+
+/// Prints "usage: pocketmoe <usage>" and the options; returns kExitOk.
+inline int print_help(const std::string& usage, const std::string& summary,
+                      const po::options_description& opts) {
+  std::cout << "usage: pocketmoe " << usage << "\n\n" << summary << "\n\n" << opts;
+  return kExitOk;
+}
+
+/// Runs `body` (returning an exit code) for command `name`, mapping errors to exit codes:
+/// usage errors -> 2 with a pointer to --help, anything else -> 1 with "error: <message>".
+template <class F>
+int run_command(const char* name, F&& body) {
+  try {
+    return body();
+  } catch (const po::error& e) {
+    std::cerr << "pocketmoe " << name << ": " << e.what() << "\nsee pocketmoe " << name
+              << " --help\n";
+    return kExitUsage;
+  } catch (const UsageError& e) {
+    std::cerr << "pocketmoe " << name << ": " << e.what() << "\nsee pocketmoe " << name
+              << " --help\n";
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kExitError;
+  }
+}
+
+}  // namespace pmoe::cli

@@ -1,0 +1,254 @@
+#include "engine/engine.hpp"
+
+#include "common/error.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace pmoe {
+
+namespace {
+pmoe_op make_op(pmoe_op_kind kind, const pmoe_tensor& dst, std::initializer_list<pmoe_tensor> src) {
+  pmoe_op op{};
+  op.kind = kind;
+  op.dst = dst;
+  for (const pmoe_tensor& s : src) op.src[op.n_src++] = s;
+  return op;
+}
+uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+}  // namespace
+
+Engine::Engine(const Model& model, ComputeBackend& compute, EngineOptions o)
+    : model_(model), compute_(compute) {
+  const Hparams& h = model.hp();
+  n_ctx_ = o.n_ctx ? o.n_ctx : std::min<uint32_t>(h.n_ctx_train, 4096);
+  ubatch_ = std::max<uint32_t>(1, std::min(o.ubatch, n_ctx_));
+  // Logit rows per lm_head call: bounded so a 150k vocabulary does not need a huge buffer.
+  logit_rows_ = std::clamp<uint32_t>(uint32_t((64u << 20) / (uint64_t(h.n_vocab) * 4)), 1, ubatch_);
+
+  const GgufFile& f = model.file();
+  // Weights stay where they are: the backend adopts the read-only mapping when it can.
+  weights_ = compute_.wrap(const_cast<uint8_t*>(f.base()), f.file_size(), PMOE_BUFFER_READ_ONLY);
+  if (!weights_) {
+    weights_ = compute_.alloc(f.file_size(), PMOE_BUFFER_READ_ONLY);
+    compute_.write(weights_, 0, f.base(), f.file_size());
+  }
+  kv_ = compute_.alloc(uint64_t(h.n_layer) * 2 * n_ctx_ * h.kv_dim() * 4, 0);
+
+  uint64_t off = 0;
+  auto reserve = [&](Region& r, uint64_t bytes) {
+    r.offset = off;
+    off = align_up(off + bytes, 256);
+  };
+  const uint64_t U = ubatch_, K = h.n_expert_used;
+  reserve(x_, U * h.n_embd * 4);
+  reserve(n1_, U * std::max(h.n_embd, h.q_dim()) * 4);
+  reserve(q_, U * h.q_dim() * 4);
+  reserve(attn_, U * h.q_dim() * 4);
+  reserve(n2_, U * h.n_embd * 4);
+  reserve(router_, U * h.n_expert * 4);
+  reserve(ey_, U * K * h.n_embd * 4);
+  reserve(tok_ids_, U * 4);
+  reserve(pos_, U * 4);
+  reserve(route_tok_, U * K * 4);
+  reserve(comb_idx_, U * K * 4);
+  reserve(comb_w_, U * K * 4);
+  reserve(logits_, uint64_t(logit_rows_) * h.n_vocab * 4);
+  act_ = compute_.alloc(off, PMOE_BUFFER_HOST_VISIBLE);
+}
+
+Engine::~Engine() {
+  compute_.free(act_);
+  compute_.free(kv_);
+  compute_.free(weights_);
+}
+
+pmoe_tensor Engine::weight(const GgufTensorInfo& t) const {
+  return pmoe_tensor_2d(weights_, t.offset, t.type, t.ne[0], t.ne[1]);
+}
+
+pmoe_tensor Engine::expert(uint32_t il, ExpertMatrix m, uint32_t e) const {
+  const GgufTensorInfo& t = model_.expert_tensor(il, m);
+  return pmoe_tensor_2d(weights_, model_.expert_offset(il, m, e), t.type, t.ne[0], t.ne[1]);
+}
+
+pmoe_tensor Engine::act(Region r, uint32_t dtype, int64_t ne0, int64_t ne1, uint64_t row_offset) const {
+  const uint64_t row = pmoe_dtype_row_bytes(dtype, uint64_t(ne0));
+  return pmoe_tensor_2d(act_, r.offset + row_offset * row, dtype, ne0, ne1);
+}
+
+pmoe_tensor Engine::kv(uint32_t il, bool v, uint32_t first, uint32_t n) const {
+  const uint64_t row = uint64_t(model_.hp().kv_dim()) * 4;
+  const uint64_t base = (uint64_t(il) * 2 + (v ? 1 : 0)) * n_ctx_ * row;
+  return pmoe_tensor_2d(kv_, base + first * row, PMOE_DTYPE_F32, model_.hp().kv_dim(), n);
+}
+
+void Engine::eval(std::span<const int32_t> tokens, bool all_logits, std::vector<float>& logits) {
+  if (tokens.empty()) return;
+  if (uint64_t(n_past_) + tokens.size() > n_ctx_)
+    throw Error("context is full: " + std::to_string(n_past_) + " + " +
+                std::to_string(tokens.size()) + " tokens exceed the context size " +
+                std::to_string(n_ctx_) + " (raise --ctx-size)");
+  for (int32_t t : tokens)
+    if (t < 0 || uint32_t(t) >= model_.hp().n_vocab)
+      throw Error("token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                  std::to_string(model_.hp().n_vocab) + ")");
+  for (size_t i = 0; i < tokens.size(); i += ubatch_) {
+    const uint32_t n = uint32_t(std::min<size_t>(ubatch_, tokens.size() - i));
+    const bool last_chunk = i + n == tokens.size();
+    eval_chunk(tokens.data() + i, n, all_logits ? Logits::All : last_chunk ? Logits::Last : Logits::None,
+               logits);
+  }
+}
+
+void Engine::route(uint32_t il, uint32_t n) {
+  const Hparams& h = model_.hp();
+  const uint32_t E = h.n_expert, K = h.n_expert_used;
+  router_host_.resize(size_t(n) * E);
+  compute_.read(act_, router_.offset, router_host_.data(), router_host_.size() * 4);
+  sel_.resize(size_t(n) * K);
+  sel_w_.resize(size_t(n) * K);
+  std::vector<float> p(E);
+  std::vector<int32_t> order(E);
+  for (uint32_t t = 0; t < n; ++t) {
+    const float* r = &router_host_[size_t(t) * E];
+    if (h.gating == Gating::Softmax) {  // as ggml: max-shifted exp, double sum, scaled by 1/sum
+      const float mx = *std::max_element(r, r + E);
+      double sum = 0.0;
+      for (uint32_t e = 0; e < E; ++e) sum += (p[e] = std::exp(r[e] - mx));
+      const float inv = float(1.0 / sum);
+      for (uint32_t e = 0; e < E; ++e) p[e] *= inv;
+    } else {
+      for (uint32_t e = 0; e < E; ++e) p[e] = 1.f / (1.f + std::exp(-r[e]));
+    }
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return p[a] > p[b]; });
+    float sum = 0.f;
+    for (uint32_t j = 0; j < K; ++j) sum += p[order[j]];
+    sum = std::max(sum, 6.103515625e-5f);
+    for (uint32_t j = 0; j < K; ++j) {
+      sel_[size_t(t) * K + j] = order[j];
+      sel_w_[size_t(t) * K + j] = p[order[j]] / sum;
+    }
+  }
+  if (observer_) observer_({il, n, n_past_, sel_, sel_w_});
+}
+
+void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vector<float>& logits) {
+  const Hparams& h = model_.hp();
+  const uint32_t K = h.n_expert_used, E = h.n_expert;
+  const int64_t D = h.n_embd;
+  std::vector<int32_t> pos(n);
+  std::iota(pos.begin(), pos.end(), int32_t(n_past_));
+  compute_.write(act_, tok_ids_.offset, tokens, uint64_t(n) * 4);
+  compute_.write(act_, pos_.offset, pos.data(), uint64_t(n) * 4);
+
+  const pmoe_tensor x = act(x_, PMOE_DTYPE_F32, D, n);
+  const pmoe_tensor positions = act(pos_, PMOE_DTYPE_I32, n, 1);
+  std::vector<pmoe_op> ops;
+  ops.push_back(make_op(PMOE_OP_GET_ROWS, x, {weight(model_.token_embd()), act(tok_ids_, PMOE_DTYPE_I32, n, 1)}));
+  compute_.execute(ops);
+
+  for (uint32_t il = 0; il < h.n_layer; ++il) {
+    const LayerTensors& L = model_.layer(il);
+    const LayerSpec& spec = h.layers[il];
+    // 1. the router reads the raw layer input, before attention
+    ops.assign({make_op(PMOE_OP_MATMUL, act(router_, PMOE_DTYPE_F32, E, n), {weight(*L.router), x})});
+    compute_.execute(ops);
+    compute_.sync();
+    route(il, n);
+
+    // 2. attention block
+    ops.clear();
+    const pmoe_tensor n1 = act(n1_, PMOE_DTYPE_F32, D, n);
+    pmoe_op norm = make_op(PMOE_OP_RMS_NORM, n1, {x, weight(*L.attn_norm)});
+    norm.f[0] = h.rms_eps;
+    ops.push_back(norm);
+    const pmoe_tensor q = act(q_, PMOE_DTYPE_F32, h.q_dim(), n);
+    const pmoe_tensor kc = kv(il, false, n_past_, n), vc = kv(il, true, n_past_, n);
+    ops.push_back(make_op(PMOE_OP_MATMUL, q, {weight(*L.wq), n1}));
+    ops.push_back(make_op(PMOE_OP_MATMUL, kc, {weight(*L.wk), n1}));
+    ops.push_back(make_op(PMOE_OP_MATMUL, vc, {weight(*L.wv), n1}));
+    if (spec.rope) {
+      for (auto [t, heads] : {std::pair{q, h.n_head}, std::pair{kc, h.n_head_kv}}) {
+        pmoe_tensor v3 = t;  // {head_dim, heads, n}
+        v3.ne[0] = h.head_dim;
+        v3.ne[1] = heads;
+        v3.ne[2] = n;
+        v3.nb[1] = uint64_t(h.head_dim) * 4;
+        v3.nb[2] = t.nb[1];
+        v3.nb[3] = v3.nb[2] * n;
+        pmoe_op r = make_op(PMOE_OP_ROPE_NEOX, v3, {positions});
+        r.i[0] = h.n_rot;
+        r.f[0] = spec.rope_base;
+        ops.push_back(r);
+      }
+    }
+    const pmoe_tensor attn = act(attn_, PMOE_DTYPE_F32, h.q_dim(), n);
+    pmoe_op a = make_op(PMOE_OP_ATTENTION, attn,
+                        {q, kv(il, false, 0, n_past_ + n), kv(il, true, 0, n_past_ + n), positions});
+    a.i[0] = h.n_head;
+    a.i[1] = h.n_head_kv;
+    a.i[2] = h.head_dim;
+    a.i[3] = spec.window;
+    a.f[0] = 1.0f / std::sqrt(float(h.head_dim));
+    ops.push_back(a);
+    ops.push_back(make_op(PMOE_OP_MATMUL, n1, {weight(*L.wo), attn}));
+    ops.push_back(make_op(PMOE_OP_ADD, x, {x, n1}));  // h = x + attn_out
+    const pmoe_tensor n2 = act(n2_, PMOE_DTYPE_F32, D, n);
+    pmoe_op fnorm = make_op(PMOE_OP_RMS_NORM, n2, {x, weight(*L.ffn_norm)});
+    fnorm.f[0] = h.rms_eps;
+    ops.push_back(fnorm);
+
+    // 3. experts: routes grouped by expert; each expert writes its own rows of ey
+    std::vector<int32_t> route_tok(size_t(n) * K), comb_idx(size_t(n) * K);
+    uint32_t row = 0;
+    std::vector<std::pair<uint32_t, uint32_t>> spans;  // (expert, first row)
+    for (uint32_t e = 0; e < E; ++e) {
+      const uint32_t first = row;
+      for (uint32_t t = 0; t < n; ++t)
+        for (uint32_t j = 0; j < K; ++j)
+          if (sel_[size_t(t) * K + j] == int32_t(e)) {
+            route_tok[row] = int32_t(t);
+            comb_idx[size_t(t) * K + j] = int32_t(row);
+            ++row;
+          }
+      if (row > first) spans.emplace_back(e, first);
+    }
+    compute_.write(act_, route_tok_.offset, route_tok.data(), uint64_t(row) * 4);
+    compute_.write(act_, comb_idx_.offset, comb_idx.data(), uint64_t(n) * K * 4);
+    compute_.write(act_, comb_w_.offset, sel_w_.data(), uint64_t(n) * K * 4);
+    for (size_t s = 0; s < spans.size(); ++s) {
+      const auto [e, first] = spans[s];
+      const uint32_t count = (s + 1 < spans.size() ? spans[s + 1].second : row) - first;
+      ops.push_back(make_op(PMOE_OP_MOE_EXPERT, act(ey_, PMOE_DTYPE_F32, D, count, first),
+                            {expert(il, ExpertMatrix::Gate, e), expert(il, ExpertMatrix::Up, e),
+                             expert(il, ExpertMatrix::Down, e), n2,
+                             pmoe_tensor_2d(act_, route_tok_.offset + uint64_t(first) * 4, PMOE_DTYPE_I32, count, 1)}));
+    }
+    ops.push_back(make_op(PMOE_OP_MOE_COMBINE, x,
+                          {act(ey_, PMOE_DTYPE_F32, D, row), act(comb_idx_, PMOE_DTYPE_I32, K, n),
+                           act(comb_w_, PMOE_DTYPE_F32, K, n)}));
+    compute_.execute(ops);
+  }
+
+  // 4. output norm + lm_head, for every row or just the last
+  const uint32_t first_row = want == Logits::All ? 0 : want == Logits::Last ? n - 1 : n;
+  for (uint32_t r0 = first_row; r0 < n; r0 += logit_rows_) {
+    const uint32_t rows = std::min(logit_rows_, n - r0);
+    const pmoe_tensor xn = act(n1_, PMOE_DTYPE_F32, D, rows);
+    pmoe_op norm = make_op(PMOE_OP_RMS_NORM, xn, {act(x_, PMOE_DTYPE_F32, D, rows, r0), weight(model_.output_norm())});
+    norm.f[0] = h.rms_eps;
+    ops.assign({norm, make_op(PMOE_OP_MATMUL, act(logits_, PMOE_DTYPE_F32, h.n_vocab, rows),
+                              {weight(model_.output()), xn})});
+    compute_.execute(ops);
+    compute_.sync();
+    const size_t at = logits.size();
+    logits.resize(at + size_t(rows) * h.n_vocab);
+    compute_.read(act_, logits_.offset, logits.data() + at, uint64_t(rows) * h.n_vocab * 4);
+  }
+  n_past_ += n;
+}
+
+}  // namespace pmoe

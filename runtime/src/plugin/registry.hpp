@@ -1,0 +1,89 @@
+#pragma once
+// Plugin discovery and loading. The registry scans manifest directories, lists what they offer,
+// checks config options against the manifests' schemas and loads a library only when one of its
+// implementations is asked for: dlopen, the entry symbol, ABI negotiation, table validation.
+// Built-in implementations (the LRU cache policy) sit behind the same pmoe_impl tables.
+//
+// Search order: extra_paths (the config's plugin_paths), $POCKETMOE_PLUGIN_PATH (colon-separated),
+// the build tree's plugin dir, the install dir, <executable dir>/../lib/pocketmoe. A plugin found
+// again in a later directory is shadowed by the first one (like $PATH); two *different* plugins
+// that offer an implementation of the same name are an error naming both manifests.
+//
+// Not thread-safe; libraries stay loaded for the registry's lifetime, so it must outlive every
+// instance created from it.
+#include <pocketmoe/abi.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "config/config.hpp"
+#include "plugin/manifest.hpp"
+
+namespace pmoe {
+
+struct LoadedImpl {
+  const pmoe_impl* impl;         // the descriptor's entry (lives as long as the library)
+  const void* vtable;            // impl->vtable, validated for the kind
+  const PluginManifest* manifest;
+  const ImplManifest* spec;
+};
+
+class PluginRegistry {
+ public:
+  /// Scans all search dirs; a bad manifest throws pmoe::Error naming FILE:LINE:COL. With
+  /// `default_paths` false only `extra_paths` are searched (tests, hermetic setups).
+  explicit PluginRegistry(std::vector<std::string> extra_paths = {}, bool default_paths = true);
+  ~PluginRegistry();
+  PluginRegistry(const PluginRegistry&) = delete;
+  PluginRegistry& operator=(const PluginRegistry&) = delete;
+
+  /// Every directory searched, in order (including ones that do not exist).
+  const std::vector<std::string>& search_paths() const { return search_paths_; }
+  /// Built-ins first, then plugins in search order.
+  const std::vector<PluginManifest>& manifests() const { return manifests_; }
+  /// Manifests skipped because the same plugin was found earlier: "path (shadowed by path)".
+  const std::vector<std::string>& shadowed() const { return shadowed_; }
+
+  const ImplManifest* find(std::string_view impl_name, uint32_t kind) const;
+
+  /// Loads the implementation's library once (cached, also when it failed), negotiates the ABI
+  /// and validates the descriptor against the manifest. Throws pmoe::Error naming the files.
+  LoadedImpl load(std::string_view impl_name, uint32_t kind);
+  /// Loads and validates a whole plugin library (what `pocketmoe plugins` checks).
+  void load_library(const PluginManifest& manifest);
+
+  /// Checks a config section's options against the implementation's schema; returns them
+  /// normalised for pmoe_options (defaults not filled in). Errors carry the config's location.
+  std::vector<std::pair<std::string, std::string>> check_options(const PluginChoice& choice,
+                                                                 uint32_t kind) const;
+  /// check_options for the compute, storage and cache sections.
+  void check_config(const Config& cfg) const;
+
+  /// Host services for plugins: log -> stderr, filtered by $POCKETMOE_LOG
+  /// (debug|info|warn|error, default warn).
+  const pmoe_host* host() const { return &host_; }
+
+ private:
+  struct Library;
+  struct Logger;
+  const PluginManifest* owner(std::string_view impl_name, const ImplManifest** spec) const;
+  std::string unknown_impl(std::string_view name, uint32_t kind) const;
+  void scan(const std::string& dir, std::vector<std::string>& dirs_of);
+  Library& open_library(const PluginManifest& m);
+
+  std::vector<std::string> search_paths_;
+  std::vector<PluginManifest> manifests_;
+  std::vector<std::string> shadowed_;
+  std::map<std::string, std::unique_ptr<Library>> libraries_;  // by library path
+  std::unique_ptr<Logger> logger_;
+  pmoe_host host_{};
+};
+
+/// Minimum struct_size of each v1.0 table (the first released layout); 0 for an unknown kind.
+size_t min_table_size(uint32_t kind);
+
+}  // namespace pmoe

@@ -1,0 +1,41 @@
+# pocketmoe_add_plugin(<target> MANIFEST <manifest.yaml> SOURCES <src>... [OUTPUT_DIR <dir>] [INSTALL_DIR <dir>])
+#
+# Builds a plugin library the way the runtime expects it:
+#  - a MODULE library with hidden visibility that exports only `pmoe_plugin_entry`;
+#  - its manifest copied next to it with a `library:` line naming the built file;
+#  - both placed in OUTPUT_DIR (default: the current binary dir) and installed to INSTALL_DIR
+#    (default: <libdir>/pocketmoe), where the runtime searches.
+# The target links pocketmoe::sdk; link whatever else the plugin needs yourself.
+include_guard(GLOBAL)
+set(_PMOE_PLUGIN_CMAKE_DIR ${CMAKE_CURRENT_LIST_DIR})
+
+function(pocketmoe_add_plugin target)
+  cmake_parse_arguments(ARG "" "MANIFEST;OUTPUT_DIR;INSTALL_DIR" "SOURCES" ${ARGN})
+  if(NOT ARG_MANIFEST)
+    message(FATAL_ERROR "pocketmoe_add_plugin(${target}): MANIFEST is required")
+  endif()
+  if(NOT ARG_OUTPUT_DIR)
+    set(ARG_OUTPUT_DIR ${CMAKE_CURRENT_BINARY_DIR})
+  endif()
+  if(NOT ARG_INSTALL_DIR)
+    include(GNUInstallDirs)
+    set(ARG_INSTALL_DIR ${CMAKE_INSTALL_LIBDIR}/pocketmoe)
+  endif()
+  add_library(${target} MODULE ${ARG_SOURCES})
+  target_link_libraries(${target} PRIVATE pocketmoe::sdk)
+  set_target_properties(${target} PROPERTIES
+    PREFIX "lib"
+    C_VISIBILITY_PRESET hidden
+    CXX_VISIBILITY_PRESET hidden
+    VISIBILITY_INLINES_HIDDEN ON
+    LIBRARY_OUTPUT_DIRECTORY ${ARG_OUTPUT_DIR})
+  target_link_options(${target} PRIVATE
+    "LINKER:--version-script=${_PMOE_PLUGIN_CMAKE_DIR}/plugin.map" "LINKER:--no-undefined")
+  get_filename_component(manifest_src ${ARG_MANIFEST} ABSOLUTE)
+  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${manifest_src})
+  file(READ ${manifest_src} manifest_text)
+  file(GENERATE OUTPUT ${ARG_OUTPUT_DIR}/${target}.yaml
+       CONTENT "${manifest_text}library: $<TARGET_FILE_NAME:${target}>\n")
+  install(TARGETS ${target} LIBRARY DESTINATION ${ARG_INSTALL_DIR})
+  install(FILES ${ARG_OUTPUT_DIR}/${target}.yaml DESTINATION ${ARG_INSTALL_DIR})
+endfunction()
