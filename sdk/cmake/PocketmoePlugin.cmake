@@ -1,4 +1,5 @@
-# pocketmoe_add_plugin(<target> MANIFEST <manifest.yaml> SOURCES <src>... [OUTPUT_DIR <dir>] [INSTALL_DIR <dir>])
+# pocketmoe_add_plugin(<target> MANIFEST <manifest.yaml> SOURCES <src>... [OUTPUT_DIR <dir>] [INSTALL_DIR <dir>]
+#                      [NO_INSTALL])
 #
 # Builds a plugin library the way the runtime expects it:
 #  - a MODULE library with hidden visibility that exports only `pmoe_plugin_entry`;
@@ -7,10 +8,10 @@
 #    (default: <libdir>/pocketmoe), where the runtime searches.
 # The target links pocketmoe::sdk; link whatever else the plugin needs yourself.
 include_guard(GLOBAL)
-set(_PMOE_PLUGIN_CMAKE_DIR ${CMAKE_CURRENT_LIST_DIR})
+set(_PMOE_PLUGIN_CMAKE_DIR ${CMAKE_CURRENT_LIST_DIR} CACHE INTERNAL "where PocketmoePlugin.cmake lives")
 
 function(pocketmoe_add_plugin target)
-  cmake_parse_arguments(ARG "" "MANIFEST;OUTPUT_DIR;INSTALL_DIR" "SOURCES" ${ARGN})
+  cmake_parse_arguments(ARG "NO_INSTALL" "MANIFEST;OUTPUT_DIR;INSTALL_DIR" "SOURCES" ${ARGN})
   if(NOT ARG_MANIFEST)
     message(FATAL_ERROR "pocketmoe_add_plugin(${target}): MANIFEST is required")
   endif()
@@ -34,8 +35,11 @@ function(pocketmoe_add_plugin target)
   get_filename_component(manifest_src ${ARG_MANIFEST} ABSOLUTE)
   set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${manifest_src})
   file(READ ${manifest_src} manifest_text)
-  file(GENERATE OUTPUT ${ARG_OUTPUT_DIR}/${target}.yaml
+  get_filename_component(manifest_name ${manifest_src} NAME)
+  file(GENERATE OUTPUT ${ARG_OUTPUT_DIR}/${manifest_name}
        CONTENT "${manifest_text}library: $<TARGET_FILE_NAME:${target}>\n")
-  install(TARGETS ${target} LIBRARY DESTINATION ${ARG_INSTALL_DIR})
-  install(FILES ${ARG_OUTPUT_DIR}/${target}.yaml DESTINATION ${ARG_INSTALL_DIR})
+  if(NOT ARG_NO_INSTALL)
+    install(TARGETS ${target} LIBRARY DESTINATION ${ARG_INSTALL_DIR})
+    install(FILES ${ARG_OUTPUT_DIR}/${manifest_name} DESTINATION ${ARG_INSTALL_DIR})
+  endif()
 endfunction()

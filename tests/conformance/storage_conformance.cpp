@@ -12,13 +12,13 @@
 
 #include "storage_conformance.hpp"
 
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
 
 #include <atomic>
 #include <iostream>
-#include <map>
 #include <random>
 #include <thread>
 
@@ -59,6 +59,19 @@ const std::string& big_file() {
   return path;
 }
 
+// Files left by runs that crashed: their pid no longer exists.
+void remove_stale_files() {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(g_cfg.data_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const std::string prefix = "storage-conformance-";
+    if (name.rfind(prefix, 0) != 0) continue;
+    const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+      std::filesystem::remove(e.path(), ec);
+  }
+}
+
 const StorageLibrary& library() {
   static const StorageLibrary lib(g_cfg.library, g_cfg.impl);
   return lib;
@@ -77,22 +90,52 @@ struct ReadPlan {
 // Appends `n` random reads of `f` (size kFileSize) with user_data first_id.. to `plan`.
 void add_random_reads(ReadPlan& plan, std::mt19937_64& rng, pmoe_file* f, size_t n,
                       uint64_t first_id, uint64_t max_len, bool mixed_priority) {
-  auto uni = [&](uint64_t lo, uint64_t hi) { return std::uniform_int_distribution<uint64_t>(lo, hi)(rng); };
+  auto uni = [&](uint64_t lo, uint64_t hi) {
+    return std::uniform_int_distribution<uint64_t>(lo, hi)(rng);
+  };
   const uint64_t S = kFileSize;
   for (size_t i = 0; i < n; ++i) {
     uint64_t off = 0, len = 0;
     uint32_t misalign = static_cast<uint32_t>(uni(0, 4095));
     switch (uni(0, 9)) {
-      case 0: len = uni(0, 3); off = uni(0, S - len); break;                          // tiny
-      case 1: len = uni(1, 8192); off = uni(0, S - len); break;                       // small
-      case 2: off = uni(1, S / 4096 - 1) * 4096 - uni(1, 64); len = uni(2, 128); break;  // straddles 4 KiB
-      case 3: len = uni(1, 128 << 10); off = uni(0, S - len); break;                  // medium
-      case 4: len = uni(1, 32) * 4096; off = uni(0, (S - len) / 4096) * 4096; misalign = 0; break;
+      case 0:
+        len = uni(0, 3);
+        off = uni(0, S - len);
+        break;  // tiny
+      case 1:
+        len = uni(1, 8192);
+        off = uni(0, S - len);
+        break;  // small
+      case 2:
+        off = uni(1, S / 4096 - 1) * 4096 - uni(1, 64);
+        len = uni(2, 128);
+        break;  // straddles 4 KiB
+      case 3:
+        len = uni(1, 128 << 10);
+        off = uni(0, S - len);
+        break;  // medium
+      case 4:
+        len = uni(1, 32) * 4096;
+        off = uni(0, (S - len) / 4096) * 4096;
+        misalign = 0;
+        break;
       case 5:  // dest as misaligned as the offset: the zero-copy middle path of direct backends
-        len = uni(1, 64 << 10); off = uni(0, S - len); misalign = static_cast<uint32_t>(off % 4096); break;
-      case 6: off = S - uni(1, 9000); len = S - off; break;                          // ends at EOF
-      case 7: off = uni(0, 4096); len = uni(1, 16384); break;                         // file head
-      default: len = uni(1, max_len); off = uni(0, S - len); break;                   // large
+        len = uni(1, 64 << 10);
+        off = uni(0, S - len);
+        misalign = static_cast<uint32_t>(off % 4096);
+        break;
+      case 6:
+        off = S - uni(1, 9000);
+        len = S - off;
+        break;  // ends at EOF
+      case 7:
+        off = uni(0, 4096);
+        len = uni(1, 16384);
+        break;  // file head
+      default:
+        len = uni(1, max_len);
+        off = uni(0, S - len);
+        break;  // large
     }
     len = std::min(len, max_len);
     pmoe_read_req r{};
@@ -118,8 +161,9 @@ void verify(const ReadPlan& plan, const std::vector<pmoe_read_done>& done, uint6
       continue;
     }
     const pmoe_read_req& r = plan.reqs[i];
-    const bool ok = d.status == PMOE_OK && d.bytes == r.length &&
-                    (r.length == 0 || std::memcmp(r.dest, content().data() + r.offset, r.length) == 0);
+    const bool ok =
+        d.status == PMOE_OK && d.bytes == r.length &&
+        (r.length == 0 || std::memcmp(r.dest, content().data() + r.offset, r.length) == 0);
     if (!ok && ++bad <= 5)
       FAIL_CHECK("read offset " << r.offset << " length " << r.length << " dest%4096 "
                                 << reinterpret_cast<uintptr_t>(r.dest) % 4096 << ": status "
@@ -208,8 +252,10 @@ TEST_CASE("an older host without the log service") {
   uint64_t size = 0;
   const pmoe_status st = vt.open(s, "/proc/self/status", PMOE_OPEN_DIRECT, &f, &size, &err);
   // May be refused (NOT_SUPPORTED) or read buffered; what matters is that nothing crashes.
-  if (st == PMOE_OK) vt.close(s, f);
-  else CHECK(st == PMOE_ERR_NOT_SUPPORTED);
+  if (st == PMOE_OK)
+    vt.close(s, f);
+  else
+    CHECK(st == PMOE_ERR_NOT_SUPPORTED);
   vt.destroy(s);
 }
 
@@ -302,7 +348,9 @@ TEST_CASE("invalid batches are rejected whole") {
     plan.reqs.insert(plan.reqs.begin() + 5, bad.req);
     std::vector<std::vector<uint8_t>> before;
     for (const auto& r : plan.reqs)
-      if (r.dest && r.dest != sink) before.emplace_back(static_cast<uint8_t*>(r.dest), static_cast<uint8_t*>(r.dest) + r.length);
+      if (r.dest && r.dest != sink)
+        before.emplace_back(static_cast<uint8_t*>(r.dest),
+                            static_cast<uint8_t*>(r.dest) + r.length);
     pmoe_error err{};
     CHECK(st.submit(plan.reqs, &err) == PMOE_ERR_INVALID_ARGUMENT);
     CHECK(err.code == PMOE_ERR_INVALID_ARGUMENT);
@@ -312,8 +360,7 @@ TEST_CASE("invalid batches are rejected whole") {
     CHECK(st.poll(&d, 1, 1, std::chrono::nanoseconds(50ms).count()) == 0);  // none accepted
     size_t k = 0;
     for (const auto& r : plan.reqs)
-      if (r.dest && r.dest != sink)
-        CHECK(std::memcmp(r.dest, before[k++].data(), r.length) == 0);
+      if (r.dest && r.dest != sink) CHECK(std::memcmp(r.dest, before[k++].data(), r.length) == 0);
   }
   pmoe_error err{};
   CHECK(st.submit(nullptr, 3, &err) == PMOE_ERR_INVALID_ARGUMENT);
@@ -333,7 +380,8 @@ TEST_CASE("missing file: NOT_FOUND naming the path") {
       const auto r = st.open(path, flags);
       CHECK(r.status == PMOE_ERR_NOT_FOUND);
       CHECK(r.err.code == PMOE_ERR_NOT_FOUND);
-      CHECK_MESSAGE(std::string(r.err.message).find(path) != std::string::npos, std::string(r.err.message));
+      CHECK_MESSAGE(std::string(r.err.message).find(path) != std::string::npos,
+                    std::string(r.err.message));
     }
   }
 }
@@ -374,13 +422,15 @@ TEST_CASE("unreadable file: PERMISSION naming the path") {
   REQUIRE(WIFEXITED(ws));
   const int code = WEXITSTATUS(ws);
   if (code == 2) {
-    MESSAGE("running as root without CAP_SETUID: cannot drop privileges, so the PERMISSION "
-            "check is skipped (root bypasses file modes)");
+    MESSAGE(
+        "running as root without CAP_SETUID: cannot drop privileges, so the PERMISSION "
+        "check is skipped (root bypasses file modes)");
     return;
   }
   CHECK_MESSAGE(code == 0, "child (uid 65534) result "
-                               << code << " (3: opened, 4: other status, 5: path not in message, "
-                                          "6: exception)");
+                               << code
+                               << " (3: opened, 4: other status, 5: path not in message, "
+                                  "6: exception)");
 }
 
 // Either submit refuses the read (OUT_OF_RANGE naming the path) or it completes OUT_OF_RANGE.
@@ -390,8 +440,11 @@ TEST_CASE("reads past end of file: OUT_OF_RANGE") {
   for (uint32_t flags : {0u, PMOE_OPEN_DIRECT}) {
     pmoe_file* f = st.must_open(big_file(), flags);
     std::vector<uint8_t> buf(16384);
-    const std::pair<uint64_t, uint64_t> ranges[] = {{S - 1, 2}, {S, 1}, {S + 100, 10}, {S - 4000, 8192}};
-    for (const auto& [off, len] : ranges) {
+    const std::pair<uint64_t, uint64_t> ranges[] = {
+        {S - 1, 2}, {S, 1}, {S + 100, 10}, {S - 4000, 8192}};
+    for (const auto& range : ranges) {
+      const uint64_t off = range.first,
+                     len = range.second;  // not a binding: CAPTURE needs a variable
       CAPTURE(flags);
       CAPTURE(off);
       CAPTURE(len);
@@ -400,7 +453,8 @@ TEST_CASE("reads past end of file: OUT_OF_RANGE") {
       pmoe_error err{};
       const pmoe_status s = st.submit(reqs, 2, &err);
       if (s == PMOE_ERR_OUT_OF_RANGE) {
-        CHECK_MESSAGE(std::string(err.message).find(big_file()) != std::string::npos, std::string(err.message));
+        CHECK_MESSAGE(std::string(err.message).find(big_file()) != std::string::npos,
+                      std::string(err.message));
         pmoe_read_done d{};
         CHECK(st.poll(&d, 1, 1, std::chrono::nanoseconds(20ms).count()) == 0);
         continue;
@@ -452,66 +506,84 @@ TEST_CASE("a file that shrinks after open: OUT_OF_RANGE completion") {
   std::remove(path.c_str());
 }
 
+// Completion order only approximates service order: a worker preempted while holding a demand
+// read lets the others finish speculative ones meanwhile. So these two tests take the best of three
+// attempts; a backend that ignores priorities fails every attempt by a wide margin.
+constexpr int kAttempts = 3;
+
 TEST_CASE("demand reads first within a batch") {
   StorageInstance st(library(), g_cfg.options);
-  pmoe_file* f = st.must_open(big_file(), 0);
-  ReadPlan plan;
-  for (uint64_t i = 0; i < 264; ++i) {
-    const bool demand = i >= 256;  // the demand reads come last in the batch
-    pmoe_read_req r{};
-    r.file = f;
-    r.offset = (i * 7919 % 1000) * 65536;
-    r.length = demand ? 4096 : 65536;
-    r.dest = plan.arena.add(r.length, 0);
-    r.user_data = i;
-    r.priority = demand ? 0 : 1 + static_cast<uint32_t>(i % 4);
-    plan.reqs.push_back(r);
+  pmoe_file* f = st.must_open(big_file(), PMOE_OPEN_DIRECT);
+  size_t best = SIZE_MAX;
+  for (int attempt = 0; attempt < kAttempts && best >= 64; ++attempt) {
+    ReadPlan plan;
+    for (uint64_t i = 0; i < 264; ++i) {
+      const bool demand = i >= 256;  // the demand reads come last in the batch
+      pmoe_read_req r{};
+      r.file = f;
+      r.offset = (i * 7919 % 1000) * 65536;
+      r.length = demand ? 4096 : 65536;
+      r.dest = plan.arena.add(r.length, 0);
+      r.user_data = i;
+      r.priority = demand ? 0 : 1 + static_cast<uint32_t>(i % 4);
+      plan.reqs.push_back(r);
+    }
+    pmoe_error err{};
+    REQUIRE_MESSAGE(st.submit(plan.reqs, &err) == PMOE_OK, std::string(err.message));
+    const auto done = st.poll_all(plan.reqs.size());
+    verify(plan, done, 0);
+    size_t last_demand = 0;
+    for (size_t i = 0; i < done.size(); ++i)
+      if (done[i].user_data >= 256) last_demand = i;
+    MESSAGE("attempt " << attempt << ": the last demand read completed at position " << last_demand
+                       << " of 264");
+    best = std::min(best, last_demand);
   }
-  pmoe_error err{};
-  REQUIRE_MESSAGE(st.submit(plan.reqs, &err) == PMOE_OK, std::string(err.message));
-  const auto done = st.poll_all(plan.reqs.size());
-  verify(plan, done, 0);
-  size_t last_demand = 0;
-  for (size_t i = 0; i < done.size(); ++i)
-    if (done[i].user_data >= 256) last_demand = i;
-  CHECK_MESSAGE(last_demand < 64, "the last demand read completed at position " << last_demand
-                                                                                 << " of 264");
+  CHECK(best < 64);
 }
 
 TEST_CASE("a demand read overtakes a speculative backlog") {
   StorageInstance st(library(), g_cfg.options);
-  pmoe_file* f = st.must_open(big_file(), 0);
-  ReadPlan plan;
+  pmoe_file* f = st.must_open(big_file(), PMOE_OPEN_DIRECT);  // slow reads: a real backlog
   constexpr uint64_t kBacklog = 384;
-  for (uint64_t i = 0; i <= kBacklog; ++i) {
-    pmoe_read_req r{};
-    r.file = f;
-    r.offset = i * 131072 % (kFileSize - 131072);
-    r.length = i < kBacklog ? 131072 : 512;
-    r.dest = plan.arena.add(r.length, 0);
-    r.user_data = i;
-    r.priority = i < kBacklog ? 5 : 0;
-    plan.reqs.push_back(r);
+  bool passed = false;
+  for (int attempt = 0; attempt < kAttempts && !passed; ++attempt) {
+    CallbackSink sink;  // records the completion order
+    REQUIRE(st.set_callback(&CallbackSink::on_done, &sink) == PMOE_OK);
+    ReadPlan plan;
+    for (uint64_t i = 0; i <= kBacklog; ++i) {
+      pmoe_read_req r{};
+      r.file = f;
+      r.offset = i * 131072 % (kFileSize - 131072);
+      r.length = i < kBacklog ? 131072 : 512;
+      r.dest = plan.arena.add(r.length, 0);
+      r.user_data = i;
+      r.priority = i < kBacklog ? 5 : 0;
+      plan.reqs.push_back(r);
+    }
+    pmoe_error err{};
+    REQUIRE(st.submit(plan.reqs.data(), kBacklog, &err) == PMOE_OK);
+    const bool synchronous = sink.count() == kBacklog;
+    REQUIRE(st.submit(plan.reqs.data() + kBacklog, 1, &err) == PMOE_OK);
+    const size_t before = sink.count();  // completed before the demand read was even queued
+    const auto done = sink.wait(kBacklog + 1);
+    verify(plan, done, 0);
+    REQUIRE(st.set_callback(nullptr, nullptr) == PMOE_OK);  // the sink dies with this attempt
+    if (synchronous) {
+      MESSAGE(
+          "the backend completed the whole backlog inside submit (synchronous): nothing to "
+          "overtake");
+      return;
+    }
+    size_t pos = 0;
+    while (pos < done.size() && done[pos].user_data != kBacklog) ++pos;
+    const size_t overtaken_by = pos > before ? pos - before : 0;
+    const size_t left = kBacklog - std::min<size_t>(before, kBacklog);
+    MESSAGE("attempt " << attempt << ": " << left << " speculative reads were pending when the "
+                       << "demand read came; " << overtaken_by << " of them completed before it");
+    passed = overtaken_by <= std::max<size_t>(16, left / 2);
   }
-  pmoe_error err{};
-  REQUIRE(st.submit(plan.reqs.data(), kBacklog, &err) == PMOE_OK);
-  std::vector<pmoe_read_done> done(kBacklog + 1);
-  size_t n = st.poll(done.data(), kBacklog, 0, 0);
-  REQUIRE(st.submit(plan.reqs.data() + kBacklog, 1, &err) == PMOE_OK);
-  if (n == kBacklog) {
-    MESSAGE("the backend completed the whole backlog inside submit (synchronous): nothing to "
-            "overtake");
-    st.poll_all(1);
-    return;
-  }
-  done.resize(n);
-  const auto rest = st.poll_all(kBacklog + 1 - n);
-  done.insert(done.end(), rest.begin(), rest.end());
-  verify(plan, done, 0);
-  size_t pos = 0;
-  while (pos < done.size() && done[pos].user_data != kBacklog) ++pos;
-  CHECK_MESSAGE(pos < kBacklog / 2, "the demand read completed after " << pos
-                                                                       << " speculative reads");
+  CHECK(passed);
 }
 
 TEST_CASE("many threads submit and poll at once") {
@@ -573,7 +645,8 @@ TEST_CASE("switching between callback and poll; reopening files") {
     pmoe_file* f = st.must_open(big_file(), round % 2 ? PMOE_OPEN_DIRECT : 0);
     const bool callback = round < 2;
     CallbackSink sink;
-    REQUIRE(st.set_callback(callback ? &CallbackSink::on_done : nullptr, callback ? &sink : nullptr) == PMOE_OK);
+    REQUIRE(st.set_callback(callback ? &CallbackSink::on_done : nullptr,
+                            callback ? &sink : nullptr) == PMOE_OK);
     ReadPlan plan;
     add_random_reads(plan, rng, f, 32, 0, 65536, true);
     pmoe_error err{};
@@ -593,7 +666,10 @@ TEST_CASE("switching between callback and poll; reopening files") {
 
 int main(int argc, char** argv) {
   using pmoe::conformance::g_cfg;
-  auto env = [](const char* k) { const char* v = std::getenv(k); return v ? std::string(v) : std::string(); };
+  auto env = [](const char* k) {
+    const char* v = std::getenv(k);
+    return v ? std::string(v) : std::string();
+  };
   g_cfg.library = env("PMOE_STORAGE_PLUGIN");
   g_cfg.impl = env("PMOE_STORAGE_IMPL");
   if (!env("PMOE_CONFORMANCE_DIR").empty()) g_cfg.data_dir = env("PMOE_CONFORMANCE_DIR");
@@ -611,15 +687,22 @@ int main(int argc, char** argv) {
       const size_t n = std::strlen(flag);
       return a.compare(0, n, flag) == 0 ? argv[i] + n : nullptr;
     };
-    if (const char* v = value("--plugin=")) g_cfg.library = v;
-    else if (const char* v = value("--impl=")) g_cfg.impl = v;
-    else if (const char* v = value("--option=")) add_option(v);
-    else if (const char* v = value("--data-dir=")) g_cfg.data_dir = v;
-    else rest.push_back(argv[i]);
+    const char* v = nullptr;
+    if ((v = value("--plugin=")))
+      g_cfg.library = v;
+    else if ((v = value("--impl=")))
+      g_cfg.impl = v;
+    else if ((v = value("--option=")))
+      add_option(v);
+    else if ((v = value("--data-dir=")))
+      g_cfg.data_dir = v;
+    else
+      rest.push_back(argv[i]);
   }
   if (g_cfg.library.empty() && !g_cfg.impl.empty()) {
     try {
-      g_cfg.library = pmoe::conformance::find_library_by_impl(g_cfg.impl, env("POCKETMOE_PLUGIN_PATH"));
+      g_cfg.library =
+          pmoe::conformance::find_library_by_impl(g_cfg.impl, env("POCKETMOE_PLUGIN_PATH"));
     } catch (const std::exception& e) {
       std::cerr << e.what() << "\n";
       return 2;
@@ -633,6 +716,7 @@ int main(int argc, char** argv) {
   }
   std::cout << "storage conformance: " << g_cfg.library << (g_cfg.impl.empty() ? "" : " impl ")
             << g_cfg.impl << ", data in " << g_cfg.data_dir << "\n";
+  pmoe::conformance::remove_stale_files();
   doctest::Context ctx;
   ctx.applyCommandLine(static_cast<int>(rest.size()), rest.data());
   const int rc = ctx.run();

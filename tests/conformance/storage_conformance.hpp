@@ -5,8 +5,8 @@
 
 #include <pocketmoe/pocketmoe.h>
 
-#include <boost/dll/shared_library.hpp>
 #include <yaml-cpp/yaml.h>
+#include <boost/dll/shared_library.hpp>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -181,7 +181,8 @@ class StorageInstance {
     return vt_.poll(s_, out, max, min_done, timeout_ns);
   }
   /// Polls until `n` completions arrived or `timeout` passed without progress.
-  std::vector<pmoe_read_done> poll_all(size_t n, std::chrono::seconds timeout = std::chrono::seconds(30)) {
+  std::vector<pmoe_read_done> poll_all(size_t n,
+                                       std::chrono::seconds timeout = std::chrono::seconds(30)) {
     std::vector<pmoe_read_done> all;
     std::vector<pmoe_read_done> buf(256);
     while (all.size() < n) {
@@ -215,7 +216,8 @@ class CallbackSink {
     self->cv_.notify_all();
   }
   /// Waits until `n` completions arrived in total (or `timeout` without one); returns them all.
-  std::vector<pmoe_read_done> wait(size_t n, std::chrono::seconds timeout = std::chrono::seconds(30)) {
+  std::vector<pmoe_read_done> wait(size_t n,
+                                   std::chrono::seconds timeout = std::chrono::seconds(30)) {
     std::unique_lock lk(mu_);
     size_t seen = done_.size();
     while (done_.size() < n) {
@@ -276,7 +278,8 @@ class DestArena {
   /// Reserves `length` bytes whose address is `misalign` past a 4096-byte boundary.
   uint8_t* add(uint64_t length, uint32_t misalign) {
     const size_t need = kGuard + misalign + length + kGuard;
-    auto* base = static_cast<uint8_t*>(std::aligned_alloc(4096, (need + 4095) / 4096 * 4096 + 4096));
+    auto* base =
+        static_cast<uint8_t*>(std::aligned_alloc(4096, (need + 4095) / 4096 * 4096 + 4096));
     if (!base) throw std::bad_alloc();
     std::memset(base, kFill, need + 4096);
     uint8_t* dest = base + 4096 + misalign;  // 4096 >= kGuard: the guard lies before it

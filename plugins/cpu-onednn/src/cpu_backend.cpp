@@ -43,6 +43,9 @@ std::string op_name(uint32_t k) {
   }
 }
 
+// Multiply-adds below which an op runs on the calling thread alone.
+constexpr int64_t kMinParallelWork = int64_t(1) << 18;
+
 [[noreturn]] void fail(const std::string& what) {
   throw StatusError(PMOE_ERR_INVALID_ARGUMENT, what);
 }
@@ -151,7 +154,9 @@ class CpuBackend final : public sdk::Compute {
     const uint8_t* xa = prepare(x, in, T, xs, activation_type_for(wtype), act_scratch_, xrow);
     const int64_t block = 16;
     const int64_t n_blocks = (out + block - 1) / block;
-#pragma omp parallel for schedule(static) num_threads(threads_)
+    // Fork only for work worth it: a parallel region costs microseconds, more when cores are shared.
+    const bool par = threads_ > 1 && out * in * T >= kMinParallelWork;
+#pragma omp parallel for schedule(static) num_threads(threads_) if (par)
     for (int64_t b = 0; b < n_blocks; ++b) {
       const int64_t o_end = std::min(out, (b + 1) * block);
       for (int64_t t = 0; t < T; ++t) {
@@ -333,7 +338,8 @@ class CpuBackend final : public sdk::Compute {
     const int64_t qs = int64_t(q.nb[1] / 4), ks = int64_t(k.nb[1] / 4), vs = int64_t(v.nb[1] / 4),
                   ds = int64_t(dst.nb[1] / 4);
     const DotFn dot = dot_kernel(PMOE_DTYPE_F32);
-#pragma omp parallel num_threads(threads_)
+    const bool par = threads_ > 1 && T * n_head * (pp[T - 1] + 1) * hd >= kMinParallelWork;
+#pragma omp parallel num_threads(threads_) if (par)
     {
       std::vector<float> w;
 #pragma omp for schedule(dynamic, 1)

@@ -14,9 +14,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdarg>
 #include <chrono>
 #include <condition_variable>
+#include <cstdarg>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -31,7 +31,7 @@ namespace pmoe {
 namespace {
 
 constexpr const char* kSource = "storage-posix";
-constexpr uint64_t kMaxIo = 1ull << 30;      // per pread call; Linux caps one call near 2 GiB
+constexpr uint64_t kMaxIo = 1ull << 30;       // per pread call; Linux caps one call near 2 GiB
 constexpr uint64_t kBounceSize = 1ull << 20;  // per-worker bounce buffer for unaligned direct reads
 
 __attribute__((format(printf, 1, 2))) std::string strf(const char* fmt, ...) {
@@ -49,18 +49,28 @@ __attribute__((format(printf, 1, 2))) std::string strf(const char* fmt, ...) {
 
 pmoe_status open_status(int e) {
   switch (e) {
-    case ENOENT: case ENOTDIR: return PMOE_ERR_NOT_FOUND;
-    case EACCES: case EPERM: return PMOE_ERR_PERMISSION;
-    case ENOMEM: return PMOE_ERR_OUT_OF_MEMORY;
-    default: return PMOE_ERR_IO;
+    case ENOENT:
+    case ENOTDIR:
+      return PMOE_ERR_NOT_FOUND;
+    case EACCES:
+    case EPERM:
+      return PMOE_ERR_PERMISSION;
+    case ENOMEM:
+      return PMOE_ERR_OUT_OF_MEMORY;
+    default:
+      return PMOE_ERR_IO;
   }
 }
 
 pmoe_status read_status(int e) {
   switch (e) {
-    case EFAULT: case EINVAL: return PMOE_ERR_INVALID_ARGUMENT;  // bad dest, or misuse of O_DIRECT
-    case ENOMEM: return PMOE_ERR_OUT_OF_MEMORY;
-    default: return PMOE_ERR_IO;
+    case EFAULT:
+    case EINVAL:
+      return PMOE_ERR_INVALID_ARGUMENT;  // bad dest, or misuse of O_DIRECT
+    case ENOMEM:
+      return PMOE_ERR_OUT_OF_MEMORY;
+    default:
+      return PMOE_ERR_IO;
   }
 }
 
@@ -164,9 +174,8 @@ uint32_t direct_alignment_of(int fd, const struct stat& st) {
 #ifdef STATX_DIOALIGN
   struct statx sx {};
   if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 && (sx.stx_mask & STATX_DIOALIGN))
-    return sx.stx_dio_offset_align == 0
-               ? 0
-               : std::max(sx.stx_dio_offset_align, sx.stx_dio_mem_align);
+    return sx.stx_dio_offset_align == 0 ? 0
+                                        : std::max(sx.stx_dio_offset_align, sx.stx_dio_mem_align);
 #endif
   int bs = 0;
   if (S_ISBLK(st.st_mode) && ::ioctl(fd, BLKSSZGET, &bs) == 0 && bs > 0)
@@ -232,7 +241,8 @@ class PosixStorage final : public sdk::Storage {
     if (refused) {
       std::string why = strf("filesystem of '%s' does not support direct I/O (O_DIRECT)", path);
       if (!fallback_)
-        fail(PMOE_ERR_NOT_SUPPORTED, EINVAL, why + "; set direct_io_fallback: true to read it buffered");
+        fail(PMOE_ERR_NOT_SUPPORTED, EINVAL,
+             why + "; set direct_io_fallback: true to read it buffered");
       sdk::log(host_, PMOE_LOG_WARN, kSource, why + "; reading it through the page cache");
     }
     size = f->size;
@@ -339,7 +349,7 @@ class PosixStorage final : public sdk::Storage {
     if (r.offset + r.length > f->size)
       fail(PMOE_ERR_OUT_OF_RANGE, 0,
            strf("request %zu: read past end of file '%s': offset %llu length %llu file size %llu",
-                  i, f->path.c_str(), off, len, static_cast<unsigned long long>(f->size)));
+                i, f->path.c_str(), off, len, static_cast<unsigned long long>(f->size)));
   }
 
   bool can_take() const {
@@ -395,8 +405,8 @@ class PosixStorage final : public sdk::Storage {
     const long long now = ::fstat(f.fd, &st) == 0 ? static_cast<long long>(st.st_size) : -1;
     sdk::log(host_, PMOE_LOG_ERROR, kSource,
              strf("read past end of file '%s': offset %llu length %llu file size %lld",
-                    f.path.c_str(), static_cast<unsigned long long>(req.offset),
-                    static_cast<unsigned long long>(req.length), now));
+                  f.path.c_str(), static_cast<unsigned long long>(req.offset),
+                  static_cast<unsigned long long>(req.length), now));
     return {req.user_data, PMOE_ERR_OUT_OF_RANGE, 0, r.bytes};
   }
 

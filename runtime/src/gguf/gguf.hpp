@@ -47,7 +47,7 @@ class GgufFile {
   const std::string& path() const { return path_; }
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }
-  uint64_t data_offset() const { return data_offset_; }
+  uint64_t data_offset() const { return data_offset_; }  // may pass file_size() if there are no tensors
   uint64_t file_size() const { return size_; }
   const uint8_t* base() const { return data_; }
 

@@ -14,15 +14,22 @@ namespace pmoe {
 
 namespace {
 
+// resize + memcpy rather than vector::insert, which trips GCC 12's -Wstringop-overflow at -O3.
+void put_bytes(std::vector<uint8_t>& b, const void* p, size_t n) {
+  if (n == 0) return;
+  const size_t old = b.size();
+  b.resize(old + n);
+  std::memcpy(b.data() + old, p, n);
+}
+
 template <class T>
 void put(std::vector<uint8_t>& b, T v) {
-  const auto* p = reinterpret_cast<const uint8_t*>(&v);
-  b.insert(b.end(), p, p + sizeof v);
+  put_bytes(b, &v, sizeof v);
 }
 
 void put_string(std::vector<uint8_t>& b, std::string_view s) {
   put<uint64_t>(b, s.size());
-  b.insert(b.end(), s.begin(), s.end());
+  put_bytes(b, s.data(), s.size());
 }
 
 void put_type(std::vector<uint8_t>& b, GgufValueType t) { put(b, static_cast<uint32_t>(t)); }
@@ -106,8 +113,7 @@ void GgufWriter::add_array(std::string key, GgufValueType elem, const void* data
   put_type(b, GgufValueType::ARRAY);
   put_type(b, elem);
   put<uint64_t>(b, count);
-  const auto* p = static_cast<const uint8_t*>(data);
-  b.insert(b.end(), p, p + count * es);
+  put_bytes(b, data, count * es);
   add_kv(std::move(key), std::move(b));
 }
 
@@ -120,6 +126,7 @@ void GgufWriter::add_f32_array(std::string key, std::vector<float> v) {
 }
 
 void GgufWriter::copy_key(const GgufFile& from, std::string_view key) {
+  if (key == "general.alignment") return set_alignment(from.get_u32(key));  // so "copy every key" just works
   const auto raw = from.raw_value(key);
   add_kv(std::string(key), std::vector<uint8_t>(raw.begin(), raw.end()));
 }
@@ -155,7 +162,7 @@ void GgufWriter::add_raw_tensor(std::string name, uint32_t type, std::vector<int
 void GgufWriter::write(const std::string& path, Progress progress) const {
   // Header, metadata and tensor directory are built in memory; they are small.
   std::vector<uint8_t> head;
-  head.insert(head.end(), {'G', 'G', 'U', 'F'});
+  put_bytes(head, "GGUF", 4);
   put<uint32_t>(head, 3);
   put<uint64_t>(head, tensors_.size());
   put<uint64_t>(head, kvs_.size() + (alignment_ != 32 ? 1 : 0));
@@ -166,7 +173,7 @@ void GgufWriter::write(const std::string& path, Progress progress) const {
   }
   for (const Kv& kv : kvs_) {
     put_string(head, kv.key);
-    head.insert(head.end(), kv.value.begin(), kv.value.end());
+    put_bytes(head, kv.value.data(), kv.value.size());
   }
   uint64_t data_size = 0, max_size = 0;
   for (const Tensor& t : tensors_) {

@@ -38,6 +38,7 @@ class GgufWriter {
   // Array of any fixed-size element type (not STRING/ARRAY): `count` little-endian elements.
   void add_array(std::string key, GgufValueType elem, const void* data, uint64_t count);
   // Copy a metadata entry (any type, arrays too) from another file, e.g. tokenizer.* keys.
+  // general.alignment is taken over as set_alignment().
   void copy_key(const GgufFile& from, std::string_view key);
   // An already serialized value (type tag + value, as GgufFile::raw_value returns). Not checked:
   // tests use it to write malformed entries.

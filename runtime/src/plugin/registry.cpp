@@ -125,6 +125,14 @@ PluginRegistry::PluginRegistry(std::vector<std::string> extra_paths, bool defaul
   }
   host_ = {sizeof(pmoe_host), PMOE_ABI_MAJOR, PMOE_ABI_MINOR, logger_.get(), &Logger::log};
 
+  search_paths_ = make_search_paths(std::move(extra_paths), default_paths);
+  manifests_.push_back(builtin_manifest());
+  std::vector<std::string> dir_of{""};
+  for (const auto& d : search_paths_) scan(d, dir_of);
+}
+
+std::vector<std::string> PluginRegistry::make_search_paths(std::vector<std::string> extra_paths,
+                                                           bool default_paths) {
   std::vector<std::string> dirs = std::move(extra_paths);
   if (default_paths) {
     if (const char* env = std::getenv("POCKETMOE_PLUGIN_PATH")) {
@@ -145,16 +153,14 @@ PluginRegistry::PluginRegistry(std::vector<std::string> extra_paths, bool defaul
   }
   // The same directory reached twice (build dir == exe-relative dir) is searched once.
   std::set<std::string> seen;
+  std::vector<std::string> out;
   for (auto& d : dirs) {
     std::error_code ec;
     fs::path canon = fs::weakly_canonical(fs::absolute(d), ec);
     std::string key = ec ? d : canon.string();
-    if (seen.insert(key).second) search_paths_.push_back(ec ? d : canon.string());
+    if (seen.insert(key).second) out.push_back(key);
   }
-
-  manifests_.push_back(builtin_manifest());
-  std::vector<std::string> dir_of{""};
-  for (const auto& d : search_paths_) scan(d, dir_of);
+  return out;
 }
 
 PluginRegistry::~PluginRegistry() = default;
@@ -174,7 +180,7 @@ void PluginRegistry::scan(const std::string& dir, std::vector<std::string>& dir_
       if (prev.builtin || prev.plugin != m.plugin) continue;
       if (dir_of[i] == dir)
         throw Error(m.manifest_path + ": plugin '" + m.plugin + "' is also described by " +
-                    prev.manifest_path + " in the same directory");
+                    prev.manifest_path + " in the same directory (a stale copy? remove one)");
       shadowed_.push_back(m.manifest_path + " (shadowed by " + prev.manifest_path + ")");
       skip = true;
     }

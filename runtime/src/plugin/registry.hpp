@@ -43,6 +43,9 @@ class PluginRegistry {
 
   /// Every directory searched, in order (including ones that do not exist).
   const std::vector<std::string>& search_paths() const { return search_paths_; }
+  /// The search path a registry built with these arguments uses (canonical, duplicates removed).
+  static std::vector<std::string> make_search_paths(std::vector<std::string> extra_paths,
+                                                    bool default_paths = true);
   /// Built-ins first, then plugins in search order.
   const std::vector<PluginManifest>& manifests() const { return manifests_; }
   /// Manifests skipped because the same plugin was found earlier: "path (shadowed by path)".

@@ -194,7 +194,8 @@ struct Tokenizer::Impl {
   int32_t find(std::string_view t) const { return text_slots[text_slot(t, hash_text(t))].id; }
 
   void load(const GgufFile& f);
-  // Scratch buffers reused across the words of one encode() call.
+
+  // BPE state for one word: a linked list of symbols and a min-heap of mergeable pairs.
   struct Sym {
     int32_t id;  // -1 once merged into its left neighbour
     int32_t prev, next;
@@ -207,7 +208,7 @@ struct Tokenizer::Impl {
       return rank != o.rank ? rank > o.rank : left > o.left;
     }
   };
-  struct Scratch {
+  struct Scratch {  // reused across the words of one encode() call
     std::vector<Sym> syms;
     std::vector<Pair> heap;
   };
@@ -453,6 +454,8 @@ void Tokenizer::Impl::bpe_word(std::string_view bytes, Scratch& s,
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special,
                                        bool parse_special) const {
   const Impl& m = *impl_;
+  if (text.size() > INT32_MAX) throw Error("encode: text of " + std::to_string(text.size()) +
+                                           " bytes is too long (limit 2 GiB)");
   std::vector<int32_t> out;
   if (add_special && m.add_bos) out.push_back(m.bos);
 

@@ -1,0 +1,85 @@
+// pocketmoe logits: raw logits of a token sequence, the interface of the correctness checks.
+#include "cli/model_options.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <sstream>
+
+namespace pmoe::cli {
+
+namespace {
+std::vector<int32_t> parse_token_list(const std::string& s) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t end = 0;
+      ids.push_back(std::stoi(item, &end));
+      if (end != item.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      throw UsageError("--tokens: '" + item + "' is not a token id");
+    }
+  }
+  return ids;
+}
+
+std::vector<int32_t> read_token_file(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw Error(path + ": cannot open");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(f);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(path + ": byte " + std::to_string(e.byte) + ": not valid JSON");
+  }
+  if (!j.is_array()) throw Error(path + ": expected a JSON array of token ids");
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i < j.size(); ++i) {
+    if (!j[i].is_number_integer()) throw Error(path + ": element " + std::to_string(i) + " is not an integer");
+    ids.push_back(j[i].get<int32_t>());
+  }
+  return ids;
+}
+}  // namespace
+
+int cmd_logits(int argc, char** argv) {
+  return run_command("logits", [&] {
+    SessionOptions so;
+    so.load_tokenizer = false;
+    std::string tokens, tokens_file, out;
+    bool sequential = false;
+    po::options_description opts("options");
+    add_model_options(opts, so);
+    opts.add_options()
+      ("tokens", po::value(&tokens), "comma-separated token ids")
+      ("tokens-file", po::value(&tokens_file), "JSON array of token ids")
+      ("out,o", po::value(&out), "output: float32 little-endian [n_tokens][n_vocab], no header")
+      ("sequential", po::bool_switch(&sequential), "feed one token at a time through the KV cache")
+      ("help,h", "this help");
+    auto vm = parse_args(argc, argv, opts);
+    if (vm.count("help"))
+      return print_help("logits -m MODEL (--tokens 1,2,3 | --tokens-file F.json) --out OUT.bin",
+                        "Write the logits of every input position.", opts);
+    po::notify(vm);
+    if (tokens.empty() == tokens_file.empty()) throw UsageError("give exactly one of --tokens and --tokens-file");
+    if (out.empty()) throw UsageError("--out is required");
+    const std::vector<int32_t> ids = tokens.empty() ? read_token_file(tokens_file) : parse_token_list(tokens);
+    if (ids.empty()) throw UsageError("no tokens given");
+    if (so.engine.n_ctx == 0) so.engine.n_ctx = uint32_t(ids.size());
+    Session s(so);
+    std::vector<float> logits;
+    logits.reserve(ids.size() * s.model().hp().n_vocab);
+    if (sequential)
+      for (int32_t id : ids) s.engine().eval(std::span(&id, 1), true, logits);
+    else
+      s.engine().eval(ids, true, logits);
+    std::ofstream f(out, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(logits.data()), std::streamsize(logits.size() * 4));
+    if (!f) throw Error(out + ": write failed");
+    return kExitOk;
+  });
+}
+
+}  // namespace pmoe::cli

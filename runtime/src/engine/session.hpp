@@ -1,0 +1,49 @@
+#pragma once
+// Everything a command needs to run a model, wired from a config: plugin registry, compute
+// backend, model, tokenizer and engine. One place so `run`, `logits`, benchmarks and tests set
+// things up the same way.
+#include "config/config.hpp"
+#include "engine/engine.hpp"
+#include "model/model.hpp"
+#include "plugin/compute_backend.hpp"
+#include "plugin/registry.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace pmoe {
+
+struct SessionOptions {
+  std::string model_path;   // overrides the config's `model:` when not empty
+  std::string config_path;  // "" = built-in defaults
+  EngineOptions engine;
+  bool load_tokenizer = true;
+  int threads = 0;          // > 0 overrides the compute section's `threads`
+};
+
+class Session {
+ public:
+  explicit Session(const SessionOptions& o);
+  ~Session();
+
+  const Config& config() const { return config_; }
+  PluginRegistry& registry() { return *registry_; }
+  const Model& model() const { return *model_; }
+  ComputeBackend& compute() { return *compute_; }
+  Engine& engine() { return *engine_; }
+  /// Throws when the model has no usable tokenizer.
+  const Tokenizer& tokenizer() const;
+
+ private:
+  Config config_;
+  std::unique_ptr<PluginRegistry> registry_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<ComputeBackend> compute_;
+  std::unique_ptr<Engine> engine_;
+  std::optional<Tokenizer> tokenizer_;
+  std::string tokenizer_error_;
+};
+
+}  // namespace pmoe
