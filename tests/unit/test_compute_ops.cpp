@@ -1,0 +1,324 @@
+// Every op of the compute ABI on the cpu-onednn plugin against plain scalar references, on random
+// data. The same checks apply to any compute backend (set PMOE_COMPUTE_PLUGIN to test another).
+#include <doctest/doctest.h>
+
+#include "common/error.hpp"
+#include "plugin/compute_backend.hpp"
+#include "plugin/registry.hpp"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+
+using namespace pmoe;
+
+namespace {
+
+struct Fixture {
+  PluginRegistry reg;
+  std::unique_ptr<ComputeBackend> be;
+  std::mt19937 rng{42};
+  std::vector<pmoe_buffer*> bufs;
+
+  Fixture() {
+    const char* name = std::getenv("PMOE_COMPUTE_PLUGIN");
+    const std::string impl = name ? name : "cpu-onednn";
+    const LoadedImpl li = reg.load(impl, PMOE_KIND_COMPUTE);
+    be = std::make_unique<ComputeBackend>(static_cast<const pmoe_compute_vtable*>(li.vtable),
+                                          reg.host(), ComputeBackend::OptionList{{"threads", "2"}}, impl);
+  }
+  ~Fixture() {
+    for (auto* b : bufs) be->free(b);
+  }
+  std::vector<float> randn(size_t n, float scale = 1.f) {
+    std::normal_distribution<float> d(0.f, scale);
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(rng);
+    return v;
+  }
+  // Upload bytes into a fresh buffer and return a 2-D view.
+  pmoe_tensor upload(const void* data, size_t bytes, uint32_t dtype, int64_t ne0, int64_t ne1) {
+    pmoe_buffer* b = be->alloc(bytes, PMOE_BUFFER_HOST_VISIBLE);
+    bufs.push_back(b);
+    if (data) be->write(b, 0, data, bytes);
+    return pmoe_tensor_2d(b, 0, dtype, ne0, ne1);
+  }
+  pmoe_tensor f32(const std::vector<float>& v, int64_t ne0, int64_t ne1) {
+    return upload(v.data(), v.size() * 4, PMOE_DTYPE_F32, ne0, ne1);
+  }
+  pmoe_tensor i32(const std::vector<int32_t>& v) {
+    return upload(v.data(), v.size() * 4, PMOE_DTYPE_I32, int64_t(v.size()), 1);
+  }
+  std::vector<float> read(const pmoe_tensor& t, size_t n) {
+    std::vector<float> v(n);
+    be->sync();
+    be->read(t.buffer, t.offset, v.data(), n * 4);
+    return v;
+  }
+  void run(pmoe_op op) { be->execute({&op, 1}); }
+};
+
+pmoe_op op_of(pmoe_op_kind k, pmoe_tensor dst, std::initializer_list<pmoe_tensor> src) {
+  pmoe_op op{};
+  op.kind = k;
+  op.dst = dst;
+  for (auto& s : src) op.src[op.n_src++] = s;
+  return op;
+}
+
+uint16_t to_f16(float f) {  // exact for the values used (scales), via the bit layout
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t e = (x >> 23) & 0xff;
+  return uint16_t(((x >> 16) & 0x8000) | ((e - 112) << 10) | ((x >> 13) & 0x3ff));
+}
+float from_f16(uint16_t h) {
+  uint32_t x = uint32_t(h & 0x8000) << 16 | (uint32_t((h >> 10) & 0x1f) + 112) << 23 | uint32_t(h & 0x3ff) << 13;
+  if ((h & 0x7fff) == 0) x = uint32_t(h & 0x8000) << 16;
+  float f;
+  std::memcpy(&f, &x, 4);
+  return f;
+}
+
+// Random weights of `type` as bytes plus their exact dequantized values.
+void make_weights(std::mt19937& rng, uint32_t type, int64_t in, int64_t out, std::vector<uint8_t>& bytes,
+                  std::vector<float>& deq) {
+  const uint64_t row = pmoe_dtype_row_bytes(type, uint64_t(in));
+  bytes.assign(row * uint64_t(out), 0);
+  deq.assign(size_t(in * out), 0.f);
+  std::uniform_int_distribution<int> q8(-127, 127), q4(0, 15);
+  std::uniform_real_distribution<float> sc(0.001f, 0.02f), val(-1.f, 1.f);
+  for (int64_t o = 0; o < out; ++o) {
+    uint8_t* r = bytes.data() + uint64_t(o) * row;
+    float* d = deq.data() + o * in;
+    for (int64_t b = 0; b < in / 32 || (pmoe_dtype_block_elems(type) == 1 && b < in); ++b) {
+      if (type == PMOE_DTYPE_Q8_0) {
+        const uint16_t s = to_f16(sc(rng));
+        std::memcpy(r + b * 34, &s, 2);
+        for (int j = 0; j < 32; ++j) {
+          const int8_t q = int8_t(q8(rng));
+          r[b * 34 + 2 + j] = uint8_t(q);
+          d[b * 32 + j] = float(q) * from_f16(s);
+        }
+      } else if (type == PMOE_DTYPE_Q4_0) {
+        const uint16_t s = to_f16(sc(rng));
+        std::memcpy(r + b * 18, &s, 2);
+        for (int j = 0; j < 16; ++j) {
+          const int lo = q4(rng), hi = q4(rng);
+          r[b * 18 + 2 + j] = uint8_t(lo | (hi << 4));
+          d[b * 32 + j] = float(lo - 8) * from_f16(s);
+          d[b * 32 + j + 16] = float(hi - 8) * from_f16(s);
+        }
+      } else if (type == PMOE_DTYPE_F32) {
+        const float v = val(rng) * 0.1f;
+        std::memcpy(r + b * 4, &v, 4);
+        d[b] = v;
+      } else if (type == PMOE_DTYPE_F16) {
+        const uint16_t h = to_f16(0.05f + 0.05f * std::fabs(val(rng))) | (val(rng) < 0 ? 0x8000 : 0);
+        std::memcpy(r + b * 2, &h, 2);
+        d[b] = from_f16(h);
+      } else {  // BF16
+        const float v = val(rng) * 0.1f;
+        uint32_t x;
+        std::memcpy(&x, &v, 4);
+        const uint16_t h = uint16_t(x >> 16);
+        std::memcpy(r + b * 2, &h, 2);
+        x = uint32_t(h) << 16;
+        std::memcpy(&d[b], &x, 4);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("matmul of every weight type matches a float64 reference") {
+  Fixture f;
+  const int64_t in = 256, out = 96;
+  for (uint32_t type : {PMOE_DTYPE_F32, PMOE_DTYPE_F16, PMOE_DTYPE_BF16, PMOE_DTYPE_Q8_0, PMOE_DTYPE_Q4_0})
+    for (int64_t T : {1, 3, 17}) {
+      std::vector<uint8_t> wb;
+      std::vector<float> wd;
+      make_weights(f.rng, type, in, out, wb, wd);
+      const auto x = f.randn(size_t(in * T));
+      const pmoe_tensor W = f.upload(wb.data(), wb.size(), type, in, out);
+      const pmoe_tensor X = f.f32(x, in, T);
+      const pmoe_tensor Y = f.upload(nullptr, size_t(out * T) * 4, PMOE_DTYPE_F32, out, T);
+      f.run(op_of(PMOE_OP_MATMUL, Y, {W, X}));
+      const auto y = f.read(Y, size_t(out * T));
+      double max_err = 0, max_ref = 0;
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t o = 0; o < out; ++o) {
+          double ref = 0;
+          for (int64_t i = 0; i < in; ++i) ref += double(wd[size_t(o * in + i)]) * x[size_t(t * in + i)];
+          max_err = std::max(max_err, std::fabs(ref - y[size_t(t * out + o)]));
+          max_ref = std::max(max_ref, std::fabs(ref));
+        }
+      // block types quantize activations to Q8_0 (relative error ~1/254 per value)
+      const double tol = pmoe_dtype_block_elems(type) == 32 ? 0.02 * max_ref : 1e-4 * max_ref + 1e-5;
+      INFO("type " << pmoe_dtype_name(type) << " T " << T << " err " << max_err << " ref " << max_ref);
+      CHECK(max_err <= tol);
+    }
+}
+
+TEST_CASE("rms_norm, add, get_rows, rope and attention match scalar references") {
+  Fixture f;
+  const int64_t n = 64, T = 5;
+  const auto x = f.randn(size_t(n * T)), g = f.randn(size_t(n)), b = f.randn(size_t(n * T));
+  const pmoe_tensor X = f.f32(x, n, T), G = f.f32(g, n, 1), B = f.f32(b, n, T);
+  const pmoe_tensor Y = f.upload(nullptr, size_t(n * T) * 4, PMOE_DTYPE_F32, n, T);
+  pmoe_op norm = op_of(PMOE_OP_RMS_NORM, Y, {X, G});
+  norm.f[0] = 1e-6f;
+  f.run(norm);
+  auto y = f.read(Y, size_t(n * T));
+  for (int64_t t = 0; t < T; ++t) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; ++i) ss += double(x[size_t(t * n + i)]) * x[size_t(t * n + i)];
+    const double s = 1.0 / std::sqrt(ss / double(n) + 1e-6);
+    for (int64_t i = 0; i < n; ++i) CHECK(std::fabs(y[size_t(t * n + i)] - x[size_t(t * n + i)] * s * g[size_t(i)]) < 1e-5);
+  }
+  f.run(op_of(PMOE_OP_ADD, Y, {X, B}));
+  y = f.read(Y, size_t(n * T));
+  for (size_t i = 0; i < y.size(); ++i) CHECK(y[i] == x[i] + b[i]);
+
+  // get_rows from a Q8_0 table
+  std::vector<uint8_t> wb;
+  std::vector<float> wd;
+  make_weights(f.rng, PMOE_DTYPE_Q8_0, n, 10, wb, wd);
+  const pmoe_tensor tab = f.upload(wb.data(), wb.size(), PMOE_DTYPE_Q8_0, n, 10);
+  f.run(op_of(PMOE_OP_GET_ROWS, pmoe_tensor_2d(Y.buffer, 0, PMOE_DTYPE_F32, n, 3), {tab, f.i32({7, 0, 7})}));
+  y = f.read(Y, size_t(n * 3));
+  for (int64_t i = 0; i < n; ++i) {
+    CHECK(y[size_t(i)] == wd[size_t(7 * n + i)]);
+    CHECK(y[size_t(n + i)] == wd[size_t(i)]);
+  }
+
+  // NEOX rope: dims i and i + d/2 rotate by pos * base^(-2i/d)
+  const int64_t hd = 16, heads = 4;
+  const auto q = f.randn(size_t(hd * heads * T));
+  pmoe_tensor Q = f.f32(q, hd * heads, T);
+  pmoe_tensor Q3 = Q;
+  Q3.ne[0] = hd, Q3.ne[1] = heads, Q3.ne[2] = T, Q3.nb[1] = hd * 4, Q3.nb[2] = Q.nb[1];
+  const std::vector<int32_t> pos = {0, 1, 2, 100, 4000};
+  pmoe_op rope = op_of(PMOE_OP_ROPE_NEOX, Q3, {f.i32(pos)});
+  rope.i[0] = hd;
+  rope.f[0] = 10000.f;
+  f.run(rope);
+  auto qr = f.read(Q, q.size());
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < hd / 2; ++i) {
+        const double th = pos[size_t(t)] * std::pow(10000.0, -2.0 * double(i) / double(hd));
+        const size_t a = size_t(t * hd * heads + h * hd + i), c = a + size_t(hd / 2);
+        CHECK(std::fabs(qr[a] - (q[a] * std::cos(th) - q[c] * std::sin(th))) < 2e-3);
+        CHECK(std::fabs(qr[c] - (q[a] * std::sin(th) + q[c] * std::cos(th))) < 2e-3);
+      }
+
+  // attention: GQA 4 q heads on 2 kv heads, 9 keys, window 3
+  const int64_t nkv = 9, kvh = 2;
+  const auto k = f.randn(size_t(hd * kvh * nkv)), v = f.randn(size_t(hd * kvh * nkv)), qq = f.randn(size_t(hd * heads * 2));
+  const std::vector<int32_t> qpos = {4, 8};
+  for (int64_t window : {0, 3}) {
+    const pmoe_tensor O = f.upload(nullptr, size_t(hd * heads * 2) * 4, PMOE_DTYPE_F32, hd * heads, 2);
+    pmoe_op a = op_of(PMOE_OP_ATTENTION, O, {f.f32(qq, hd * heads, 2), f.f32(k, hd * kvh, nkv), f.f32(v, hd * kvh, nkv), f.i32(qpos)});
+    a.i[0] = heads, a.i[1] = kvh, a.i[2] = hd, a.i[3] = window;
+    a.f[0] = 0.25f;
+    f.run(a);
+    const auto o = f.read(O, size_t(hd * heads * 2));
+    for (int64_t t = 0; t < 2; ++t)
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t p = qpos[size_t(t)], g = h / (heads / kvh);
+        const int64_t j0 = window ? std::max<int64_t>(0, p - window + 1) : 0;
+        std::vector<double> w;
+        double mx = -1e30, sum = 0;
+        for (int64_t j = j0; j <= p; ++j) {
+          double s = 0;
+          for (int64_t i = 0; i < hd; ++i) s += double(qq[size_t(t * hd * heads + h * hd + i)]) * k[size_t(j * hd * kvh + g * hd + i)];
+          w.push_back(s * 0.25);
+          mx = std::max(mx, s * 0.25);
+        }
+        for (auto& x : w) sum += (x = std::exp(x - mx));
+        for (int64_t i = 0; i < hd; ++i) {
+          double ref = 0;
+          for (int64_t j = j0; j <= p; ++j) ref += w[size_t(j - j0)] / sum * v[size_t(j * hd * kvh + g * hd + i)];
+          CHECK(std::fabs(o[size_t(t * hd * heads + h * hd + i)] - ref) < 1e-4);
+        }
+      }
+  }
+}
+
+TEST_CASE("moe: expert order never changes a bit; combine weights in rank order") {
+  Fixture f;
+  const int64_t D = 64, F = 32, T = 3, E = 3, K = 2;
+  std::vector<std::vector<uint8_t>> wb(E * 3);
+  std::vector<std::vector<float>> wd(E * 3);
+  std::vector<pmoe_tensor> W(E * 3);
+  for (int64_t e = 0; e < E; ++e)
+    for (int m = 0; m < 3; ++m) {
+      const bool down = m == 2;
+      make_weights(f.rng, PMOE_DTYPE_Q4_0, down ? F : D, down ? D : F, wb[size_t(e * 3 + m)], wd[size_t(e * 3 + m)]);
+      W[size_t(e * 3 + m)] = f.upload(wb[size_t(e * 3 + m)].data(), wb[size_t(e * 3 + m)].size(), PMOE_DTYPE_Q4_0, down ? F : D, down ? D : F);
+    }
+  const auto x = f.randn(size_t(D * T));
+  const pmoe_tensor X = f.f32(x, D, T);
+  // routes: token t uses experts (t % E) then ((t + 1) % E); rows grouped by expert
+  std::vector<std::vector<int32_t>> tok(E);
+  std::vector<int32_t> idx(size_t(T * K));
+  std::vector<float> w(size_t(T * K));
+  int32_t row = 0;
+  std::vector<int32_t> first(E);
+  for (int64_t e = 0; e < E; ++e) {
+    first[size_t(e)] = row;
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 0; j < K; ++j)
+        if ((t + j) % E == e) {
+          tok[size_t(e)].push_back(int32_t(t));
+          idx[size_t(t * K + j)] = row++;
+          w[size_t(t * K + j)] = j == 0 ? 0.7f : 0.3f;
+        }
+  }
+  auto run_order = [&](std::vector<int64_t> order) {
+    const pmoe_tensor EY = f.upload(nullptr, size_t(D * row) * 4, PMOE_DTYPE_F32, D, row);
+    const pmoe_tensor OUT = f.f32(x, D, T);  // combine adds to the residual
+    std::vector<pmoe_op> ops;
+    for (int64_t e : order)
+      ops.push_back(op_of(PMOE_OP_MOE_EXPERT,
+                          pmoe_tensor_2d(EY.buffer, uint64_t(first[size_t(e)]) * D * 4, PMOE_DTYPE_F32, D, int64_t(tok[size_t(e)].size())),
+                          {W[size_t(e * 3)], W[size_t(e * 3 + 1)], W[size_t(e * 3 + 2)], X, f.i32(tok[size_t(e)])}));
+    ops.push_back(op_of(PMOE_OP_MOE_COMBINE, OUT, {EY, f.upload(idx.data(), idx.size() * 4, PMOE_DTYPE_I32, K, T), f.upload(w.data(), w.size() * 4, PMOE_DTYPE_F32, K, T)}));
+    f.be->execute(ops);
+    return f.read(OUT, size_t(D * T));
+  };
+  const auto a = run_order({0, 1, 2}), b = run_order({2, 0, 1});
+  CHECK(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+  // against a float64 ReGLU reference (activations are Q8_0-rounded inside: loose tolerance)
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < D; ++i) {
+      double acc = 0;
+      for (int64_t j = 0; j < K; ++j) {
+        const int64_t e = (t + j) % E;
+        const auto &g = wd[size_t(e * 3)], &u = wd[size_t(e * 3 + 1)], &dn = wd[size_t(e * 3 + 2)];
+        double y = 0;
+        for (int64_t r = 0; r < F; ++r) {
+          double gv = 0, uv = 0;
+          for (int64_t c = 0; c < D; ++c) gv += g[size_t(r * D + c)] * x[size_t(t * D + c)], uv += u[size_t(r * D + c)] * x[size_t(t * D + c)];
+          y += dn[size_t(i * F + r)] * std::max(gv, 0.0) * uv;
+        }
+        acc += (j == 0 ? 0.7 : 0.3) * y;
+      }
+      CHECK(std::fabs(a[size_t(t * D + i)] - (x[size_t(t * D + i)] + acc)) < 2e-3 + 0.03 * std::fabs(acc));
+    }
+}
+
+TEST_CASE("bad ops are refused with a message naming the op") {
+  Fixture f;
+  const pmoe_tensor X = f.f32(f.randn(64), 64, 1);
+  pmoe_tensor big = X;
+  big.ne[1] = 1000;  // view past the end of its buffer
+  pmoe_op op = op_of(PMOE_OP_ADD, X, {X, big});
+  CHECK_THROWS_WITH_AS(f.run(op), doctest::Contains("op 0 (add)"), Error);
+  pmoe_op unknown = op_of(pmoe_op_kind(999), X, {X});
+  CHECK_THROWS_WITH_AS(f.run(unknown), doctest::Contains("unknown op kind 999"), Error);
+}
