@@ -98,44 +98,44 @@ void add_random_reads(ReadPlan& plan, std::mt19937_64& rng, pmoe_file* f, size_t
     uint64_t off = 0, len = 0;
     uint32_t misalign = static_cast<uint32_t>(uni(0, 4095));
     switch (uni(0, 9)) {
-      case 0:
+      case 0:  // tiny
         len = uni(0, 3);
         off = uni(0, S - len);
-        break;  // tiny
-      case 1:
+        break;
+      case 1:  // small
         len = uni(1, 8192);
         off = uni(0, S - len);
-        break;  // small
-      case 2:
+        break;
+      case 2:  // straddles a 4 KiB boundary
         off = uni(1, S / 4096 - 1) * 4096 - uni(1, 64);
         len = uni(2, 128);
-        break;  // straddles 4 KiB
-      case 3:
+        break;
+      case 3:  // medium
         len = uni(1, 128 << 10);
         off = uni(0, S - len);
-        break;  // medium
-      case 4:
+        break;
+      case 4:  // offset, length and dest 4 KiB-aligned: the zero-copy path of direct backends
         len = uni(1, 32) * 4096;
         off = uni(0, (S - len) / 4096) * 4096;
         misalign = 0;
         break;
-      case 5:  // dest as misaligned as the offset: the zero-copy middle path of direct backends
+      case 5:  // dest as misaligned as the offset: only head and tail need a bounce buffer
         len = uni(1, 64 << 10);
         off = uni(0, S - len);
         misalign = static_cast<uint32_t>(off % 4096);
         break;
-      case 6:
+      case 6:  // ends exactly at EOF (not a block multiple)
         off = S - uni(1, 9000);
         len = S - off;
-        break;  // ends at EOF
-      case 7:
+        break;
+      case 7:  // head of the file
         off = uni(0, 4096);
         len = uni(1, 16384);
-        break;  // file head
-      default:
+        break;
+      default:  // large
         len = uni(1, max_len);
         off = uni(0, S - len);
-        break;  // large
+        break;
     }
     len = std::min(len, max_len);
     pmoe_read_req r{};

@@ -373,9 +373,8 @@ class PosixStorage final : public sdk::Storage {
       const pmoe_read_done done = execute(req, bounce);
       lk.lock();
       if (speculative && --spec_running_ + 1 == spec_limit_ && !queue_.empty()) work_.notify_one();
-      if (--as_file(req.file)->pending == 0) idle_.notify_all();
       if (cb_) {
-        // Outside the lock: the callback may submit, close or poll.
+        // Outside the lock: the callback may submit or poll.
         const auto cb = cb_;
         void* ctx = cb_ctx_;
         lk.unlock();
@@ -385,6 +384,8 @@ class PosixStorage final : public sdk::Storage {
         done_.push_back(done);
         done_cv_.notify_all();
       }
+      // Only now may close() return: the read's completion has been delivered.
+      if (--as_file(req.file)->pending == 0) idle_.notify_all();
     }
   }
 

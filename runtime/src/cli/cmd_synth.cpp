@@ -18,32 +18,35 @@ namespace pmoe::cli {
 int cmd_synth(int argc, char** argv) {
   return run_command("synth", [&] {
     po::options_description main("options");
-    main.add_options()("help,h", "show this help")(
-        "output,o", po::value<std::string>(), "write the model here")(
-        "shape", po::value<std::string>()->default_value("tiny"), "preset: tiny | 4b-a0.6b | 21b-a3b")(
-        "type", po::value<std::string>(), "f32 | f16 | bf16 | q8_0 | q4_0 (preset: tiny f32, others q4_0)")(
+    main.add_options()("help,h", "show this help")("output,o", po::value<std::string>(),
+                                                   "write the model here")(
+        "shape", po::value<std::string>()->default_value("tiny"),
+        "preset: tiny | 4b-a0.6b | 21b-a3b")(
+        "type", po::value<std::string>(),
+        "f32 | f16 | bf16 | q8_0 | q4_0 (preset: tiny f32, others q4_0)")(
         "vocab-from", po::value<std::string>(), "copy tokenizer.* from this GGUF (sets --vocab)")(
         "routing-skew", "hot and cold experts like the real models (default: near-uniform)")(
         "seed", po::value<uint64_t>()->default_value(1), "weights seed")(
         "threads,t", po::value<unsigned>()->default_value(0), "generator threads (0 = all cores)")(
-        "report-routing", po::value<uint32_t>(), "then run N random tokens and print the expert distribution")(
+        "report-routing", po::value<uint32_t>(),
+        "then run N random tokens and print the expert distribution")(
         "model,m", po::value<std::string>(), "no synthesis: report the routing of this model")(
         "config,c", po::value<std::string>(), "config for the routing run (default: built-in)");
     po::options_description shape("shape overrides (win over the preset)");
     shape.add_options()("layers", po::value<uint32_t>(), "block_count")(
         "embd", po::value<uint32_t>(), "embedding_length")(
-        "heads", po::value<uint32_t>(), "attention.head_count")(
-        "kv-heads", po::value<uint32_t>(), "attention.head_count_kv")(
+        "heads", po::value<uint32_t>(), "attention.head_count")("kv-heads", po::value<uint32_t>(),
+                                                                "attention.head_count_kv")(
         "head-dim", po::value<uint32_t>(), "attention.key_length = value_length")(
         "experts", po::value<uint32_t>(), "expert_count")(
-        "top-k", po::value<uint32_t>(), "expert_used_count")(
-        "expert-ffn", po::value<uint32_t>(), "expert_feed_forward_length")(
+        "top-k", po::value<uint32_t>(), "expert_used_count")("expert-ffn", po::value<uint32_t>(),
+                                                             "expert_feed_forward_length")(
         "vocab", po::value<uint32_t>(), "tokens (built-in BPE padded with [PAD] tokens)")(
         "ctx", po::value<uint32_t>(), "context_length")(
         "sliding-window", po::value<uint32_t>(), "attention.sliding_window (0 = none, 4B layout)")(
         "swa-pattern", po::value<uint32_t>(), "attention.sliding_window_pattern")(
-        "gating", po::value<std::string>(), "softmax | sigmoid")(
-        "rope-base", po::value<float>(), "rope.freq_base");
+        "gating", po::value<std::string>(), "softmax | sigmoid")("rope-base", po::value<float>(),
+                                                                 "rope.freq_base");
     po::options_description all;
     all.add(main).add(shape);
     auto vm = parse_args(argc, argv, all);
@@ -86,7 +89,8 @@ int cmd_synth(int argc, char** argv) {
       if (vm.count("rope-base")) s.rope_base = vm["rope-base"].as<float>();
       if (vm.count("gating")) {
         const std::string g = vm["gating"].as<std::string>();
-        if (g != "softmax" && g != "sigmoid") throw UsageError("--gating must be softmax or sigmoid, got '" + g + "'");
+        if (g != "softmax" && g != "sigmoid")
+          throw UsageError("--gating must be softmax or sigmoid, got '" + g + "'");
         s.gating = g == "softmax" ? Gating::Softmax : Gating::Sigmoid;
       }
       if (vm.count("type")) s.type = synth::parse_type(vm["type"].as<std::string>());
@@ -100,12 +104,16 @@ int cmd_synth(int argc, char** argv) {
       model = vm["output"].as<std::string>();
 
       const auto t0 = std::chrono::steady_clock::now();
-      const synth::Result r = synth::write_model(o, model, synth::stderr_progress("synth " + s.name));
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::printf("wrote %s: %s %s%s, %.3f B params, %u tensors, vocab %u (%u merges), %.2f GiB in %.1f s\n",
-                  model.c_str(), s.name.c_str(), pmoe_dtype_name(s.type),
-                  o.routing_skew ? " routing-skew" : "", double(r.n_params) / 1e9, r.n_tensors, r.n_vocab,
-                  r.n_merges, double(r.file_bytes) / (1u << 30), secs);
+      const synth::Result r =
+          synth::write_model(o, model, synth::stderr_progress("synth " + s.name));
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::printf(
+          "wrote %s: %s %s%s, %.3f B params, %u tensors, vocab %u (%u merges), %.2f GiB in %.1f "
+          "s\n",
+          model.c_str(), s.name.c_str(), pmoe_dtype_name(s.type),
+          o.routing_skew ? " routing-skew" : "", double(r.n_params) / 1e9, r.n_tensors, r.n_vocab,
+          r.n_merges, double(r.file_bytes) / (1u << 30), secs);
     }
 
     if (vm.count("report-routing")) {

@@ -18,9 +18,11 @@ enum : int32_t { kNormal = 1, kControl = 3, kUnused = 5 };
 std::vector<uint8_t> byte_order() {
   std::vector<uint8_t> bs;
   for (int b = 0; b < 256; ++b)
-    if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) bs.push_back(uint8_t(b));
+    if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF))
+      bs.push_back(uint8_t(b));
   for (int b = 0; b < 256; ++b)
-    if (!((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF))) bs.push_back(uint8_t(b));
+    if (!((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)))
+      bs.push_back(uint8_t(b));
   return bs;
 }
 
@@ -29,24 +31,33 @@ std::vector<uint8_t> byte_order() {
 const std::string& bpe_training_text() {
   static const std::string text =
       "The SmallThinker models are mixture of experts language models that were designed from the "
-      "start to run on the devices people already own: a laptop, a phone, a small board. Each layer "
+      "start to run on the devices people already own: a laptop, a phone, a small board. Each "
+      "layer "
       "holds many experts, and a router picks only a few of them for every token, so most of the "
       "weights are not needed at any given moment. The router of a layer reads the hidden state "
       "before attention is computed, which means that the experts of the layer are known early. "
       "While the attention of the layer is still being computed, the weights of the chosen experts "
       "can already be read from the disk into memory. When the reads finish before the attention "
       "does, the model runs at the speed it would have if all of its weights were in memory.\n\n"
-      "In practice the routing is far from uniform. A few experts of every layer are chosen for most "
-      "of the tokens, and most of the other experts are chosen only now and then. That is why a small "
+      "In practice the routing is far from uniform. A few experts of every layer are chosen for "
+      "most "
+      "of the tokens, and most of the other experts are chosen only now and then. That is why a "
+      "small "
       "cache of experts works so well: the hot experts stay in memory, and the cold ones are read "
       "when they are needed. A good cache policy keeps the experts that will be used again soon, "
-      "and the prefetcher reads the experts of the next layers while the current one is computed.\n\n"
+      "and the prefetcher reads the experts of the next layers while the current one is "
+      "computed.\n\n"
       "This runtime loads a model from a standard GGUF file, keeps the dense part of the model in "
-      "memory, and streams the expert weights from flash storage into a cache whose size you choose. "
-      "The compute backend, the storage backend and the cache policy are plugins, and the same model "
-      "runs with any of them. It should give the same answer, token for token, whatever the choice: "
-      "offloading must never change a single output bit. Tokens are produced one at a time; for each "
-      "token the model computes the routing of every layer, the attention over the tokens before it, "
+      "memory, and streams the expert weights from flash storage into a cache whose size you "
+      "choose. "
+      "The compute backend, the storage backend and the cache policy are plugins, and the same "
+      "model "
+      "runs with any of them. It should give the same answer, token for token, whatever the "
+      "choice: "
+      "offloading must never change a single output bit. Tokens are produced one at a time; for "
+      "each "
+      "token the model computes the routing of every layer, the attention over the tokens before "
+      "it, "
       "and the experts that were chosen, and then the logits of the next token.\n\n"
       "How fast can it be? When the whole model is in memory, the time of one token is the time "
       "it takes to read the weights that the token needs: the attention of every layer, the "
@@ -79,8 +90,10 @@ const std::string& bpe_training_text() {
 BpeVocab build_bpe_vocab(uint32_t n_vocab, uint32_t max_merges) {
   constexpr uint32_t kFixed = 256 + 3;
   if (n_vocab < kFixed)
-    throw Error("synth: vocabulary size " + std::to_string(n_vocab) + " is too small: the byte and "
-                "special tokens alone need " + std::to_string(kFixed));
+    throw Error("synth: vocabulary size " + std::to_string(n_vocab) +
+                " is too small: the byte and "
+                "special tokens alone need " +
+                std::to_string(kFixed));
   BpeVocab v;
   const std::vector<uint8_t> order = byte_order();
   int32_t byte_id[256];

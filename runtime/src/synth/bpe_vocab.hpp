@@ -10,10 +10,10 @@
 namespace pmoe::synth {
 
 struct BpeVocab {
-  std::vector<std::string> tokens;  // GPT-2-mapped texts, as tokenizer.ggml.tokens stores them
+  std::vector<std::string> tokens;   // GPT-2-mapped texts, as tokenizer.ggml.tokens stores them
   std::vector<int32_t> token_types;  // llama_token_type values
-  std::vector<std::string> merges;  // "left right", by rank
-  int32_t endoftext = -1;           // bos = eos = pad
+  std::vector<std::string> merges;   // "left right", by rank
+  int32_t endoftext = -1;            // bos = eos = pad
 };
 
 /// Builds a vocabulary of exactly n_vocab tokens with at most max_merges merges (fewer when

@@ -89,7 +89,8 @@ void convert_row(const float* x, uint8_t* dst, uint64_t n, uint32_t type) {
     default: {
       const char* name = pmoe_dtype_name(type);
       throw Error(std::string("synth: cannot write tensors of type ") +
-                  (name ? std::string(name) : std::to_string(type)) + " (supported: f32, f16, bf16, q8_0, q4_0)");
+                  (name ? std::string(name) : std::to_string(type)) +
+                  " (supported: f32, f16, bf16, q8_0, q4_0)");
     }
   }
 }

@@ -56,7 +56,8 @@ std::string RoutingStats::report() const {
                   n_tokens ? 100.0 * double(*hot) / n_tokens : 0.0);
     out += line;
   }
-  std::snprintf(line, sizeof line, " mean  %11.3f  %19.3f\n", mean_top_share(), mean_rare_fraction());
+  std::snprintf(line, sizeof line, " mean  %11.3f  %19.3f\n", mean_top_share(),
+                mean_rare_fraction());
   return out + line;
 }
 

@@ -73,7 +73,8 @@ using RowFn = std::function<void(uint64_t row, float* out)>;
 
 // Generates rows [0, rows) of ne0 values with `fn` and converts them to `type` at dst, on
 // `threads` threads taking chunks of rows.
-void fill_rows(uint8_t* dst, uint64_t ne0, uint64_t rows, uint32_t type, const RowFn& fn, unsigned threads) {
+void fill_rows(uint8_t* dst, uint64_t ne0, uint64_t rows, uint32_t type, const RowFn& fn,
+               unsigned threads) {
   const uint64_t row_bytes = pmoe_dtype_row_bytes(type, ne0);
   const uint64_t chunk = std::max<uint64_t>(1, (uint64_t(1) << 16) / ne0);
   std::atomic<uint64_t> next{0};
@@ -94,11 +95,16 @@ void fill_rows(uint8_t* dst, uint64_t ne0, uint64_t rows, uint32_t type, const R
 
 uint32_t file_type(uint32_t t) {  // llama_ftype "MOSTLY_<type>"
   switch (t) {
-    case PMOE_DTYPE_F32: return 0;
-    case PMOE_DTYPE_F16: return 1;
-    case PMOE_DTYPE_Q4_0: return 2;
-    case PMOE_DTYPE_Q8_0: return 7;
-    default: return 32;  // BF16
+    case PMOE_DTYPE_F32:
+      return 0;
+    case PMOE_DTYPE_F16:
+      return 1;
+    case PMOE_DTYPE_Q4_0:
+      return 2;
+    case PMOE_DTYPE_Q8_0:
+      return 7;
+    default:
+      return 32;  // BF16
   }
 }
 
@@ -116,18 +122,24 @@ void check_shape(const Shape& s) {
   positive(s.n_expert_used, "--top-k");
   positive(s.n_ff_exp, "--expert-ffn");
   positive(s.n_ctx, "--ctx");
-  if (s.n_head % s.n_head_kv) bad("--heads (" + std::to_string(s.n_head) + ") must be a multiple of --kv-heads (" + std::to_string(s.n_head_kv) + ")");
+  if (s.n_head % s.n_head_kv)
+    bad("--heads (" + std::to_string(s.n_head) + ") must be a multiple of --kv-heads (" +
+        std::to_string(s.n_head_kv) + ")");
   if (s.head_dim % 2) bad("--head-dim must be even (RoPE rotates pairs)");
-  if (s.n_expert_used > s.n_expert) bad("--top-k (" + std::to_string(s.n_expert_used) + ") exceeds --experts (" + std::to_string(s.n_expert) + ")");
+  if (s.n_expert_used > s.n_expert)
+    bad("--top-k (" + std::to_string(s.n_expert_used) + ") exceeds --experts (" +
+        std::to_string(s.n_expert) + ")");
   if (s.n_embd < 16) bad("--embd must be at least 16");
   if (!(s.rope_base > 0.f)) bad("--rope-base must be > 0");
-  if (!gguf_type_supported(s.type) || pmoe_dtype_block_elems(s.type) == 0) bad("unsupported --type");
+  if (!gguf_type_supported(s.type) || pmoe_dtype_block_elems(s.type) == 0)
+    bad("unsupported --type");
   const uint32_t be = pmoe_dtype_block_elems(s.type);
-  for (auto [v, name] : {std::pair{s.n_embd, "--embd"}, {s.n_head * s.head_dim, "--heads x --head-dim"},
+  for (auto [v, name] : {std::pair{s.n_embd, "--embd"},
+                         {s.n_head * s.head_dim, "--heads x --head-dim"},
                          {s.n_ff_exp, "--expert-ffn"}})
     if (v % be)
-      bad(std::string(name) + " = " + std::to_string(v) + " is not a multiple of " + std::to_string(be) +
-          ", the block size of " + pmoe_dtype_name(s.type));
+      bad(std::string(name) + " = " + std::to_string(v) + " is not a multiple of " +
+          std::to_string(be) + ", the block size of " + pmoe_dtype_name(s.type));
 }
 
 }  // namespace
@@ -138,31 +150,38 @@ Shape preset(std::string_view name) {
   if (name == "tiny") {  // 21B-style layout, small enough to run instantly; 6 layers so NoPE occurs
     s.n_layer = 6, s.n_embd = 256, s.n_head = 4, s.n_head_kv = 2, s.head_dim = 64;
     s.n_expert = 16, s.n_expert_used = 4, s.n_ff_exp = 128, s.n_vocab = 1024;
-    s.sliding_window = 4096, s.gating = Gating::Softmax, s.rope_base = 10000.f, s.type = PMOE_DTYPE_F32;
+    s.sliding_window = 4096, s.gating = Gating::Softmax, s.rope_base = 10000.f,
+    s.type = PMOE_DTYPE_F32;
   } else if (name == "4b-a0.6b") {
     s.n_layer = 32, s.n_embd = 1536, s.n_head = 12, s.n_head_kv = 2, s.head_dim = 128;
     s.n_expert = 32, s.n_expert_used = 4, s.n_ff_exp = 768, s.n_vocab = 151936;
-    s.sliding_window = 0, s.gating = Gating::Sigmoid, s.rope_base = 1.5e6f, s.type = PMOE_DTYPE_Q4_0;
+    s.sliding_window = 0, s.gating = Gating::Sigmoid, s.rope_base = 1.5e6f,
+    s.type = PMOE_DTYPE_Q4_0;
   } else if (name == "21b-a3b") {  // rope base of the real model unknown: the 4B's
     s.n_layer = 52, s.n_embd = 2560, s.n_head = 28, s.n_head_kv = 4, s.head_dim = 128;
     s.n_expert = 64, s.n_expert_used = 6, s.n_ff_exp = 768, s.n_vocab = 151936, s.n_ctx = 16384;
-    s.sliding_window = 4096, s.gating = Gating::Softmax, s.rope_base = 1.5e6f, s.type = PMOE_DTYPE_Q4_0;
+    s.sliding_window = 4096, s.gating = Gating::Softmax, s.rope_base = 1.5e6f,
+    s.type = PMOE_DTYPE_Q4_0;
   } else {
-    throw Error("synth: unknown shape '" + std::string(name) + "' (known: tiny, 4b-a0.6b, 21b-a3b)");
+    throw Error("synth: unknown shape '" + std::string(name) +
+                "' (known: tiny, 4b-a0.6b, 21b-a3b)");
   }
   return s;
 }
 
 uint32_t parse_type(std::string_view name) {
-  for (uint32_t t : {PMOE_DTYPE_F32, PMOE_DTYPE_F16, PMOE_DTYPE_BF16, PMOE_DTYPE_Q8_0, PMOE_DTYPE_Q4_0})
+  for (uint32_t t :
+       {PMOE_DTYPE_F32, PMOE_DTYPE_F16, PMOE_DTYPE_BF16, PMOE_DTYPE_Q8_0, PMOE_DTYPE_Q4_0})
     if (name == pmoe_dtype_name(t)) return t;
-  throw Error("synth: unknown type '" + std::string(name) + "' (known: f32, f16, bf16, q8_0, q4_0)");
+  throw Error("synth: unknown type '" + std::string(name) +
+              "' (known: f32, f16, bf16, q8_0, q4_0)");
 }
 
 Result write_model(const Options& o, const std::string& path, GgufWriter::Progress progress) {
   Shape s = o.shape;
   check_shape(s);
-  const unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  const unsigned threads =
+      o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
   Result res;
   GgufWriter w;
 
@@ -183,7 +202,8 @@ Result write_model(const Options& o, const std::string& path, GgufWriter::Progre
   // Metadata: the key set and order of the fixtures (and of llama.cpp's converter).
   const std::string a = std::string(kArch) + ".";
   w.add_string("general.architecture", kArch);
-  w.add_string("general.name", "pocketmoe synthetic " + s.name + (o.routing_skew ? " (routing skew)" : ""));
+  w.add_string("general.name",
+               "pocketmoe synthetic " + s.name + (o.routing_skew ? " (routing skew)" : ""));
   w.add_u32(a + "context_length", s.n_ctx);
   w.add_u32(a + "embedding_length", s.n_embd);
   w.add_u32(a + "block_count", s.n_layer);
@@ -256,14 +276,17 @@ Result write_model(const Options& o, const std::string& path, GgufWriter::Progre
     RowFn fn = uniform(stream(name), kSqrt3 / std::sqrt(float(in)), in);
     if (protect_channels)
       fn = [fn, in, out_dim, n_chan](uint64_t r, float* out) {
-        if (r % out_dim < n_chan) std::fill(out, out + in, 0.f);
-        else fn(r, out);
+        if (r % out_dim < n_chan)
+          std::fill(out, out + in, 0.f);
+        else
+          fn(r, out);
       };
     add(name, s.type, std::move(ne), std::move(fn));
   };
 
-  add("token_embd.weight", s.type, {n, s.n_vocab}, [st = stream("token_embd.weight"), n, emb_std, n_chan, chan_const](uint64_t r, float* out) {
-    Rng(st, r).uniform(out, n, kSqrt3 * emb_std);
+  const uint64_t embd_stream = stream("token_embd.weight");
+  add("token_embd.weight", s.type, {n, s.n_vocab}, [=](uint64_t r, float* out) {
+    Rng(embd_stream, r).uniform(out, n, kSqrt3 * emb_std);
     out[0] = chan_const;
   });
   norm("output_norm.weight");
@@ -286,8 +309,8 @@ Result write_model(const Options& o, const std::string& path, GgufWriter::Progre
       Rng perm(st, ~uint64_t(0));
       for (uint32_t i = E - 1; i > 0; --i) std::swap(order[i], order[perm.next() % (i + 1)]);
       // At least 2k hot experts, or every token would pick the same set.
-      const uint32_t hot = std::min(E, std::max(uint32_t(std::lround(kHotFraction * float(E))),
-                                                2 * s.n_expert_used));
+      const uint32_t hot = std::min(
+          E, std::max(uint32_t(std::lround(kHotFraction * float(E))), 2 * s.n_expert_used));
       for (uint32_t j = 0; j < E; ++j)
         bias[order[j]] = j < hot ? 1.f - kHotSpan * float(j) / float(hot)
                                  : 1.f - kHotSpan - kColdGap - kColdSlope * float(j - hot);
@@ -330,8 +353,9 @@ GgufWriter::Progress stderr_progress(std::string label) {
       last = now;
       const int width = 30, fill = int(frac * width);
       std::fprintf(stderr, "\r%s [%s%s] %3d%%  %.2f / %.2f GiB  %.1f s%s", label.c_str(),
-                   std::string(size_t(fill), '#').c_str(), std::string(size_t(width - fill), '.').c_str(),
-                   int(frac * 100), double(done) / (1u << 30), double(total) / (1u << 30), secs, end ? "\n" : "");
+                   std::string(size_t(fill), '#').c_str(),
+                   std::string(size_t(width - fill), '.').c_str(), int(frac * 100),
+                   double(done) / (1u << 30), double(total) / (1u << 30), secs, end ? "\n" : "");
     } else {
       const int step = int(frac * 10);
       if (step <= last_step && !end) return;

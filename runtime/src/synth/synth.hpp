@@ -34,7 +34,7 @@ struct Options {
   std::string vocab_from;     // copy tokenizer.* from this GGUF (n_vocab = its token count)
   bool routing_skew = false;  // realistic hot/cold experts instead of near-uniform routing
   uint64_t seed = 1;
-  unsigned threads = 0;       // 0 = all cores; the output does not depend on it
+  unsigned threads = 0;  // 0 = all cores; the output does not depend on it
 };
 
 struct Result {

@@ -1,0 +1,230 @@
+// Decode speed with the whole model in RAM, against the memory-bandwidth bound.
+//
+// Synthesizes the 4B-A0.6B shape in Q4_0 and Q8_0 (with routing skew; reused when present),
+// then per model: prompt of P random tokens, G greedy decode steps, several runs. Prints the
+// median decode tokens/s next to the bound = measured read bandwidth / bytes read per decoded
+// token (embedding row, every layer's norms, attention, router and top-k experts, output norm,
+// lm_head, and the KV cache rows attention reads), and their ratio. DESIGN.md §8 asks >= 90%.
+#include <algorithm>
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/error.hpp"
+#include "engine/sampler.hpp"
+#include "engine/session.hpp"
+#include "synth/synth.hpp"
+
+namespace fs = std::filesystem;
+namespace po = boost::program_options;
+using namespace pmoe;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::string list(const std::vector<double>& v, const char* fmt) {
+  std::string s;
+  char buf[32];
+  for (double x : v) {
+    std::snprintf(buf, sizeof buf, fmt, x);
+    s += (s.empty() ? "" : " ") + std::string(buf);
+  }
+  return s;
+}
+
+// Read bandwidth: `threads` threads each sum their slice of a 1 GiB buffer; bytes / wall time.
+std::vector<double> read_bandwidth(unsigned threads, int runs) {
+  const size_t n = (size_t(1) << 30) / sizeof(uint64_t);
+  std::vector<uint64_t> buf(n);
+  for (size_t i = 0; i < n; ++i) buf[i] = i;  // touch every page
+  std::vector<uint64_t> sink(threads);
+  std::vector<double> gbs;
+  for (int r = 0; r <= runs; ++r) {  // run 0 warms up
+    const auto t0 = Clock::now();
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        const uint64_t* p = buf.data() + n / threads * t;
+        const size_t m = n / threads;
+        uint64_t a[8] = {};
+        for (size_t i = 0; i < m; i += 8)
+          for (int j = 0; j < 8; ++j) a[j] += p[i + j];
+        sink[t] = a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
+      });
+    for (auto& t : pool) t.join();
+    if (r)
+      gbs.push_back(double(n / threads * threads * sizeof(uint64_t)) / seconds_since(t0) / 1e9);
+  }
+  if (std::find(sink.begin(), sink.end(), 42) != sink.end()) std::puts("");  // keep the sums
+  return gbs;
+}
+
+struct ActiveBytes {
+  double weights = 0, kv = 0;
+};
+
+// Bytes one decode step reads, averaged over the steps at positions [first, first + steps).
+ActiveBytes active_bytes(const Model& m, uint32_t first, uint32_t steps) {
+  const Hparams& h = m.hp();
+  ActiveBytes a;
+  a.weights =
+      double(m.token_embd().size) / h.n_vocab + double(m.output_norm().size + m.output().size);
+  for (uint32_t il = 0; il < h.n_layer; ++il) {
+    const LayerTensors& L = m.layer(il);
+    for (const GgufTensorInfo* t : {L.attn_norm, L.wq, L.wk, L.wv, L.wo, L.ffn_norm, L.router})
+      a.weights += double(t->size);
+    a.weights += double(h.n_expert_used) * double(m.expert_bytes(il));
+    for (uint32_t p = first; p < first + steps; ++p) {  // f32 K and V rows of the visible keys
+      const uint32_t w = h.layers[il].window;
+      const uint32_t keys = w ? std::min(p + 1, w) : p + 1;
+      a.kv += 2.0 * keys * h.kv_dim() * 4 / steps;
+    }
+  }
+  return a;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  po::options_description opts("pmoe_bench_decode options");
+  opts.add_options()("help,h", "show this help")(
+      "models", po::value<std::string>(),
+      "model directory (default $PMOE_BENCH_MODELS or <build>/bench-models)")(
+      "shape", po::value<std::string>()->default_value("4b-a0.6b"), "synth preset")(
+      "types", po::value<std::string>()->default_value("q4_0,q8_0"),
+      "comma-separated weight types")("uniform",
+                                      "near-uniform routing instead of the realistic skew")(
+      "prompt,p", po::value<uint32_t>()->default_value(64), "prompt tokens")(
+      "gen,n", po::value<uint32_t>()->default_value(128), "decoded tokens per run")(
+      "runs,r", po::value<int>()->default_value(5), "timed runs per model (after one warm-up)")(
+      "threads,t", po::value<unsigned>()->default_value(2),
+      "compute threads (and bandwidth threads)")("config,c", po::value<std::string>(),
+                                                 "config file (overrides --threads for compute)");
+  po::variables_map vm;
+  po::store(po::parse_command_line(argc, argv, opts), vm);
+  if (vm.count("help")) {
+    std::cout << opts;
+    return 0;
+  }
+  const uint32_t prompt = vm["prompt"].as<uint32_t>(), gen = vm["gen"].as<uint32_t>();
+  const int runs = std::max(1, vm["runs"].as<int>());
+  const unsigned threads = std::max(1u, vm["threads"].as<unsigned>());
+  const bool skew = !vm.count("uniform");
+  const std::string shape = vm["shape"].as<std::string>();
+  fs::path dir = vm.count("models")                 ? fs::path(vm["models"].as<std::string>())
+                 : std::getenv("PMOE_BENCH_MODELS") ? fs::path(std::getenv("PMOE_BENCH_MODELS"))
+                                                    : fs::path(PMOE_BUILD_DIR) / "bench-models";
+  fs::create_directories(dir);
+  std::string config;
+  if (vm.count("config")) {
+    config = vm["config"].as<std::string>();
+  } else {
+    config = (dir / ("bench-threads" + std::to_string(threads) + ".yaml")).string();
+    std::ofstream(config) << "compute: { plugin: cpu-onednn, threads: " << threads << " }\n";
+  }
+
+  std::printf(
+      "pocketmoe decode benchmark: %s%s, prompt %u, decode %u, %u threads, median of %d runs\n",
+      shape.c_str(), skew ? " (routing skew)" : " (uniform routing)", prompt, gen, threads, runs);
+  const std::vector<double> bw_runs = read_bandwidth(threads, 5);
+  const double bw = median(bw_runs);
+  std::printf("memory read bandwidth: %.2f GB/s (%u threads summing 1 GiB, median of 5: %s)\n\n",
+              bw, threads, list(bw_runs, "%.2f").c_str());
+
+  std::stringstream types(vm["types"].as<std::string>());
+  std::vector<std::string> rows;
+  for (std::string type; std::getline(types, type, ',');) {
+    synth::Options so;
+    so.shape = synth::preset(shape);
+    so.shape.type = synth::parse_type(type);
+    so.routing_skew = skew;
+    const fs::path path =
+        dir / ("synth-" + shape + "-" + type + (skew ? "-skew" : "-uniform") + ".gguf");
+    if (!fs::exists(path)) {
+      std::fprintf(stderr, "synthesizing %s\n", path.c_str());
+      synth::write_model(so, path.string(), synth::stderr_progress("synth " + type));
+    }
+
+    SessionOptions sopt;
+    sopt.model_path = path.string();
+    sopt.config_path = config;
+    sopt.engine.n_ctx = prompt + gen + 1;
+    sopt.load_tokenizer = false;
+    Session s(sopt);
+    Engine& eng = s.engine();
+    const Model& m = s.model();
+    {  // fault the whole mapping in, so run 1 does not pay for the page cache
+      const uint8_t* p = m.file().base();
+      uint64_t acc = 0;
+      for (uint64_t off = 0; off < m.file().file_size(); off += 4096) acc += p[off];
+      if (acc == 42) std::puts("");
+    }
+
+    std::mt19937 rng(7);
+    std::vector<int32_t> toks(prompt);
+    for (int32_t& t : toks) t = int32_t(rng() % m.hp().n_vocab);
+    std::vector<double> decode_tps, prefill_tps;
+    std::vector<int32_t> first_out, out;
+    std::vector<float> logits;
+    for (int r = 0; r <= runs; ++r) {  // run 0 warms up
+      eng.reset();
+      logits.clear();
+      auto t0 = Clock::now();
+      eng.eval(toks, false, logits);
+      const double t_prefill = seconds_since(t0);
+      out.assign(1, argmax(logits));
+      t0 = Clock::now();
+      for (uint32_t i = 0; i < gen; ++i) {
+        logits.clear();
+        eng.eval(std::span(&out.back(), 1), false, logits);
+        out.push_back(argmax(logits));
+      }
+      const double t_decode = seconds_since(t0);
+      if (r == 0) {
+        first_out = out;
+        continue;
+      }
+      if (out != first_out) std::fprintf(stderr, "warning: run %d decoded different tokens\n", r);
+      decode_tps.push_back(gen / t_decode);
+      prefill_tps.push_back(prompt / t_prefill);
+    }
+
+    const ActiveBytes ab = active_bytes(m, prompt, gen);
+    const double bound = bw * 1e9 / (ab.weights + ab.kv), tps = median(decode_tps);
+    char line[512];
+    std::snprintf(line, sizeof line, "%-6s %8.2f %14.1f %9.1f %11.1f %12.1f %8.0f%% %13.1f   %s",
+                  type.c_str(), double(m.file().file_size()) / (1u << 30), ab.weights / 1e6,
+                  ab.kv / 1e6, bound, tps, 100 * tps / bound, median(prefill_tps),
+                  list(decode_tps, "%.1f").c_str());
+    rows.push_back(line);
+    std::puts(line);
+    std::fflush(stdout);
+  }
+  std::printf(
+      "\ntype   file GiB  weights MB/tok  KV MB/tok  bound tok/s  decode tok/s  of bound  prefill "
+      "tok/s   decode runs\n");
+  for (const auto& r : rows) std::puts(r.c_str());
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "error: %s\n", e.what());
+  return 1;
+}
