@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <fstream>
 #include <sstream>
 
@@ -48,7 +49,7 @@ int cmd_logits(int argc, char** argv) {
   return run_command("logits", [&] {
     SessionOptions so;
     so.load_tokenizer = false;
-    std::string tokens, tokens_file, out;
+    std::string tokens, tokens_file, out, stats_json;
     bool sequential = false;
     po::options_description opts("options");
     add_model_options(opts, so);
@@ -57,6 +58,7 @@ int cmd_logits(int argc, char** argv) {
       ("tokens-file", po::value(&tokens_file), "JSON array of token ids")
       ("out,o", po::value(&out), "output: float32 little-endian [n_tokens][n_vocab], no header")
       ("sequential", po::bool_switch(&sequential), "feed one token at a time through the KV cache")
+      ("stats-json", po::value(&stats_json), "write expert-cache statistics as JSON")
       ("help,h", "this help");
     auto vm = parse_args(argc, argv, opts);
     if (vm.count("help"))
@@ -69,12 +71,26 @@ int cmd_logits(int argc, char** argv) {
     if (ids.empty()) throw UsageError("no tokens given");
     if (so.engine.n_ctx == 0) so.engine.n_ctx = uint32_t(ids.size());
     Session s(so);
+    uint64_t expert_uses = 0;
+    s.engine().set_routing_observer([&](const RoutingEvent& ev) { expert_uses += distinct_experts(ev); });
+    const auto t0 = std::chrono::steady_clock::now();
     std::vector<float> logits;
     logits.reserve(ids.size() * s.model().hp().n_vocab);
     if (sequential)
       for (int32_t id : ids) s.engine().eval(std::span(&id, 1), true, logits);
     else
       s.engine().eval(ids, true, logits);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!stats_json.empty()) {
+      nlohmann::json j = cache_stats_json(s, expert_uses);
+      j["tokens"] = ids.size();
+      j["seconds"] = secs;
+      j["decode_tokens_per_second"] = sequential ? double(ids.size()) / secs : 0.0;
+      j["peak_rss_bytes"] = peak_rss_bytes();
+      std::ofstream js(stats_json);
+      js << j.dump(2) << "\n";
+      if (!js) throw Error(stats_json + ": write failed");
+    }
     std::ofstream f(out, std::ios::binary);
     f.write(reinterpret_cast<const char*>(logits.data()), std::streamsize(logits.size() * 4));
     if (!f) throw Error(out + ": write failed");

@@ -54,7 +54,7 @@ int cmd_run(int argc, char** argv) {
     Engine& eng = s.engine();
     if (ids.size() >= eng.n_ctx()) throw Error("the prompt (" + std::to_string(ids.size()) + " tokens) does not fit the context (" + std::to_string(eng.n_ctx()) + ")");
     uint64_t expert_uses = 0;
-    eng.set_routing_observer([&](const RoutingEvent& ev) { expert_uses += ev.experts.size(); });
+    eng.set_routing_observer([&](const RoutingEvent& ev) { expert_uses += distinct_experts(ev); });
 
     using clock = std::chrono::steady_clock;
     Sampler sampler(sp);
@@ -85,22 +85,17 @@ int cmd_run(int argc, char** argv) {
     const uint64_t rss = peak_rss_bytes();
     std::cerr << std::fixed << std::setprecision(2) << "\nprompt: " << ids.size() << " tokens, "
               << prompt_tps << " tok/s | generated: " << generated << " tokens, " << gen_tps
-              << " tok/s | peak RSS " << double(rss) / (1 << 20) << " MiB | experts: all resident ("
-              << expert_uses << " uses, 0 read from storage)\n";
+              << " tok/s | peak RSS " << double(rss) / (1 << 20) << " MiB\n"
+              << cache_summary(s, expert_uses) << "\n";
     if (!stats_json.empty()) {
-      nlohmann::json j = {{"prompt_tokens", ids.size()},
-                          {"prompt_seconds", prompt_s},
-                          {"prompt_tokens_per_second", prompt_tps},
-                          {"generated_tokens", generated},
-                          {"decode_seconds", gen_s},
-                          {"decode_tokens_per_second", gen_tps},
-                          {"peak_rss_bytes", rss},
-                          {"expert_uses", expert_uses},
-                          // every expert is resident in this configuration: each use is a hit
-                          {"hits", expert_uses},
-                          {"misses", 0},
-                          {"bytes_read", 0},
-                          {"stall_seconds", 0.0}};
+      nlohmann::json j = cache_stats_json(s, expert_uses);
+      j["prompt_tokens"] = ids.size();
+      j["prompt_seconds"] = prompt_s;
+      j["prompt_tokens_per_second"] = prompt_tps;
+      j["generated_tokens"] = generated;
+      j["decode_seconds"] = gen_s;
+      j["decode_tokens_per_second"] = gen_tps;
+      j["peak_rss_bytes"] = rss;
       std::ofstream f(stats_json);
       f << j.dump(2) << "\n";
       if (!f) throw Error(stats_json + ": write failed");

@@ -1,8 +1,12 @@
 #pragma once
 // Options shared by the commands that run a model (run, logits, bench): -m, -c, -t, --ctx-size.
 #include "cli/cli_common.hpp"
+#include "common/format.hpp"
 #include "engine/session.hpp"
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -25,6 +29,57 @@ inline uint64_t peak_rss_bytes() {
   while (std::getline(f, line))
     if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
   return 0;
+}
+
+/// Experts one layer step needs: each distinct expert is loaded once per chunk, however many of
+/// the chunk's tokens use it (the unit of `uses` in the statistics).
+inline uint64_t distinct_experts(const RoutingEvent& ev) {
+  std::vector<int32_t> e(ev.experts.begin(), ev.experts.end());
+  std::sort(e.begin(), e.end());
+  return uint64_t(std::unique(e.begin(), e.end()) - e.begin());
+}
+
+/// Expert-cache statistics: totals plus one entry per layer. With no cache every expert is
+/// resident, so every use counts as a hit and nothing is read.
+inline nlohmann::json cache_stats_json(Session& s, uint64_t uses_if_resident) {
+  auto one = [](const CacheStats& c) {
+    return nlohmann::json{{"uses", c.uses}, {"hits", c.hits}, {"misses", c.misses},
+                          {"prefetches", c.prefetches}, {"prefetch_hits", c.prefetch_hits},
+                          {"prefetch_wasted", c.prefetch_wasted}, {"bytes_read", c.bytes_read},
+                          {"read_seconds", c.read_seconds}, {"stall_seconds", c.stall_seconds},
+                          {"read_bytes_per_second", c.read_seconds > 0 ? double(c.bytes_read) / c.read_seconds : 0.0}};
+  };
+  ExpertCache* cache = s.expert_cache();
+  if (!cache) {
+    CacheStats c;
+    c.uses = c.hits = uses_if_resident;
+    nlohmann::json j = one(c);
+    j["streaming"] = false;
+    return j;
+  }
+  nlohmann::json j = one(cache->total_stats());
+  j["streaming"] = true;
+  j["slots"] = cache->capacity();
+  j["slot_bytes"] = cache->slot_bytes();
+  j["layers"] = nlohmann::json::array();
+  for (const CacheStats& c : cache->layer_stats()) j["layers"].push_back(one(c));
+  return j;
+}
+
+/// One line for the end of a run.
+inline std::string cache_summary(Session& s, uint64_t uses_if_resident) {
+  ExpertCache* cache = s.expert_cache();
+  if (!cache) return "experts: all resident (" + std::to_string(uses_if_resident) + " uses, none read)";
+  const CacheStats c = cache->total_stats();
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "experts: %u slots of %s | hit rate %.1f%% (%llu/%llu) | prefetch %llu (hits %llu, wasted %llu) | read %s | stall %.3f s",
+                cache->capacity(), format_bytes(cache->slot_bytes()).c_str(),
+                c.uses ? 100.0 * double(c.hits) / double(c.uses) : 0.0, (unsigned long long)c.hits,
+                (unsigned long long)c.uses, (unsigned long long)c.prefetches,
+                (unsigned long long)c.prefetch_hits, (unsigned long long)c.prefetch_wasted,
+                format_bytes(c.bytes_read).c_str(), c.stall_seconds);
+  return buf;
 }
 
 }  // namespace pmoe::cli

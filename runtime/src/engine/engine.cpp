@@ -102,17 +102,17 @@ void Engine::eval(std::span<const int32_t> tokens, bool all_logits, std::vector<
   }
 }
 
-void Engine::route(uint32_t il, uint32_t n) {
+void Engine::top_k(const float* logits, uint32_t n, std::vector<int32_t>& sel, std::vector<float>& w,
+                   std::vector<float>* probs) const {
   const Hparams& h = model_.hp();
   const uint32_t E = h.n_expert, K = h.n_expert_used;
-  router_host_.resize(size_t(n) * E);
-  compute_.read(act_, router_.offset, router_host_.data(), router_host_.size() * 4);
-  sel_.resize(size_t(n) * K);
-  sel_w_.resize(size_t(n) * K);
+  sel.resize(size_t(n) * K);
+  w.resize(size_t(n) * K);
+  if (probs) probs->resize(size_t(n) * E);
   std::vector<float> p(E);
   std::vector<int32_t> order(E);
   for (uint32_t t = 0; t < n; ++t) {
-    const float* r = &router_host_[size_t(t) * E];
+    const float* r = logits + size_t(t) * E;
     if (h.gating == Gating::Softmax) {  // as ggml: max-shifted exp, double sum, scaled by 1/sum
       const float mx = *std::max_element(r, r + E);
       double sum = 0.0;
@@ -128,11 +128,70 @@ void Engine::route(uint32_t il, uint32_t n) {
     for (uint32_t j = 0; j < K; ++j) sum += p[order[j]];
     sum = std::max(sum, 6.103515625e-5f);
     for (uint32_t j = 0; j < K; ++j) {
-      sel_[size_t(t) * K + j] = order[j];
-      sel_w_[size_t(t) * K + j] = p[order[j]] / sum;
+      sel[size_t(t) * K + j] = order[j];
+      w[size_t(t) * K + j] = p[order[j]] / sum;
     }
+    if (probs) std::copy(p.begin(), p.end(), probs->begin() + long(size_t(t) * E));
   }
+}
+
+void Engine::route(uint32_t il, uint32_t n) {
+  const uint32_t E = model_.hp().n_expert;
+  router_host_.resize(size_t(n) * E);
+  compute_.read(act_, router_.offset, router_host_.data(), router_host_.size() * 4);
+  top_k(router_host_.data(), n, sel_, sel_w_, cache_ ? &probs_ : nullptr);
+  if (cache_) cache_->on_routing(il, probs_.data(), n, E);
   if (observer_) observer_({il, n, n_past_, sel_, sel_w_});
+}
+
+void Engine::prefetch_ahead(uint32_t il, uint32_t n, const pmoe_tensor& x) {
+  // Later layers' routers applied to this layer's input: their residual stream is not known yet,
+  // but it stays close, so their choice is a good guess (the reads are low priority).
+  const Hparams& h = model_.hp();
+  std::vector<int32_t> sel;
+  std::vector<float> w, logits(size_t(n) * h.n_expert);
+  for (uint32_t j = 1; j <= lookahead_ && il + j < h.n_layer; ++j) {
+    const pmoe_op op = make_op(PMOE_OP_MATMUL, act(router_, PMOE_DTYPE_F32, h.n_expert, n),
+                               {weight(*model_.layer(il + j).router), x});
+    compute_.execute({&op, 1});
+    compute_.sync();
+    compute_.read(act_, router_.offset, logits.data(), logits.size() * 4);
+    top_k(logits.data(), n, sel, w, nullptr);
+    for (int32_t e : sel) cache_->prefetch(il + j, uint32_t(e), j);
+  }
+}
+
+void Engine::acquire_more(uint32_t il, const std::vector<std::pair<uint32_t, uint32_t>>& spans,
+                          StreamState& st) {
+  while (st.next < spans.size() && cache_->acquire(il, spans[st.next].first)) {
+    st.pending.push_back(PMOE_EXPERT_KEY(il, spans[st.next].first));
+    st.pending_span.push_back(st.next++);
+  }
+}
+
+void Engine::run_experts_streamed(uint32_t il, const std::vector<std::pair<uint32_t, uint32_t>>& spans,
+                                  uint32_t rows, const pmoe_tensor& n2, StreamState& st) {
+  const int64_t D = model_.hp().n_embd;
+  while (!st.pending.empty()) {
+    // each expert runs as soon as its own weights have landed
+    const size_t i = cache_->wait_any(st.pending);
+    const size_t sp = st.pending_span[i];
+    const auto [e, first] = spans[sp];
+    const uint32_t count = (sp + 1 < spans.size() ? spans[sp + 1].second : rows) - first;
+    const ExpertView v = cache_->view(il, e);
+    const pmoe_op op = make_op(PMOE_OP_MOE_EXPERT, act(ey_, PMOE_DTYPE_F32, D, count, first),
+                               {v.gate, v.up, v.down, n2,
+                                pmoe_tensor_2d(act_, route_tok_.offset + uint64_t(first) * 4, PMOE_DTYPE_I32, count, 1)});
+    compute_.execute({&op, 1});
+    compute_.sync();
+    cache_->release(il, e);
+    st.pending.erase(st.pending.begin() + long(i));
+    st.pending_span.erase(st.pending_span.begin() + long(i));
+    acquire_more(il, spans, st);
+    if (st.pending.empty() && st.next < spans.size())
+      throw Error("expert cache: no slot can be freed for expert " + std::to_string(spans[st.next].first) +
+                  " of layer " + std::to_string(il));
+  }
 }
 
 void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vector<float>& logits) {
@@ -158,6 +217,30 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
     compute_.execute(ops);
     compute_.sync();
     route(il, n);
+    // routes grouped by expert; each expert writes its own rows of ey
+    std::vector<int32_t> route_tok(size_t(n) * K), comb_idx(size_t(n) * K);
+    uint32_t row = 0;
+    std::vector<std::pair<uint32_t, uint32_t>> spans;  // (expert, first row)
+    for (uint32_t e = 0; e < E; ++e) {
+      const uint32_t first = row;
+      for (uint32_t t = 0; t < n; ++t)
+        for (uint32_t j = 0; j < K; ++j)
+          if (sel_[size_t(t) * K + j] == int32_t(e)) {
+            route_tok[row] = int32_t(t);
+            comb_idx[size_t(t) * K + j] = int32_t(row);
+            ++row;
+          }
+      if (row > first) spans.emplace_back(e, first);
+    }
+    compute_.write(act_, route_tok_.offset, route_tok.data(), uint64_t(row) * 4);
+    compute_.write(act_, comb_idx_.offset, comb_idx.data(), uint64_t(n) * K * 4);
+    compute_.write(act_, comb_w_.offset, sel_w_.data(), uint64_t(n) * K * 4);
+    // demand reads go out now, so they overlap the attention block
+    StreamState stream;
+    if (cache_) {
+      acquire_more(il, spans, stream);
+      if (lookahead_) prefetch_ahead(il, n, x);
+    }
 
     // 2. attention block
     ops.clear();
@@ -201,24 +284,19 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
     fnorm.f[0] = h.rms_eps;
     ops.push_back(fnorm);
 
-    // 3. experts: routes grouped by expert; each expert writes its own rows of ey
-    std::vector<int32_t> route_tok(size_t(n) * K), comb_idx(size_t(n) * K);
-    uint32_t row = 0;
-    std::vector<std::pair<uint32_t, uint32_t>> spans;  // (expert, first row)
-    for (uint32_t e = 0; e < E; ++e) {
-      const uint32_t first = row;
-      for (uint32_t t = 0; t < n; ++t)
-        for (uint32_t j = 0; j < K; ++j)
-          if (sel_[size_t(t) * K + j] == int32_t(e)) {
-            route_tok[row] = int32_t(t);
-            comb_idx[size_t(t) * K + j] = int32_t(row);
-            ++row;
-          }
-      if (row > first) spans.emplace_back(e, first);
+    const pmoe_op combine = make_op(PMOE_OP_MOE_COMBINE, x,
+                                    {act(ey_, PMOE_DTYPE_F32, D, row), act(comb_idx_, PMOE_DTYPE_I32, K, n),
+                                     act(comb_w_, PMOE_DTYPE_F32, K, n)});
+    // 3. experts, then their weighted sum in a fixed order
+    if (cache_) {
+      // the attention block runs while the expert reads submitted above are in flight
+      compute_.execute(ops);
+      compute_.sync();
+      run_experts_streamed(il, spans, row, n2, stream);
+      ops.assign({combine});
+      compute_.execute(ops);
+      continue;
     }
-    compute_.write(act_, route_tok_.offset, route_tok.data(), uint64_t(row) * 4);
-    compute_.write(act_, comb_idx_.offset, comb_idx.data(), uint64_t(n) * K * 4);
-    compute_.write(act_, comb_w_.offset, sel_w_.data(), uint64_t(n) * K * 4);
     for (size_t s = 0; s < spans.size(); ++s) {
       const auto [e, first] = spans[s];
       const uint32_t count = (s + 1 < spans.size() ? spans[s + 1].second : row) - first;
@@ -227,9 +305,7 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
                              expert(il, ExpertMatrix::Down, e), n2,
                              pmoe_tensor_2d(act_, route_tok_.offset + uint64_t(first) * 4, PMOE_DTYPE_I32, count, 1)}));
     }
-    ops.push_back(make_op(PMOE_OP_MOE_COMBINE, x,
-                          {act(ey_, PMOE_DTYPE_F32, D, row), act(comb_idx_, PMOE_DTYPE_I32, K, n),
-                           act(comb_w_, PMOE_DTYPE_F32, K, n)}));
+    ops.push_back(combine);
     compute_.execute(ops);
   }
 
@@ -249,6 +325,7 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
     compute_.read(act_, logits_.offset, logits.data() + at, uint64_t(rows) * h.n_vocab * 4);
   }
   n_past_ += n;
+  if (cache_) cache_->next_tick();
 }
 
 }  // namespace pmoe

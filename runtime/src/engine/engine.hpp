@@ -2,6 +2,7 @@
 // The SmallThinker forward pass, expressed as batches of compute-ABI ops (one execute for the
 // router, one for the rest of the layer), so any compute backend runs it. Owns the KV cache.
 #include "model/model.hpp"
+#include "experts/expert_cache.hpp"
 #include "plugin/compute_backend.hpp"
 
 #include <cstdint>
@@ -41,6 +42,14 @@ class Engine {
   uint32_t n_ctx() const { return n_ctx_; }
   const Model& model() const { return model_; }
 
+  /// Stream experts through `cache` instead of reading them from the mapped file; route
+  /// `lookahead` later layers ahead and prefetch their likely experts. nullptr: all resident.
+  void set_expert_cache(ExpertCache* cache, uint32_t lookahead) {
+    cache_ = cache;
+    lookahead_ = lookahead;
+  }
+  ExpertCache* expert_cache() const { return cache_; }
+
   /// Called after each layer's routing decision (tests, statistics, cache policies).
   void set_routing_observer(std::function<void(const RoutingEvent&)> f) { observer_ = std::move(f); }
 
@@ -51,6 +60,17 @@ class Engine {
   enum class Logits { None, Last, All };
   void eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vector<float>& logits);
   void route(uint32_t il, uint32_t n);
+  void top_k(const float* router_logits, uint32_t n, std::vector<int32_t>& sel, std::vector<float>& w,
+             std::vector<float>* probs) const;
+  struct StreamState {
+    size_t next = 0;                  // next span (expert) to acquire
+    std::vector<uint64_t> pending;    // acquired, not yet computed
+    std::vector<size_t> pending_span;
+  };
+  void acquire_more(uint32_t il, const std::vector<std::pair<uint32_t, uint32_t>>& spans, StreamState& st);
+  void run_experts_streamed(uint32_t il, const std::vector<std::pair<uint32_t, uint32_t>>& spans,
+                            uint32_t rows, const pmoe_tensor& n2, StreamState& st);
+  void prefetch_ahead(uint32_t il, uint32_t n, const pmoe_tensor& x);
   pmoe_tensor weight(const GgufTensorInfo& t) const;
   pmoe_tensor expert(uint32_t il, ExpertMatrix m, uint32_t e) const;
   pmoe_tensor act(Region r, uint32_t dtype, int64_t ne0, int64_t ne1, uint64_t row_offset = 0) const;
@@ -68,6 +88,9 @@ class Engine {
   std::vector<float> router_host_;
   std::vector<int32_t> sel_;
   std::vector<float> sel_w_;
+  std::vector<float> probs_;
+  ExpertCache* cache_ = nullptr;
+  uint32_t lookahead_ = 0;
   std::function<void(const RoutingEvent&)> observer_;
 };
 

@@ -22,7 +22,26 @@ Session::Session(const SessionOptions& o)
   compute_ = std::make_unique<ComputeBackend>(
       static_cast<const pmoe_compute_vtable*>(impl.vtable), registry_->host(),
       registry_->check_options(config_.compute, PMOE_KIND_COMPUTE), config_.compute.name);
-  engine_ = std::make_unique<Engine>(*model_, *compute_, o.engine);
+  EngineOptions eo = o.engine;
+  if (config_.cache_budget > 0) {
+    // Experts stream from storage into a bounded cache. Prefill is chunked so that one chunk
+    // touches few experts (the authors' engine uses 4-8 tokens).
+    eo.ubatch = config_.prefill_chunk;
+    const Hparams& h = model_->hp();
+    storage_ = std::make_unique<StorageBackend>(StorageBackend::create(*registry_, config_.storage));
+    // capacity: an upper bound (slots also hold alignment padding)
+    const uint64_t capacity = std::min<uint64_t>(uint64_t(h.n_layer) * h.n_expert,
+                                                 config_.cache_budget / model_->expert_bytes(0));
+    const pmoe_cache_shape shape{sizeof(pmoe_cache_shape), h.n_layer, h.n_expert, h.n_expert_used, capacity};
+    policy_ = std::make_unique<CachePolicyInstance>(CachePolicyInstance::create(*registry_, config_.cache_policy, shape));
+    ExpertCacheOptions co;
+    co.budget = config_.cache_budget;
+    for (const auto& [k, v] : config_.storage.options)
+      if (k == "direct_io") co.direct_io = v == "true";
+    cache_ = std::make_unique<ExpertCache>(*model_, *compute_, *storage_, *policy_, co);
+  }
+  engine_ = std::make_unique<Engine>(*model_, *compute_, eo);
+  if (cache_) engine_->set_expert_cache(cache_.get(), config_.prefetch_lookahead);
   if (o.load_tokenizer) {
     try {
       tokenizer_.emplace(Tokenizer::from_gguf(model_->file()));

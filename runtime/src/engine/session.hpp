@@ -5,7 +5,9 @@
 #include "config/config.hpp"
 #include "engine/engine.hpp"
 #include "model/model.hpp"
+#include "experts/expert_cache.hpp"
 #include "plugin/compute_backend.hpp"
+#include "plugin/instances.hpp"
 #include "plugin/registry.hpp"
 #include "tokenizer/tokenizer.hpp"
 
@@ -33,6 +35,8 @@ class Session {
   const Model& model() const { return *model_; }
   ComputeBackend& compute() { return *compute_; }
   Engine& engine() { return *engine_; }
+  /// The expert cache when the config sets `cache.budget` (experts streamed); else nullptr.
+  ExpertCache* expert_cache() { return cache_.get(); }
   /// Throws when the model has no usable tokenizer.
   const Tokenizer& tokenizer() const;
 
@@ -41,6 +45,9 @@ class Session {
   std::unique_ptr<PluginRegistry> registry_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<ComputeBackend> compute_;
+  std::unique_ptr<StorageBackend> storage_;
+  std::unique_ptr<CachePolicyInstance> policy_;
+  std::unique_ptr<ExpertCache> cache_;
   std::unique_ptr<Engine> engine_;
   std::optional<Tokenizer> tokenizer_;
   std::string tokenizer_error_;

@@ -1,0 +1,284 @@
+#include "experts/expert_cache.hpp"
+
+#include "common/error.hpp"
+#include "common/format.hpp"
+
+#include <pocketmoe/cache_policy.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace pmoe {
+
+namespace {
+uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+constexpr ExpertMatrix kMatrices[3] = {ExpertMatrix::Gate, ExpertMatrix::Up, ExpertMatrix::Down};
+using Clock = std::chrono::steady_clock;
+}  // namespace
+
+CacheStats& CacheStats::operator+=(const CacheStats& o) {
+  uses += o.uses, hits += o.hits, misses += o.misses, prefetches += o.prefetches;
+  prefetch_hits += o.prefetch_hits, prefetch_wasted += o.prefetch_wasted;
+  bytes_read += o.bytes_read, read_seconds += o.read_seconds, stall_seconds += o.stall_seconds;
+  return *this;
+}
+
+ExpertCache::ExpertCache(const Model& model, ComputeBackend& compute, StorageBackend& storage,
+                         CachePolicyInstance& policy, const ExpertCacheOptions& options)
+    : model_(model), compute_(compute), storage_(storage), policy_(policy), options_(options) {
+  const Hparams& h = model.hp();
+  file_ = storage_.open(model.file().path(), options.direct_io ? PMOE_OPEN_DIRECT : 0);
+  align_ = std::max<uint32_t>(1, storage_.direct_alignment(file_.file));
+  // A slot holds the three matrices, each in a region that leaves room to round the read out to
+  // the storage alignment on both sides (GGUF offsets are only 32-byte aligned).
+  for (uint32_t il = 0; il < h.n_layer; ++il) {
+    uint64_t bytes = 0;
+    for (ExpertMatrix m : kMatrices) bytes += align_up(model.expert_matrix_bytes(il, m) + align_, align_) + align_;
+    slot_bytes_ = std::max(slot_bytes_, align_up(bytes, 4096));
+  }
+  const uint64_t n_slots = options.budget / slot_bytes_;
+  if (n_slots < h.n_expert_used) {
+    storage_.close(file_.file);
+    throw Error("cache budget " + format_bytes(options.budget) + " is too small: one layer's top-" +
+                std::to_string(h.n_expert_used) + " experts need " + std::to_string(h.n_expert_used) +
+                " slots of " + format_bytes(slot_bytes_) + ", so the minimum is " +
+                std::to_string(h.n_expert_used * slot_bytes_) + " bytes (" +
+                format_bytes(h.n_expert_used * slot_bytes_) + ")");
+  }
+  const uint64_t total_slots = uint64_t(h.n_layer) * h.n_expert;
+  slots_.resize(std::min(n_slots, total_slots));
+  memory_ = compute_.alloc(slots_.size() * slot_bytes_, PMOE_BUFFER_HOST_VISIBLE);
+  host_ = static_cast<uint8_t*>(compute_.host_ptr(memory_));
+  if (!host_) throw Error("compute backend '" + compute_.name() + "' gave expert-cache memory that is not host-visible");
+  for (uint32_t i = uint32_t(slots_.size()); i-- > 0;) free_.push_back(i);
+  stats_.resize(h.n_layer);
+  storage_.set_callback(&ExpertCache::on_read_done, this);
+}
+
+ExpertCache::~ExpertCache() {
+  std::unique_lock lock(mu_);
+  // Reads land in slot memory: wait for them. A read that never completes is a storage bug; we
+  // then leak the memory rather than free it under a pending read.
+  const bool drained = cv_.wait_for(lock, std::chrono::seconds(60), [&] { return in_flight_ == 0; });
+  lock.unlock();
+  if (!drained) return;
+  storage_.set_callback(nullptr, nullptr);
+  storage_.close(file_.file);
+  compute_.free(memory_);
+}
+
+std::vector<ExpertCache::Part> ExpertCache::parts_of(uint64_t key) const {
+  const uint32_t il = PMOE_KEY_LAYER(key), e = PMOE_KEY_EXPERT(key);
+  std::vector<Part> parts;
+  uint64_t at = 0;
+  for (ExpertMatrix m : kMatrices) {
+    const uint64_t off = model_.expert_offset(il, m, e), len = model_.expert_matrix_bytes(il, m);
+    const uint64_t start = off - off % align_;
+    const uint64_t end = std::min(align_up(off + len, align_), file_.size);
+    parts.push_back({start, end - start, at, at + off % align_});
+    at += align_up(len + align_, align_) + align_;
+  }
+  return parts;
+}
+
+int64_t ExpertCache::claim_slot(uint64_t key) {
+  uint32_t s;
+  if (!free_.empty()) {
+    s = free_.back();
+    free_.pop_back();
+  } else {
+    // Ask for enough candidates to get past pinned and loading entries.
+    size_t busy = 0;
+    for (const Slot& x : slots_) busy += x.pins > 0 || x.state == State::Loading;
+    if (busy >= slots_.size()) return -1;
+    std::vector<uint64_t> cand(busy + 1);
+    cand.resize(policy_.victims(cand));
+    int64_t victim = -1;
+    for (uint64_t k : cand) {
+      auto it = where_.find(k);
+      if (it == where_.end()) continue;  // the policy proposed a key we do not hold: skip it
+      const Slot& v = slots_[it->second];
+      if (v.pins == 0 && v.state != State::Loading) {
+        victim = it->second;
+        break;
+      }
+    }
+    if (victim < 0) {  // policy gave nothing usable: evict any unpinned, settled entry
+      for (uint32_t i = 0; i < slots_.size() && victim < 0; ++i)
+        if (slots_[i].pins == 0 && slots_[i].state != State::Loading) victim = i;
+      if (victim < 0) return -1;
+    }
+    s = uint32_t(victim);
+    Slot& v = slots_[s];
+    if (v.prefetched_unused) ++stats_[PMOE_KEY_LAYER(v.key)].prefetch_wasted;
+    where_.erase(v.key);
+    policy_.on_evict(std::span(&v.key, 1));
+  }
+  slots_[s] = Slot{};
+  slots_[s].key = key;
+  where_[key] = s;
+  policy_.on_insert(std::span(&key, 1));
+  return s;
+}
+
+void ExpertCache::submit_reads(uint32_t s, uint32_t priority) {
+  Slot& slot = slots_[s];
+  const auto parts = parts_of(slot.key);
+  std::vector<pmoe_read_req> reqs;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    pmoe_read_req r{};
+    r.file = file_.file;
+    r.offset = parts[i].file_offset;
+    r.length = parts[i].length;
+    r.dest = host_ + uint64_t(s) * slot_bytes_ + parts[i].slot_offset;
+    r.user_data = (uint64_t(s) << 8) | i;
+    r.priority = priority;
+    reqs.push_back(r);
+    stats_[PMOE_KEY_LAYER(slot.key)].bytes_read += r.length;
+  }
+  slot.state = State::Loading;
+  slot.parts_left = uint32_t(parts.size());
+  slot.error = PMOE_OK;
+  slot.submitted = Clock::now();
+  ++slot.attempts;
+  in_flight_ += uint32_t(parts.size());
+  const PluginStatus st = storage_.submit(reqs);
+  if (!st.ok()) {
+    in_flight_ -= uint32_t(parts.size());
+    slot.state = State::Failed;
+    slot.error = st.status;
+    throw Error("storage '" + storage_.name() + "' refused the reads of expert " +
+                std::to_string(PMOE_KEY_EXPERT(slot.key)) + " of layer " +
+                std::to_string(PMOE_KEY_LAYER(slot.key)) + ": " + st.message);
+  }
+}
+
+bool ExpertCache::acquire(uint32_t layer, uint32_t expert) {
+  const uint64_t key = PMOE_EXPERT_KEY(layer, expert);
+  std::lock_guard lock(mu_);
+  CacheStats& st = stats_[layer];
+  auto it = where_.find(key);
+  if (it != where_.end() && slots_[it->second].state != State::Failed) {
+    Slot& s = slots_[it->second];
+    ++s.pins;
+    ++st.uses, ++st.hits;
+    if (s.prefetched_unused) ++st.prefetch_hits, s.prefetched_unused = false;
+  } else {
+    int64_t s;
+    if (it != where_.end()) {
+      s = it->second;  // a failed prefetch: read again, now as a demand read
+      slots_[size_t(s)].attempts = 0;
+    } else if ((s = claim_slot(key)) < 0) {
+      return false;
+    }
+    ++slots_[size_t(s)].pins;
+    ++st.uses, ++st.misses;
+    submit_reads(uint32_t(s), 0);
+  }
+  policy_.on_access(std::span(&key, 1), tick_);
+  return true;
+}
+
+void ExpertCache::prefetch(uint32_t layer, uint32_t expert, uint32_t priority) {
+  const uint64_t key = PMOE_EXPERT_KEY(layer, expert);
+  std::lock_guard lock(mu_);
+  if (where_.count(key)) return;
+  const int64_t s = claim_slot(key);
+  if (s < 0) return;
+  slots_[size_t(s)].prefetched_unused = true;
+  ++stats_[layer].prefetches;
+  submit_reads(uint32_t(s), std::max<uint32_t>(priority, 1));
+}
+
+void ExpertCache::on_read_done(void* ctx, const pmoe_read_done* done) {
+  static_cast<ExpertCache*>(ctx)->complete(*done);
+}
+
+void ExpertCache::complete(const pmoe_read_done& done) {
+  std::lock_guard lock(mu_);
+  --in_flight_;
+  Slot& s = slots_[done.user_data >> 8];
+  if (done.status != PMOE_OK && s.error == PMOE_OK) s.error = done.status, s.sys_errno = done.sys_errno;
+  if (--s.parts_left > 0) return;
+  stats_[PMOE_KEY_LAYER(s.key)].read_seconds += std::chrono::duration<double>(Clock::now() - s.submitted).count();
+  if (s.error == PMOE_OK) {
+    s.state = State::Ready;
+  } else if (pmoe_status_retryable(s.error) && s.attempts <= options_.max_retries) {
+    try {
+      submit_reads(uint32_t(done.user_data >> 8), 0);
+      return;
+    } catch (const Error&) {
+      s.state = State::Failed;
+    }
+  } else {
+    s.state = State::Failed;
+  }
+  cv_.notify_all();
+}
+
+void ExpertCache::read_failed(const Slot& s) const {
+  const uint32_t il = PMOE_KEY_LAYER(s.key), e = PMOE_KEY_EXPERT(s.key);
+  const auto parts = parts_of(s.key);
+  throw Error("reading expert " + std::to_string(e) + " of layer " + std::to_string(il) + " from '" +
+              model_.file().path() + "' (offset " + std::to_string(parts[0].file_offset) + ", " +
+              std::to_string(slot_bytes_) + " bytes) failed after " + std::to_string(s.attempts) +
+              " attempt(s): " + pmoe_status_name(s.error) +
+              (s.sys_errno ? std::string(" (") + std::strerror(s.sys_errno) + ")" : std::string()) +
+              " via storage '" + storage_.name() + "'");
+}
+
+size_t ExpertCache::wait_any(std::span<const uint64_t> keys) {
+  std::unique_lock lock(mu_);
+  const auto t0 = Clock::now();
+  for (;;) {
+    Clock::time_point oldest = Clock::time_point::max();
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const auto it = where_.find(keys[i]);
+      if (it == where_.end()) throw Error("internal: expert not acquired before wait");
+      const Slot& s = slots_[it->second];
+      if (s.state == State::Ready) {
+        stats_[PMOE_KEY_LAYER(keys[i])].stall_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+        return i;
+      }
+      if (s.state == State::Failed) read_failed(s);
+      oldest = std::min(oldest, s.submitted);
+    }
+    if (cv_.wait_until(lock, oldest + options_.read_timeout) == std::cv_status::timeout &&
+        Clock::now() >= oldest + options_.read_timeout)
+      throw Error("a read from '" + model_.file().path() + "' through storage '" + storage_.name() +
+                  "' did not complete within " + std::to_string(options_.read_timeout.count()) + " ms");
+  }
+}
+
+ExpertView ExpertCache::view(uint32_t layer, uint32_t expert) const {
+  std::lock_guard lock(mu_);
+  const uint32_t s = where_.at(PMOE_EXPERT_KEY(layer, expert));
+  const auto parts = parts_of(PMOE_EXPERT_KEY(layer, expert));
+  ExpertView v;
+  pmoe_tensor* out[3] = {&v.gate, &v.up, &v.down};
+  for (int m = 0; m < 3; ++m) {
+    const GgufTensorInfo& t = model_.expert_tensor(layer, kMatrices[m]);
+    *out[m] = pmoe_tensor_2d(memory_, uint64_t(s) * slot_bytes_ + parts[size_t(m)].data_offset, t.type, t.ne[0], t.ne[1]);
+  }
+  return v;
+}
+
+void ExpertCache::release(uint32_t layer, uint32_t expert) {
+  std::lock_guard lock(mu_);
+  Slot& s = slots_[where_.at(PMOE_EXPERT_KEY(layer, expert))];
+  if (s.pins > 0) --s.pins;
+}
+
+void ExpertCache::on_routing(uint32_t layer, const float* probs, uint32_t n_tokens, uint32_t n_experts) {
+  std::lock_guard lock(mu_);
+  policy_.on_routing(layer, probs, n_tokens, n_experts);
+}
+
+CacheStats ExpertCache::total_stats() const {
+  std::lock_guard lock(mu_);
+  CacheStats t;
+  for (const CacheStats& s : stats_) t += s;
+  return t;
+}
+
+}  // namespace pmoe

@@ -1,0 +1,128 @@
+#pragma once
+// The expert cache: a fixed pool of slots in compute-backend memory (host-visible, 4 KiB
+// aligned) holding whole experts (gate + up + down of one layer's expert). Misses are read from
+// the GGUF file by the storage backend straight into a slot; a cache policy plugin picks victims.
+//
+// Threads: the engine thread calls everything; the storage backend's completion callback runs on
+// its own threads and only marks slots loaded. One mutex guards the state, a condition variable
+// wakes waiters: no polling, no sleeps.
+#include "model/model.hpp"
+#include "plugin/compute_backend.hpp"
+#include "plugin/instances.hpp"
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+namespace pmoe {
+
+struct ExpertCacheOptions {
+  uint64_t budget = 0;             // bytes of slot memory
+  bool direct_io = false;          // open the model with PMOE_OPEN_DIRECT
+  uint32_t max_retries = 2;        // for retryable read errors (EIO, timeouts)
+  std::chrono::milliseconds read_timeout{30000};  // a read slower than this is an error
+};
+
+/// Counters of one layer (or of a whole run, summed).
+struct CacheStats {
+  uint64_t uses = 0;              // expert uses by computations (hits + misses)
+  uint64_t hits = 0;              // resident or already loading when needed
+  uint64_t misses = 0;            // demand reads
+  uint64_t prefetches = 0;        // speculative reads issued
+  uint64_t prefetch_hits = 0;     // prefetched entries later used (subset of hits)
+  uint64_t prefetch_wasted = 0;   // prefetched entries evicted unused
+  uint64_t bytes_read = 0;        // bytes requested from storage (alignment rounding included)
+  double read_seconds = 0;        // sum of read latencies (submit -> completion)
+  double stall_seconds = 0;       // time computations waited for a read
+  CacheStats& operator+=(const CacheStats& o);
+};
+
+struct ExpertView {
+  pmoe_tensor gate, up, down;
+};
+
+class ExpertCache {
+ public:
+  ExpertCache(const Model& model, ComputeBackend& compute, StorageBackend& storage,
+              CachePolicyInstance& policy, const ExpertCacheOptions& options);
+  ~ExpertCache();
+  ExpertCache(const ExpertCache&) = delete;
+  ExpertCache& operator=(const ExpertCache&) = delete;
+
+  /// Bytes of one slot for this model and storage alignment.
+  uint64_t slot_bytes() const { return slot_bytes_; }
+  uint32_t capacity() const { return uint32_t(slots_.size()); }
+
+  /// Demand: pin the expert and start its read if it is not resident. Returns false (and does
+  /// nothing) when every slot is pinned or loading; the caller then finishes pinned work first.
+  bool acquire(uint32_t layer, uint32_t expert);
+  /// Speculative: start a read with `priority` > 0 if a slot can be had without touching pinned or
+  /// loading entries. Never blocks.
+  void prefetch(uint32_t layer, uint32_t expert, uint32_t priority);
+  /// Index into `keys` (PMOE_EXPERT_KEY) of an acquired expert that is loaded, waiting if none is.
+  /// Throws pmoe::Error naming file, offset and expert when its read failed for good.
+  size_t wait_any(std::span<const uint64_t> keys);
+  /// Tensors of a loaded, acquired expert (valid until release).
+  ExpertView view(uint32_t layer, uint32_t expert) const;
+  void release(uint32_t layer, uint32_t expert);
+  /// Router probabilities for the policy (optional use by router-aware policies).
+  void on_routing(uint32_t layer, const float* probs, uint32_t n_tokens, uint32_t n_experts);
+  /// One decode step or prefill chunk ends.
+  void next_tick() { ++tick_; }
+
+  const std::vector<CacheStats>& layer_stats() const { return stats_; }
+  CacheStats total_stats() const;
+
+ private:
+  enum class State { Empty, Loading, Ready, Failed };
+  struct Part {
+    uint64_t file_offset;  // where the read starts (aligned down)
+    uint64_t length;       // bytes read (aligned up, clipped at end of file)
+    uint64_t slot_offset;  // where the read lands in the slot
+    uint64_t data_offset;  // where the matrix starts in the slot
+  };
+  struct Slot {
+    uint64_t key = 0;
+    State state = State::Empty;
+    uint32_t pins = 0;
+    uint32_t parts_left = 0;
+    uint32_t attempts = 0;
+    bool prefetched_unused = false;
+    pmoe_status error = PMOE_OK;
+    int32_t sys_errno = 0;
+    std::chrono::steady_clock::time_point submitted;
+  };
+  static void on_read_done(void* ctx, const pmoe_read_done* done);
+  void complete(const pmoe_read_done& done);
+  std::vector<Part> parts_of(uint64_t key) const;
+  // Under the lock: a slot for `key` (free, or evicted from an unpinned ready entry), or -1.
+  int64_t claim_slot(uint64_t key);
+  void submit_reads(uint32_t slot, uint32_t priority);  // under the lock
+  [[noreturn]] void read_failed(const Slot& s) const;
+
+  const Model& model_;
+  ComputeBackend& compute_;
+  StorageBackend& storage_;
+  CachePolicyInstance& policy_;
+  ExpertCacheOptions options_;
+  StorageBackend::OpenFile file_{};
+  uint32_t align_ = 1;
+  uint64_t slot_bytes_ = 0;
+  pmoe_buffer* memory_ = nullptr;
+  uint8_t* host_ = nullptr;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Slot> slots_;
+  std::vector<uint32_t> free_;
+  std::unordered_map<uint64_t, uint32_t> where_;  // key -> slot
+  uint32_t in_flight_ = 0;                         // reads submitted, not completed
+  uint64_t tick_ = 0;
+  std::vector<CacheStats> stats_;
+};
+
+}  // namespace pmoe
