@@ -93,7 +93,8 @@ namespace {
 
 constexpr std::array<std::string_view, 6> kTopKeys{"model",  "compute",  "storage",
                                                    "cache",  "prefetch", "plugin_paths"};
-constexpr std::array<std::string_view, 2> kPrefetchKeys{"lookahead", "prefill_chunk"};
+constexpr std::array<std::string_view, 4> kPrefetchKeys{"lookahead", "prefill_chunk", "read_timeout_ms",
+                                                        "read_retries"};
 
 std::string resolve(const fs::path& base, const std::string& p) {
   if (p.empty() || fs::path(p).is_absolute() || base.empty()) return p;
@@ -155,6 +156,11 @@ Config parse_impl(const std::string& text, const std::string& name, const fs::pa
         uint32_t v = static_cast<uint32_t>(yaml::unsigned_int(name, p, 1u << 20));
         if (p.key == "lookahead") {
           cfg.prefetch_lookahead = v;
+        } else if (p.key == "read_timeout_ms") {
+          if (v == 0) throw Error(yaml::loc(name, p.value).str() + ": 'read_timeout_ms' must be >= 1");
+          cfg.read_timeout_ms = v;
+        } else if (p.key == "read_retries") {
+          cfg.read_retries = v;
         } else {
           if (v == 0) throw Error(yaml::loc(name, p.value).str() + ": 'prefill_chunk' must be >= 1");
           cfg.prefill_chunk = v;

@@ -36,6 +36,8 @@ Session::Session(const SessionOptions& o)
     policy_ = std::make_unique<CachePolicyInstance>(CachePolicyInstance::create(*registry_, config_.cache_policy, shape));
     ExpertCacheOptions co;
     co.budget = config_.cache_budget;
+    co.max_retries = config_.read_retries;
+    co.read_timeout = std::chrono::milliseconds(config_.read_timeout_ms);
     for (const auto& [k, v] : config_.storage.options)
       if (k == "direct_io") co.direct_io = v == "true";
     cache_ = std::make_unique<ExpertCache>(*model_, *compute_, *storage_, *policy_, co);

@@ -198,7 +198,11 @@ void ExpertCache::complete(const pmoe_read_done& done) {
   std::lock_guard lock(mu_);
   --in_flight_;
   Slot& s = slots_[done.user_data >> 8];
-  if (done.status != PMOE_OK && s.error == PMOE_OK) s.error = done.status, s.sys_errno = done.sys_errno;
+  pmoe_status status = done.status;
+  // A backend that reports success with fewer bytes broke its contract: treat it as an I/O error
+  // (retried) rather than compute with a partly stale slot.
+  if (status == PMOE_OK && done.bytes != parts_of(s.key)[done.user_data & 0xff].length) status = PMOE_ERR_IO, s.short_read = true;
+  if (status != PMOE_OK && s.error == PMOE_OK) s.error = status, s.sys_errno = done.sys_errno;
   if (--s.parts_left > 0) return;
   stats_[PMOE_KEY_LAYER(s.key)].read_seconds += std::chrono::duration<double>(Clock::now() - s.submitted).count();
   if (s.error == PMOE_OK) {
@@ -222,7 +226,7 @@ void ExpertCache::read_failed(const Slot& s) const {
   throw Error("reading expert " + std::to_string(e) + " of layer " + std::to_string(il) + " from '" +
               model_.file().path() + "' (offset " + std::to_string(parts[0].file_offset) + ", " +
               std::to_string(slot_bytes_) + " bytes) failed after " + std::to_string(s.attempts) +
-              " attempt(s): " + pmoe_status_name(s.error) +
+              " attempt(s): " + pmoe_status_name(s.error) + (s.short_read ? " (short read)" : "") +
               (s.sys_errno ? std::string(" (") + std::strerror(s.sys_errno) + ")" : std::string()) +
               " via storage '" + storage_.name() + "'");
 }

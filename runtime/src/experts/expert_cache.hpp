@@ -92,6 +92,7 @@ class ExpertCache {
     uint32_t parts_left = 0;
     uint32_t attempts = 0;
     bool prefetched_unused = false;
+    bool short_read = false;
     pmoe_status error = PMOE_OK;
     int32_t sys_errno = 0;
     std::chrono::steady_clock::time_point submitted;

@@ -1,0 +1,709 @@
+// storage-uring: reads through one io_uring (liburing), optionally with O_DIRECT.
+//
+// Host threads validate a batch, queue it (lower `priority` first, FIFO within a priority) and
+// move as much of the queue into the ring as `queue_depth` allows, with one io_uring_submit. One
+// completion thread blocks in io_uring_wait_cqe, re-submits short reads for the remainder,
+// copies bounce buffers out, refills the ring from the queue and delivers completions (poll queue
+// or callback). Speculative reads may hold only part of the ring, so a demand read always finds
+// a free entry and never waits behind speculative ones. Bytes, errors, messages and the O_DIRECT
+// alignment handling are those of storage-posix. See docs/storage-uring.md.
+#include <pocketmoe/cpp/plugin.hpp>
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <linux/fs.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <chrono>
+#include <condition_variable>
+#include <cstdarg>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <queue>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+namespace pmoe {
+namespace {
+
+constexpr const char* kSource = "storage-uring";
+constexpr uint64_t kMaxIo = 1ull << 30;       // per SQE; Linux caps one read near 2 GiB
+constexpr uint64_t kBounceSize = 1ull << 20;  // bounce chunk for unaligned direct reads
+constexpr uint64_t kPoolAlign = 4096;         // bounce buffers are aligned to this (or more)
+constexpr uint64_t kPoolKeep = 16ull << 20;   // bytes of free bounce buffers kept for reuse
+constexpr unsigned kFileSlots = 64;           // registered-file table; later files use plain fds
+constexpr uint32_t kMaxRetries = 64;          // consecutive EINTR/EAGAIN/ECANCELED per segment
+
+__attribute__((format(printf, 1, 2))) std::string strf(const char* fmt, ...) {
+  char buf[768];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
+[[noreturn]] void fail(pmoe_status code, int sys_errno, const std::string& msg) {
+  throw sdk::StatusError(code, msg, sys_errno);
+}
+
+pmoe_status open_status(int e) {
+  switch (e) {
+    case ENOENT:
+    case ENOTDIR:
+      return PMOE_ERR_NOT_FOUND;
+    case EACCES:
+    case EPERM:
+      return PMOE_ERR_PERMISSION;
+    case ENOMEM:
+      return PMOE_ERR_OUT_OF_MEMORY;
+    default:
+      return PMOE_ERR_IO;
+  }
+}
+
+pmoe_status read_status(int e) {
+  switch (e) {
+    case EFAULT:
+    case EINVAL:
+      return PMOE_ERR_INVALID_ARGUMENT;  // bad dest, or misuse of O_DIRECT
+    case ENOMEM:
+      return PMOE_ERR_OUT_OF_MEMORY;
+    default:
+      return PMOE_ERR_IO;
+  }
+}
+
+struct UringFile {
+  int fd = -1;
+  int slot = -1;  // index in the registered file table; -1: SQEs name fd
+  std::string path;
+  uint64_t size = 0;
+  uint32_t align = 1;    // > 1: opened with O_DIRECT; offsets, lengths and dest must be multiples
+  uint32_t pending = 0;  // reads accepted and not yet delivered; guarded by UringStorage::mu_
+};
+
+UringFile* as_file(pmoe_file* f) { return reinterpret_cast<UringFile*>(f); }
+
+struct Request;
+
+// One SQE's worth of a request: `want` bytes at file offset `off` into `buf`. A bounce segment
+// reads whole blocks into an aligned buffer and copies [copy_off, copy_off + copy_len) of the file
+// to `dst`; a plain one reads straight into the caller's memory (buf points there).
+struct Segment {
+  Request* req = nullptr;
+  uint64_t off = 0, want = 0, got = 0;
+  char* buf = nullptr;
+  char* dst = nullptr;  // set: bounce segment
+  uint64_t copy_off = 0, copy_len = 0;
+  uint64_t placed = 0;  // wanted bytes that reached the caller's memory
+  int err = 0;          // errno; set before issue when no bounce buffer could be had
+  uint32_t retries = 0;
+  bool complete() const { return placed == (dst ? copy_len : want); }
+};
+
+struct Request {
+  pmoe_read_req req{};
+  uint64_t seq = 0;
+  std::vector<Segment> segs;  // in file order
+  size_t next = 0;            // first segment not yet in the ring
+  size_t left = 0;            // segments not yet finished
+};
+
+// Block size for O_DIRECT on fd; 0 when the filesystem says it cannot do direct I/O on it.
+uint32_t direct_alignment_of(int fd, const struct stat& st) {
+#ifdef STATX_DIOALIGN
+  struct statx sx {};
+  if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 && (sx.stx_mask & STATX_DIOALIGN))
+    return sx.stx_dio_offset_align == 0 ? 0
+                                        : std::max(sx.stx_dio_offset_align, sx.stx_dio_mem_align);
+#endif
+  int bs = 0;
+  if (S_ISBLK(st.st_mode) && ::ioctl(fd, BLKSSZGET, &bs) == 0 && bs > 0)
+    return static_cast<uint32_t>(bs);
+  // Unknown: probe one block. 4096 is a multiple of every logical block size we meet.
+  void* probe = std::aligned_alloc(4096, 4096);
+  if (!probe) throw std::bad_alloc();
+  const bool refused = ::pread(fd, probe, 4096, 0) < 0 && errno == EINVAL;
+  std::free(probe);
+  return refused ? 0 : 4096;
+}
+
+// Free bounce buffers by power-of-two size class, so steady-state reads allocate nothing.
+class BouncePool {
+ public:
+  ~BouncePool() {
+    for (auto& c : free_)
+      for (char* p : c) std::free(p);
+  }
+  char* take(uint64_t size, uint64_t align) {
+    if (align > kPoolAlign) return alloc(size, align);  // rare; not pooled
+    const unsigned c = cls(size);
+    if (!free_[c].empty()) {
+      char* p = free_[c].back();
+      free_[c].pop_back();
+      kept_ -= uint64_t{1} << c;
+      return p;
+    }
+    return alloc(uint64_t{1} << c, kPoolAlign);
+  }
+  void give(char* p, uint64_t size, uint64_t align) {
+    const unsigned c = cls(size);
+    if (align > kPoolAlign || kept_ + (uint64_t{1} << c) > kPoolKeep) return std::free(p);
+    free_[c].push_back(p);
+    kept_ += uint64_t{1} << c;
+  }
+
+ private:
+  static unsigned cls(uint64_t size) {
+    return static_cast<unsigned>(std::bit_width(std::max(size, kPoolAlign) - 1));
+  }
+  static char* alloc(uint64_t size, uint64_t align) {
+    auto* p = static_cast<char*>(std::aligned_alloc(align, (size + align - 1) / align * align));
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+  std::vector<char*> free_[64];
+  uint64_t kept_ = 0;
+};
+
+class UringStorage final : public sdk::Storage {
+ public:
+  UringStorage(const pmoe_host* host, const sdk::Options& o)
+      : host_(host),
+        direct_io_(o.get_bool("direct_io", false)),
+        fallback_(o.get_bool("direct_io_fallback", true)) {
+    const long long qd = o.get_int("queue_depth", 64);
+    if (qd < 1 || qd > 4096)
+      fail(PMOE_ERR_INVALID_ARGUMENT, 0,
+           strf("option 'queue_depth' must be 1..4096, got %lld", qd));
+    depth_ = static_cast<uint32_t>(qd);
+    // A quarter of the ring (at least one entry) is kept for demand reads.
+    spec_limit_ = depth_ > 1 ? depth_ - std::max<uint32_t>(1, depth_ / 4) : 1;
+    sqpoll_ = o.get_bool("sqpoll", false);
+    setup_ring();
+    try {
+      register_files();
+      reaper_ = std::thread([this] { reap(); });
+    } catch (...) {
+      io_uring_queue_exit(&ring_);
+      throw;
+    }
+  }
+
+  ~UringStorage() override {
+    {
+      std::lock_guard lk(mu_);
+      stop_ = true;
+      io_uring_sqe* sqe = get_sqe();  // wakes the reaper if it waits with nothing in flight
+      io_uring_prep_nop(sqe);
+      io_uring_sqe_set_data(sqe, nullptr);
+      flush();
+    }
+    reaper_.join();  // returns once every accepted read was delivered
+    for (UringFile* f : files_) release(f);  // files the host forgot to close
+    io_uring_queue_exit(&ring_);
+  }
+
+  void* open(const char* path, uint32_t flags, uint64_t& size) override {
+    if (!path) fail(PMOE_ERR_INVALID_ARGUMENT, 0, "open: NULL path");
+    auto f = std::make_unique<UringFile>();
+    f->path = path;
+    const bool direct = direct_io_ || (flags & PMOE_OPEN_DIRECT);
+    if (direct) f->fd = ::open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+    if (direct && f->fd < 0 && errno != EINVAL) open_failed(path, errno);
+    bool refused = direct && f->fd < 0;
+    if (f->fd < 0) f->fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (f->fd < 0) open_failed(path, errno);
+    Guard guard{f.get()};
+
+    struct stat st {};
+    if (::fstat(f->fd, &st) != 0) open_failed(path, errno);
+    if (S_ISREG(st.st_mode)) {
+      f->size = static_cast<uint64_t>(st.st_size);
+    } else if (!S_ISBLK(st.st_mode) || ::ioctl(f->fd, BLKGETSIZE64, &f->size) != 0) {
+      fail(PMOE_ERR_INVALID_ARGUMENT, 0,
+           strf("cannot read '%s': not a regular file or block device", path));
+    }
+    if (direct && !refused) {
+      f->align = direct_alignment_of(f->fd, st);
+      if (f->align == 0) {  // opened, but the filesystem reports no direct I/O for it
+        refused = true;
+        f->align = 1;
+        if (::fcntl(f->fd, F_SETFL, 0) != 0) open_failed(path, errno);  // clear O_DIRECT
+      }
+    }
+    if (refused) {
+      std::string why = strf("filesystem of '%s' does not support direct I/O (O_DIRECT)", path);
+      if (!fallback_)
+        fail(PMOE_ERR_NOT_SUPPORTED, EINVAL,
+             why + "; set direct_io_fallback: true to read it buffered");
+      sdk::log(host_, PMOE_LOG_WARN, kSource, why + "; reading it through the page cache");
+    }
+    {
+      std::lock_guard lk(mu_);
+      files_.insert(f.get());
+    }
+    guard.f = nullptr;
+    take_slot(*f);  // registered file: saves the kernel a file lookup per read
+    size = f->size;
+    return f.release();
+  }
+
+  void close(void* file) noexcept override {
+    auto* f = static_cast<UringFile*>(file);
+    if (!f) return;
+    {
+      std::unique_lock lk(mu_);
+      files_.erase(f);  // later submits naming it are rejected
+      idle_.wait(lk, [&] { return f->pending == 0; });
+    }
+    release(f);
+  }
+
+  void set_callback(pmoe_read_callback cb, void* ctx) override {
+    std::lock_guard lk(mu_);
+    cb_ = cb;
+    cb_ctx_ = ctx;
+  }
+
+  void submit(std::span<const pmoe_read_req> reqs) override {
+    if (reqs.empty()) return;
+    if (!reqs.data()) fail(PMOE_ERR_INVALID_ARGUMENT, 0, "submit: NULL request array");
+    std::lock_guard lk(mu_);
+    for (size_t i = 0; i < reqs.size(); ++i) validate(reqs[i], i);  // all or nothing
+    std::vector<std::unique_ptr<Request>> batch;  // planned before any is queued (may throw)
+    batch.reserve(reqs.size());
+    for (const pmoe_read_req& r : reqs) batch.push_back(plan(r));
+    for (auto& r : batch) {
+      ++as_file(r->req.file)->pending;
+      ++requests_;
+      queue_.push(r.release());
+    }
+    if (pump()) flush();  // one io_uring_submit for the whole batch
+  }
+
+  size_t poll(pmoe_read_done* out, size_t max, size_t min_done, int64_t timeout_ns) override {
+    if (!out || max == 0) return 0;
+    min_done = std::min(min_done, max);
+    std::unique_lock lk(mu_);
+    auto ready = [&] { return done_.size() >= min_done; };
+    constexpr int64_t kForever = int64_t{1} << 62;  // keeps now() + timeout from overflowing
+    if (timeout_ns < 0 || timeout_ns >= kForever)
+      done_cv_.wait(lk, ready);
+    else if (timeout_ns > 0)
+      done_cv_.wait_for(lk, std::chrono::nanoseconds(timeout_ns), ready);
+    const size_t n = std::min(max, done_.size());
+    std::copy_n(done_.begin(), n, out);
+    done_.erase(done_.begin(), done_.begin() + static_cast<std::ptrdiff_t>(n));
+    return n;
+  }
+
+  uint32_t direct_alignment(void* file) override {
+    return file ? static_cast<UringFile*>(file)->align : 1;
+  }
+
+ private:
+  struct Later {  // priority_queue keeps the "largest" on top: make that the lowest priority value
+    bool operator()(const Request* a, const Request* b) const {
+      return a->req.priority != b->req.priority ? a->req.priority > b->req.priority
+                                                : a->seq > b->seq;
+    }
+  };
+  struct Guard {  // closes a half-opened file when open() throws
+    UringFile* f;
+    ~Guard() {
+      if (f) ::close(f->fd);
+    }
+  };
+
+  [[noreturn]] static void open_failed(const char* path, int e) {
+    fail(open_status(e), e, strf("cannot open '%s': %s", path, std::strerror(e)));
+  }
+
+  void setup_ring() {
+    // One entry more than the reads in flight: the wake-up NOP of destroy.
+    const unsigned entries = depth_ + 1;
+    auto init = [&](unsigned flags) {
+      io_uring_params p{};
+      p.flags = flags;
+      if (flags & IORING_SETUP_SQPOLL) p.sq_thread_idle = 50;  // ms the poller spins when idle
+      return io_uring_queue_init_params(entries, &ring_, &p);
+    };
+    const unsigned base = sqpoll_ ? IORING_SETUP_SQPOLL : 0;
+    int r = init(base | IORING_SETUP_SUBMIT_ALL);  // don't stop a batch at a bad SQE (5.18+)
+    if (r == -EINVAL) r = init(base);
+    if (r < 0 && sqpoll_) {
+      io_uring probe;  // tell "SQPOLL refused" from "no io_uring at all"
+      if (io_uring_queue_init(2, &probe, 0) == 0) {
+        io_uring_queue_exit(&probe);
+        fail(r == -EPERM ? PMOE_ERR_PERMISSION : PMOE_ERR_NOT_SUPPORTED, -r,
+             strf("option 'sqpoll': the kernel refused an SQPOLL ring (%s); set sqpoll: false",
+                  std::strerror(-r)));
+      }
+    }
+    if (r == -ENOSYS || r == -EPERM)  // no kernel support, io_uring_disabled, seccomp
+      fail(PMOE_ERR_NOT_SUPPORTED, -r,
+           strf("io_uring is not available on this system (%s): use storage-posix",
+                std::strerror(-r)));
+    if (r < 0)
+      fail(r == -ENOMEM ? PMOE_ERR_OUT_OF_MEMORY : PMOE_ERR_IO, -r,
+           strf("cannot set up io_uring with queue_depth %u: %s", depth_, std::strerror(-r)));
+    io_uring_probe* probe = io_uring_get_probe_ring(&ring_);  // NULL before Linux 5.6
+    const bool has_read = probe && io_uring_opcode_supported(probe, IORING_OP_READ);
+    if (probe) io_uring_free_probe(probe);
+    if (!has_read) {
+      io_uring_queue_exit(&ring_);
+      fail(PMOE_ERR_NOT_SUPPORTED, ENOSYS,
+           "io_uring on this kernel lacks IORING_OP_READ (Linux 5.6+): use storage-posix");
+    }
+  }
+
+  void register_files() {
+    std::vector<int> empty(kFileSlots, -1);  // sparse table, filled by open()
+    if (io_uring_register_files(&ring_, empty.data(), kFileSlots) != 0) return;  // plain fds
+    for (unsigned i = kFileSlots; i-- > 0;) free_slots_.push_back(static_cast<int>(i));
+  }
+
+  void take_slot(UringFile& f) {
+    int slot = -1;
+    {
+      std::lock_guard lk(mu_);
+      if (free_slots_.empty()) return;
+      slot = free_slots_.back();
+      free_slots_.pop_back();
+    }
+    if (io_uring_register_files_update(&ring_, static_cast<unsigned>(slot), &f.fd, 1) == 1) {
+      f.slot = slot;
+      return;
+    }
+    std::lock_guard lk(mu_);
+    free_slots_.push_back(slot);
+  }
+
+  void release(UringFile* f) {
+    if (f->slot >= 0) {
+      int none = -1;
+      io_uring_register_files_update(&ring_, static_cast<unsigned>(f->slot), &none, 1);
+      std::lock_guard lk(mu_);
+      free_slots_.push_back(f->slot);
+    }
+    ::close(f->fd);
+    delete f;
+  }
+
+  void validate(const pmoe_read_req& r, size_t i) const {
+    auto* f = as_file(r.file);
+    const auto off = static_cast<unsigned long long>(r.offset);
+    const auto len = static_cast<unsigned long long>(r.length);
+    if (!f) fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: NULL file", i));
+    if (!files_.count(f))
+      fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: file is not open", i));
+    if (!r.dest && r.length)
+      fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: NULL dest for %llu bytes", i, len));
+    if (r.reserved)
+      fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: reserved field must be 0", i));
+    if (r.offset + r.length < r.offset)
+      fail(PMOE_ERR_INVALID_ARGUMENT, 0,
+           strf("request %zu: offset %llu + length %llu overflows", i, off, len));
+    if (r.offset + r.length > f->size)
+      fail(PMOE_ERR_OUT_OF_RANGE, 0,
+           strf("request %zu: read past end of file '%s': offset %llu length %llu file size %llu",
+                i, f->path.c_str(), off, len, static_cast<unsigned long long>(f->size)));
+  }
+
+  // Splits a read into segments, exactly as storage-posix splits its preads: buffered and fully
+  // aligned reads go straight to dest; with O_DIRECT, a dest as misaligned as the offset gets its
+  // whole blocks straight and only head and tail bounced; anything else is bounced in chunks.
+  std::unique_ptr<Request> plan(const pmoe_read_req& rq) {
+    auto r = std::make_unique<Request>();
+    r->req = rq;
+    r->seq = seq_++;
+    const UringFile& f = *as_file(rq.file);
+    const uint64_t a = f.align, off = rq.offset, len = rq.length;
+    char* dst = static_cast<char*>(rq.dest);
+    auto straight = [&](uint64_t o, uint64_t n, char* d) {
+      for (uint64_t done = 0; done < n; done += kMaxIo)
+        r->segs.push_back({.off = o + done, .want = std::min(n - done, kMaxIo), .buf = d + done});
+    };
+    auto bounce = [&](uint64_t o, uint64_t n, char* d) {
+      const uint64_t end = o + n, chunk = std::max(kBounceSize, a);
+      for (uint64_t pos = o; pos < end;) {
+        const uint64_t lo = pos / a * a, hi = std::min((end + a - 1) / a * a, lo + chunk);
+        const uint64_t stop = std::min(end, hi);
+        r->segs.push_back(
+            {.off = lo, .want = hi - lo, .dst = d + (pos - o), .copy_off = pos, .copy_len = stop - pos});
+        pos = stop;
+      }
+    };
+    if (len == 0) {
+      r->segs.push_back({});  // a NOP, so the completion still comes from the reaper
+    } else if (a == 1) {
+      straight(off, len, dst);
+    } else if (reinterpret_cast<uintptr_t>(dst) % a != off % a) {
+      bounce(off, len, dst);
+    } else {
+      const uint64_t head = std::min(len, (a - off % a) % a);
+      const uint64_t body = (len - head) / a * a;
+      bounce(off, head, dst);
+      straight(off + head, body, dst + head);
+      bounce(off + head + body, len - head - body, dst + head + body);
+    }
+    for (Segment& s : r->segs) s.req = r.get();
+    r->left = r->segs.size();
+    return r;
+  }
+
+  io_uring_sqe* get_sqe() {  // caller holds mu_
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (!sqe) {  // only if an earlier io_uring_submit left entries behind
+      io_uring_submit(&ring_);
+      sqe = io_uring_get_sqe(&ring_);
+    }
+    if (!sqe) throw std::runtime_error("io_uring submission queue full");  // a bug
+    return sqe;
+  }
+
+  // Puts segment `s` (new or to continue after a short read) into the ring. Caller holds mu_.
+  void issue(Segment& s) {
+    const UringFile& f = *as_file(s.req->req.file);
+    io_uring_sqe* sqe = get_sqe();
+    if (s.dst && !s.buf && !s.err) {
+      try {
+        s.buf = bounce_.take(s.want, std::max<uint64_t>(f.align, kPoolAlign));
+      } catch (const std::bad_alloc&) {
+        s.err = ENOMEM;  // completes through the NOP below
+      }
+    }
+    if (s.want == 0 || s.err) {
+      io_uring_prep_nop(sqe);
+    } else {
+      io_uring_prep_read(sqe, f.slot >= 0 ? f.slot : f.fd, s.buf + s.got,
+                         static_cast<unsigned>(s.want - s.got), s.off + s.got);
+      if (f.slot >= 0) sqe->flags |= IOSQE_FIXED_FILE;
+    }
+    io_uring_sqe_set_data(sqe, &s);
+    ++inflight_;
+    spec_inflight_ += s.req->req.priority != 0;
+  }
+
+  // Moves queued segments into the ring while there is room: demand reads up to queue_depth,
+  // speculative ones up to spec_limit_. Returns whether it prepared any. Caller holds mu_.
+  bool pump() {
+    bool any = false;
+    while (!queue_.empty() && inflight_ < depth_) {
+      Request* r = queue_.top();
+      if (r->req.priority != 0 && spec_inflight_ >= spec_limit_) break;  // all below are too
+      issue(r->segs[r->next++]);
+      if (r->next == r->segs.size()) queue_.pop();
+      any = true;
+    }
+    return any;
+  }
+
+  void flush() {  // io_uring_submit what was prepared; caller holds mu_
+    for (unsigned tries = 0;;) {
+      const int r = io_uring_submit(&ring_);
+      if (r == -EINTR || ((r == -EAGAIN || r == -EBUSY) && ++tries < 1000)) continue;
+      if (r < 0) {  // left in the SQ ring: the next io_uring_submit takes them along
+        sdk::log(host_, PMOE_LOG_ERROR, kSource,
+                 strf("io_uring_submit failed: %s", std::strerror(-r)));
+        return;
+      }
+      // Without SQPOLL the kernel takes every entry unless it runs short of memory.
+      if (sqpoll_ || io_uring_sq_ready(&ring_) == 0 || ++tries >= 1000) return;
+    }
+  }
+
+  // What a finished segment means for its request; runs on the reaper without the lock.
+  void finish(Segment& s) {
+    const uint64_t want = s.dst ? s.copy_len : s.want;
+    if (s.dst && s.buf) {
+      const uint64_t arrived = std::min(s.off + s.got, s.copy_off + s.copy_len);
+      if (arrived > s.copy_off) {
+        std::memcpy(s.dst, s.buf + (s.copy_off - s.off), arrived - s.copy_off);
+        s.placed = arrived - s.copy_off;
+      }
+    } else {
+      s.placed = std::min(s.got, want);
+    }
+  }
+
+  pmoe_read_done result(const Request& r) {
+    pmoe_read_done d{r.req.user_data, PMOE_OK, 0, 0};
+    for (const Segment& s : r.segs) {  // like one pread loop: stop at the first gap
+      d.bytes += s.placed;
+      if (s.err) {
+        d.status = read_status(s.err);
+        d.sys_errno = s.err;
+        return d;
+      }
+      if (!s.complete()) break;
+    }
+    if (d.bytes == r.req.length) return d;
+    // The file shrank after open (submit already checked the size known then).
+    const UringFile& f = *as_file(r.req.file);
+    struct stat st {};
+    const long long now = ::fstat(f.fd, &st) == 0 ? static_cast<long long>(st.st_size) : -1;
+    sdk::log(host_, PMOE_LOG_ERROR, kSource,
+             strf("read past end of file '%s': offset %llu length %llu file size %lld",
+                  f.path.c_str(), static_cast<unsigned long long>(r.req.offset),
+                  static_cast<unsigned long long>(r.req.length), now));
+    d.status = PMOE_ERR_OUT_OF_RANGE;
+    return d;
+  }
+
+  // The completion thread.
+  void reap() {
+    sigset_t all;
+    ::sigfillset(&all);
+    ::pthread_sigmask(SIG_BLOCK, &all, nullptr);  // host signal handlers run on host threads
+    struct Cqe {
+      Segment* seg;
+      int res;
+    };
+    std::vector<Cqe> cqes;
+    std::vector<Segment*> finished;
+    std::vector<Request*> ended;
+    std::vector<pmoe_read_done> done;
+    for (;;) {
+      io_uring_cqe* cqe = nullptr;
+      const int w = io_uring_wait_cqe(&ring_, &cqe);
+      if (w < 0) {
+        if (w != -EINTR && w != -EAGAIN)
+          sdk::log(host_, PMOE_LOG_ERROR, kSource,
+                   strf("io_uring_wait_cqe failed: %s", std::strerror(-w)));
+        continue;
+      }
+      io_uring_cqe* batch[64];
+      const unsigned n = io_uring_peek_batch_cqe(&ring_, batch, 64);
+      cqes.clear();
+      for (unsigned i = 0; i < n; ++i)
+        cqes.push_back({static_cast<Segment*>(io_uring_cqe_get_data(batch[i])), batch[i]->res});
+      io_uring_cq_advance(&ring_, n);
+
+      // 1. Account, retry what needs it and refill the ring, under the lock (which also orders
+      //    this thread after the one that filled in the segment).
+      finished.clear();
+      {
+        std::lock_guard lk(mu_);
+        for (const Cqe& c : cqes) {
+          Segment* s = c.seg;
+          if (!s) continue;  // destroy's wake-up
+          --inflight_;
+          spec_inflight_ -= s->req->req.priority != 0;
+          if (!outcome(*s, c.res)) {
+            issue(*s);  // the rest of a short read, or an interrupted one again
+            continue;
+          }
+          finished.push_back(s);
+        }
+        if (pump() || io_uring_sq_ready(&ring_) > 0) flush();
+      }
+
+      // 2. Copy bounce buffers out and build completions, without the lock.
+      ended.clear();
+      done.clear();
+      for (Segment* s : finished) {
+        finish(*s);
+        if (--s->req->left == 0) {
+          ended.push_back(s->req);
+          done.push_back(result(*s->req));
+        }
+      }
+
+      // 3. Deliver.
+      pmoe_read_callback cb = nullptr;
+      void* ctx = nullptr;
+      {
+        std::lock_guard lk(mu_);
+        for (Segment* s : finished)
+          if (s->buf && s->dst)
+            bounce_.give(s->buf, s->want, std::max<uint64_t>(as_file(s->req->req.file)->align, kPoolAlign));
+        if (cb_) {
+          cb = cb_;
+          ctx = cb_ctx_;
+        } else {
+          done_.insert(done_.end(), done.begin(), done.end());
+          if (!done.empty()) done_cv_.notify_all();
+          delivered(ended);
+        }
+      }
+      if (cb) {
+        for (const pmoe_read_done& d : done) cb(ctx, &d);  // outside the lock: it may submit
+        std::lock_guard lk(mu_);
+        delivered(ended);
+      }
+      for (Request* r : ended) delete r;
+
+      std::lock_guard lk(mu_);
+      if (stop_ && requests_ == 0) return;
+    }
+  }
+
+  // Applies a CQE's result to its segment; false when the segment goes back into the ring.
+  bool outcome(Segment& s, int res) const {
+    if (s.err || s.want == 0) return true;  // NOP of a zero-length read or a failed allocation
+    if (res == -EINTR || res == -EAGAIN || res == -ECANCELED) {
+      // ECANCELED: the submitting thread exited before the kernel started the read.
+      if (++s.retries <= kMaxRetries) return false;
+      s.err = -res;
+      return true;
+    }
+    if (res < 0) {
+      s.err = -res;
+      return true;
+    }
+    s.retries = 0;
+    s.got += static_cast<uint64_t>(res);
+    if (s.got == s.want || res == 0) return true;  // done, or end of file
+    // With O_DIRECT an unaligned count can only mean EOF (reading on would fail with EINVAL).
+    return s.got % as_file(s.req->req.file)->align != 0;
+  }
+
+  // Completions of `ended` were delivered: close() may return for their files. Holds mu_.
+  void delivered(const std::vector<Request*>& ended) {
+    for (Request* r : ended) {
+      if (--as_file(r->req.file)->pending == 0) idle_.notify_all();
+      --requests_;
+    }
+  }
+
+  const pmoe_host* host_;
+  const bool direct_io_, fallback_;
+  bool sqpoll_ = false;
+  uint32_t depth_ = 64;
+  uint32_t spec_limit_ = 1;  // ring entries speculative reads may hold at once
+  io_uring ring_{};
+  std::thread reaper_;
+
+  std::mutex mu_;  // guards everything below and the submission side of ring_
+  std::condition_variable done_cv_, idle_;
+  std::priority_queue<Request*, std::vector<Request*>, Later> queue_;
+  std::deque<pmoe_read_done> done_;
+  std::unordered_set<UringFile*> files_;
+  std::vector<int> free_slots_;
+  BouncePool bounce_;
+  pmoe_read_callback cb_ = nullptr;
+  void* cb_ctx_ = nullptr;
+  uint64_t seq_ = 0;
+  uint64_t requests_ = 0;  // accepted and not yet delivered
+  uint32_t inflight_ = 0, spec_inflight_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace
+}  // namespace pmoe
+
+PMOE_PLUGIN("storage-uring", "0.1.0",
+            pmoe::sdk::storage_impl<pmoe::UringStorage>(
+                "storage-uring", "asynchronous reads through io_uring, optional O_DIRECT"))

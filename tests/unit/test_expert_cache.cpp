@@ -1,0 +1,197 @@
+// Experts streamed from storage through the bounded cache: output identical to everything in RAM
+// for every storage x policy x budget x lookahead x direct-I/O choice; statistics that add up;
+// budgets that are too small; storage faults.
+#include <doctest/doctest.h>
+
+#include "common/error.hpp"
+#include "engine/session.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+using namespace pmoe;
+namespace fs = std::filesystem;
+
+namespace {
+const std::string kFix = PMOE_FIXTURES_DIR;
+const std::string kBuild = PMOE_BUILD_DIR;
+
+std::vector<int32_t> tokens_of(const std::string& seq) {
+  std::ifstream f(kFix + "/logits/" + seq + ".tokens.json");
+  REQUIRE(f.good());
+  return nlohmann::json::parse(f).get<std::vector<int32_t>>();
+}
+
+std::string write_config(const std::string& name, const std::string& yaml) {
+  const fs::path dir = fs::path(kBuild) / "test-configs";
+  fs::create_directories(dir);
+  const std::string p = (dir / (name + ".yaml")).string();
+  std::ofstream(p) << "plugin_paths: [" << kBuild << "/test-plugins/fault]\n" << yaml;
+  return p;
+}
+
+struct Run {
+  std::vector<float> logits;
+  CacheStats stats;
+  uint32_t slots = 0;
+  uint64_t slot_bytes = 0;
+  uint64_t distinct_uses = 0;  // distinct experts per layer step, from the router
+};
+
+Run run(const std::string& model, const std::string& config, const std::vector<int32_t>& toks, bool sequential,
+        uint32_t ubatch = 8) {
+  SessionOptions o;
+  o.model_path = kFix + "/models/" + model + ".gguf";
+  o.config_path = config;
+  o.load_tokenizer = false;
+  o.engine.n_ctx = uint32_t(toks.size());
+  o.engine.ubatch = ubatch;  // the same chunking as the streamed runs (prefill_chunk 8)
+  Session s(o);
+  Run r;
+  s.engine().set_routing_observer([&](const RoutingEvent& ev) {
+    std::vector<int32_t> e(ev.experts.begin(), ev.experts.end());
+    std::sort(e.begin(), e.end());
+    r.distinct_uses += uint64_t(std::unique(e.begin(), e.end()) - e.begin());
+  });
+  if (sequential)
+    for (int32_t t : toks) s.engine().eval(std::span(&t, 1), true, r.logits);
+  else
+    s.engine().eval(toks, true, r.logits);
+  if (ExpertCache* c = s.expert_cache()) {
+    r.stats = c->total_stats();
+    r.slots = c->capacity();
+    r.slot_bytes = c->slot_bytes();
+  }
+  return r;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+}
+
+uint64_t expert_slot_bytes(const std::string& model) {
+  // slot size with direct I/O (the larger one: reads are rounded out to the block size)
+  const std::string cfg = write_config("probe", "storage: { plugin: storage-posix, direct_io: true }\n"
+                                                "cache: { policy: lru, budget: 64MiB }\n");
+  Run r = run(model, cfg, {1, 2}, false);
+  return r.slot_bytes;
+}
+}  // namespace
+
+TEST_CASE("offloading never changes a bit: storage x policy x budget x lookahead x direct I/O") {
+  const auto toks = tokens_of("st-a.random");
+  std::vector<std::string> policies = {"lru"};
+  {
+    PluginRegistry reg;
+    for (const char* p : {"lfu", "s3fifo", "arc", "router"})
+      if (reg.find(p, PMOE_KIND_CACHE_POLICY)) policies.push_back(p);
+  }
+  std::vector<std::string> storages = {"storage-posix"};
+  {
+    PluginRegistry reg;
+    if (reg.find("storage-uring", PMOE_KIND_STORAGE)) storages.push_back("storage-uring");
+  }
+  for (const char* model : {"st-a-q8_0", "st-a-q4_0", "st-b-f32"}) {
+    const Run ref_batch = run(model, "", toks, false), ref_seq = run(model, "", toks, true);
+    const uint64_t slot = expert_slot_bytes(model);
+    // minimum (one layer's top-k), a middle size, and everything resident
+    for (uint64_t budget : {2 * slot, 5 * slot, 48 * slot + slot})
+      for (const auto& storage : storages)
+        for (const char* direct : {"false", "true"})
+          for (uint32_t lookahead : {0u, 2u})
+            for (const auto& policy : policies) {
+              const std::string cfg = write_config(
+                  "matrix", "storage: { plugin: " + storage + ", direct_io: " + direct + " }\n" +
+                                "cache: { policy: " + policy + ", budget: " + std::to_string(budget) + " }\n" +
+                                "prefetch: { lookahead: " + std::to_string(lookahead) + " }\n");
+              INFO(model << " " << storage << " direct_io=" << direct << " policy=" << policy << " budget="
+                         << budget << " lookahead=" << lookahead);
+              const Run b = run(model, cfg, toks, false);
+              CHECK(same_bits(b.logits, ref_batch.logits));
+              CHECK(b.stats.uses > 0);
+              if (lookahead == 0 && policy == "lru") {
+                const Run q = run(model, cfg, toks, true);
+                CHECK(same_bits(q.logits, ref_seq.logits));
+              }
+            }
+  }
+}
+
+TEST_CASE("statistics add up") {
+  const auto toks = tokens_of("st-a.text");
+  const uint64_t slot = expert_slot_bytes("st-a-q8_0");
+  SUBCASE("no prefetch: every use is a hit or a demand read, bytes = misses x expert read") {
+    const std::string cfg = write_config("stats", "cache: { policy: lru, budget: " + std::to_string(3 * slot) + " }\n");
+    const Run r = run("st-a-q8_0", cfg, toks, false);
+    CHECK(r.stats.uses == r.distinct_uses);
+    CHECK(r.stats.hits + r.stats.misses == r.stats.uses);
+    CHECK(r.stats.prefetches == 0);
+    CHECK(r.stats.misses > 0);
+    CHECK(r.stats.bytes_read % r.stats.misses == 0);  // every miss reads the same rounded extents
+    CHECK(r.stats.bytes_read / r.stats.misses <= r.slot_bytes);
+  }
+  SUBCASE("everything fits: each expert is read once") {
+    const std::string cfg = write_config("stats", "cache: { policy: lru, budget: 1GiB }\n");
+    const Run r = run("st-a-q8_0", cfg, toks, false);
+    CHECK(r.slots == 6 * 8);
+    CHECK(r.stats.misses <= 48);
+    CHECK(r.stats.hits + r.stats.misses == r.stats.uses);
+  }
+  SUBCASE("lookahead: prefetch hits are hits, wasted ones were read") {
+    const std::string cfg = write_config("stats", "cache: { policy: lru, budget: " + std::to_string(12 * slot) +
+                                                      " }\nprefetch: { lookahead: 1 }\n");
+    const Run r = run("st-a-q8_0", cfg, toks, true);
+    CHECK(r.stats.prefetches > 0);
+    CHECK(r.stats.prefetch_hits <= r.stats.hits);
+    CHECK(r.stats.prefetch_hits + r.stats.prefetch_wasted <= r.stats.prefetches);
+    CHECK(r.stats.hits + r.stats.misses == r.stats.uses);
+    CHECK(r.stats.bytes_read == (r.stats.misses + r.stats.prefetches) * (r.stats.bytes_read / (r.stats.misses + r.stats.prefetches)));
+  }
+}
+
+TEST_CASE("a budget below one layer's top-k is an error that states the minimum") {
+  const std::string cfg = write_config("small", "cache: { policy: lru, budget: 16KiB }\n");
+  SessionOptions o;
+  o.model_path = kFix + "/models/st-a-q8_0.gguf";
+  o.config_path = cfg;
+  o.load_tokenizer = false;
+  CHECK_THROWS_WITH_AS(Session{o}, doctest::Contains("is too small: one layer's top-2 experts need 2 slots"), Error);
+  CHECK_THROWS_WITH_AS(Session{o}, doctest::Contains("so the minimum is"), Error);
+}
+
+TEST_CASE("storage faults: retried where right, else a clear error; never a wrong token or a hang") {
+  const auto toks = tokens_of("st-a.pattern");
+  const Run ref = run("st-a-q4_0", "", toks, false);
+  const uint64_t slot = expert_slot_bytes("st-a-q4_0");
+  const std::string budget = "cache: { policy: lru, budget: " + std::to_string(3 * slot) + " }\n";
+  auto fault_cfg = [&](const std::string& opts, const std::string& extra = "") {
+    return write_config("fault", "storage: { plugin: fault-storage, " + opts + " }\n" + budget + extra);
+  };
+  SUBCASE("an EIO that goes away is retried: identical output") {
+    const Run r = run("st-a-q4_0", fault_cfg("fault: eio_once, fail_every: 3"), toks, false);
+    CHECK(same_bits(r.logits, ref.logits));
+  }
+  SUBCASE("a persistent EIO names file, offset and expert") {
+    CHECK_THROWS_WITH_AS(run("st-a-q4_0", fault_cfg("fault: eio, fail_every: 5"), toks, false),
+                         doctest::Contains("st-a-q4_0.gguf' (offset"), Error);
+    CHECK_THROWS_WITH_AS(run("st-a-q4_0", fault_cfg("fault: eio, fail_every: 5"), toks, false),
+                         doctest::Contains("io (Input/output error)"), Error);
+  }
+  SUBCASE("a short read reported as success is caught, retried, then reported") {
+    CHECK_THROWS_WITH_AS(run("st-a-q4_0", fault_cfg("fault: short, fail_every: 1"), toks, false),
+                         doctest::Contains("(short read)"), Error);
+  }
+  SUBCASE("a read slower than the timeout is an error, not a hang") {
+    CHECK_THROWS_WITH_AS(
+        run("st-a-q4_0", fault_cfg("fault: slow, fail_every: 4, delay_ms: 1500", "prefetch: { read_timeout_ms: 300 }\n"), toks, false),
+        doctest::Contains("did not complete within 300 ms"), Error);
+  }
+  SUBCASE("slow reads within the timeout only cost time") {
+    const Run r = run("st-a-q4_0", fault_cfg("fault: slow, fail_every: 40, delay_ms: 50"), toks, false);
+    CHECK(same_bits(r.logits, ref.logits));
+    CHECK(r.stats.stall_seconds > 0.04);
+  }
+}
