@@ -66,7 +66,7 @@ class CpuBackend final : public sdk::Compute {
     if (threads_ <= 0) threads_ = omp_get_num_procs();
     dnnl_min_rows_ = int(o.get_int("onednn_min_tokens", 4));
     sdk::log(host_, PMOE_LOG_INFO, "cpu-onednn",
-             "threads=" + std::to_string(threads_) + " kernels=" + (using_avx2() ? "avx2" : "scalar"));
+             "threads=" + std::to_string(threads_) + " kernels=" + (using_avx512_vnni() ? "avx512-vnni" : using_avx2() ? "avx2" : "scalar"));
   }
   ~CpuBackend() override = default;
 

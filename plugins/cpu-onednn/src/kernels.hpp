@@ -3,7 +3,8 @@
 //
 // Quantized weights (Q8_0, Q4_0) are multiplied with activations quantized to Q8_0 first, as
 // ggml's CPU backend does: the integer dot is the fast path and it reproduces llama.cpp's numbers.
-// Each kernel has a portable scalar version and an AVX2/FMA/F16C one picked at run time.
+// Each kernel has a portable scalar version, an AVX2/FMA/F16C one and, for the block types, an
+// AVX-512 VNNI one, picked at run time from what the CPU reports.
 #pragma once
 
 #include <pocketmoe/dtype.h>
@@ -49,7 +50,8 @@ void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n);
 using DotFn = float (*)(const void* w, const void* x, int64_t n);
 DotFn dot_kernel(uint32_t weight_type);
 
-/// Whether the AVX2 kernels are in use (for `pocketmoe plugins` / logs).
+/// Which vector kernels the CPU allows (picked at run time; the scalar ones always work).
 bool using_avx2();
+bool using_avx512_vnni();
 
 }  // namespace pmoe::cpu
