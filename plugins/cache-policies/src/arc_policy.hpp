@@ -1,8 +1,8 @@
 #pragma once
-// ARC (Megiddo & Modha, FAST'03): T1 holds experts used once recently, T2 those reused; ghost
-// lists B1/B2 remember keys evicted from each, and a hit in a ghost list moves the target size p
-// of T1 toward whichever side would have kept that key. Victims come from T1's LRU end while
-// |T1| > p, else from T2's.
+// ARC (Megiddo & Modha, FAST'03): T1 holds experts used once recently, T2 those reused; ghost lists
+// B1/B2 remember keys evicted from each, and a hit in a ghost list moves the target size p of T1
+// toward whichever side would have kept that key. Victims come from T1's LRU end while |T1| > p,
+// else from T2's.
 #include <pocketmoe/cpp/plugin.hpp>
 
 #include <cstdint>
@@ -32,8 +32,8 @@ class ArcPolicy : public sdk::CachePolicy {
   void trim();
   size_t size(Where w) const { return lists_[w].size(); }
 
-  double c_, p_ = 0;               // capacity and target size of T1
-  std::list<uint64_t> lists_[4];   // front = most recent
+  double c_, p_ = 0;              // capacity and target size of T1
+  std::list<uint64_t> lists_[4];  // front = most recent
   std::unordered_map<uint64_t, Node> nodes_;
 };
 

@@ -8,8 +8,8 @@
 namespace pmoe {
 
 LfuPolicy::LfuPolicy(const pmoe_host*, const sdk::Options& options, const pmoe_cache_shape& shape) {
-  // 0 = auto: ~16 refills of the cache. Long enough to tell hot from lukewarm experts, short
-  // enough that a topic change re-ranks them within a few dozen tokens.
+  // 0 = auto: ~16 refills of the cache. Long enough to tell hot from lukewarm experts, short enough
+  // that a topic change re-ranks them within a few dozen tokens.
   long long period = options.get_int("aging_period", 0);
   if (period < 0)
     throw sdk::StatusError(PMOE_ERR_INVALID_ARGUMENT, "option 'aging_period' must be >= 0");

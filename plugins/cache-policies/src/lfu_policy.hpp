@@ -1,8 +1,8 @@
 #pragma once
-// LFU with aging: evict the resident expert used least often, oldest use first among equals.
-// Counts survive eviction (the key space, layers x experts, is small), so a hot expert pushed out
-// by a burst comes back with its history; every `aging_period` accesses all counts are halved,
-// so a once-hot expert that is no longer used loses its lead.
+// LFU with aging: evict the resident expert used least often, oldest use first among equals. Counts
+// survive eviction (the key space, layers x experts, is small), so a hot expert pushed out by a
+// burst comes back with its history; every `aging_period` accesses all counts are halved, so a
+// once-hot expert that is no longer used loses its lead.
 #include <pocketmoe/cpp/plugin.hpp>
 
 #include <cstdint>

@@ -1,5 +1,5 @@
-// The cache-policies plugin: one library, several replacement policies (see
-// docs/cache-policies.md for when to pick which).
+// The cache-policies plugin: one library, several replacement policies (see docs/cache-policies.md
+// for when to pick which).
 #include <pocketmoe/cpp/plugin.hpp>
 
 #include "arc_policy.hpp"
@@ -15,4 +15,5 @@ PMOE_PLUGIN("cache-policies", "0.1.0",
             pmoe::sdk::cache_policy_impl<pmoe::ArcPolicy>(
                 "arc", "ARC: adaptive split between recently and frequently used experts"),
             pmoe::sdk::cache_policy_impl<pmoe::RouterPolicy>(
-                "router", "router-aware: evicts the expert with the lowest EMA of gating probability"))
+                "router",
+                "router-aware: lowest expected use (averages of gating probability and use)"))

@@ -6,11 +6,15 @@
 #include "util.hpp"
 
 namespace pmoe {
+namespace {
+constexpr double kFast = 0.5;  // decay of R: a use counts half as much one step later
+}
 
 RouterPolicy::RouterPolicy(const pmoe_host*, const sdk::Options& options,
                            const pmoe_cache_shape& shape)
-    : decay_(get_decimal(options, "decay", 0.95, 0.0, 0.999)),
+    : decay_(get_decimal(options, "decay", 0.98, 0.0, 0.999)),
       weight_(get_decimal(options, "weight", 0.5, 0.0, 1.0)),
+      recency_(get_decimal(options, "recency", 0.15, 0.0, 10.0)),
       top_k_(std::max(1u, shape.top_k)),
       n_layers_(shape.n_layers),
       n_experts_(shape.n_experts),
@@ -26,11 +30,10 @@ RouterPolicy::Stat& RouterPolicy::stat(uint64_t key) {
 
 RouterPolicy::Stat* RouterPolicy::resident(uint64_t key) {
   Stat* s = nullptr;
-  if (in_shape(key)) {
+  if (in_shape(key))
     s = &stat(key);
-  } else if (auto it = other_.find(key); it != other_.end()) {
+  else if (auto it = other_.find(key); it != other_.end())
     s = &it->second;
-  }
   return s && s->resident ? s : nullptr;
 }
 
@@ -38,24 +41,31 @@ template <class F>
 void RouterPolicy::update(uint64_t key, Stat& s, F&& change) {
   if (s.resident) order_.erase({s.score, s.last, key});
   change(s);
-  if (in_shape(key))
-    s.score = routed_[PMOE_KEY_LAYER(key)] ? weight_ * top_k_ * s.prob + (1 - weight_) * s.use
-                                           : s.use;
+  if (in_shape(key)) {
+    double base =
+        routed_[PMOE_KEY_LAYER(key)] ? weight_ * top_k_ * s.prob + (1 - weight_) * s.use : s.use;
+    s.score = base + recency_ * s.recent;
+  }
   if (s.resident) order_.insert({s.score, s.last, key});
 }
 
-void RouterPolicy::decay_use(uint32_t layer, double factor) {
+void RouterPolicy::age_use(uint32_t layer, uint64_t steps) {
+  const double d = std::pow(decay_, static_cast<double>(steps));
+  const double f = std::pow(kFast, static_cast<double>(steps));
   for (uint32_t e = 0; e < n_experts_; ++e) {
     uint64_t k = PMOE_EXPERT_KEY(layer, e);
-    update(k, stat(k), [&](Stat& s) { s.use *= factor; });
+    update(k, stat(k), [&](Stat& s) {
+      s.use *= d;
+      s.recent *= f;
+    });
   }
 }
 
 void RouterPolicy::on_routing(uint32_t layer, const float* probs, uint32_t n_tokens,
                               uint32_t n_experts) {
   if (layer >= n_layers_ || n_tokens == 0 || n_experts == 0) return;
-  // Mean share of each expert over the tokens; rows are normalised so sigmoid gating (which does
-  // not sum to 1) weighs the same as softmax.
+  // Mean share of each expert over the tokens (a prefill chunk routes several); rows are normalised
+  // so sigmoid gating, which does not sum to 1, weighs the same as softmax.
   std::fill(mean_.begin(), mean_.end(), 0.0);
   uint32_t rows = 0;
   for (uint32_t t = 0; t < n_tokens; ++t) {
@@ -72,10 +82,11 @@ void RouterPolicy::on_routing(uint32_t layer, const float* probs, uint32_t n_tok
   const double d = decay_;
   for (uint32_t e = 0; e < n_experts_; ++e) {
     uint64_t k = PMOE_EXPERT_KEY(layer, e);
-    double share = mean_[e] / rows;
-    update(k, stat(k), [&](Stat& s) {
+    const double share = mean_[e] / rows;
+    update(k, stat(k), [&](Stat& s) {  // one step of this layer: everything ages once
       s.prob = d * s.prob + (1 - d) * share;
-      s.use *= d;  // a routing call is one step of this layer
+      s.use *= d;
+      s.recent *= kFast;
     });
   }
 }
@@ -97,12 +108,13 @@ void RouterPolicy::on_access(std::span<const uint64_t> keys, uint64_t tick) {
     if (in_shape(k)) {
       uint32_t layer = PMOE_KEY_LAYER(k);
       if (!routed_[layer] && tick > last_tick_[layer]) {  // no routing: a tick is the step
-        decay_use(layer, std::pow(decay_, static_cast<double>(tick - last_tick_[layer])));
+        age_use(layer, tick - last_tick_[layer]);
         last_tick_[layer] = tick;
       }
     }
     update(k, *s, [&](Stat& x) {
       x.use += 1 - decay_;
+      x.recent += 1 - kFast;
       x.last = ++clock_;
     });
   }

@@ -1,12 +1,12 @@
 #pragma once
-// S3-FIFO (Yang et al., SOSP'23): a small FIFO S (10% of the slots) filters one-hit wonders, a
-// main FIFO M with a 2-bit use counter (CLOCK-like) keeps what was reused, and a ghost FIFO G of
-// keys recently dropped from S sends a key that comes back straight to M.
+// S3-FIFO (Yang et al., SOSP'23): a small FIFO S (10% of the slots) filters one-hit wonders, a main
+// FIFO M with a 2-bit use counter (CLOCK-like) keeps what was reused, and a ghost FIFO G of keys
+// recently dropped from S sends a key that comes back straight to M.
 //
 // The runtime asks for victims before it evicts and may skip pinned ones, so eviction is split:
-// victims() replays the algorithm on a read-only view (promotions and second chances happen only
-// in the replay), and on_evict() commits the housekeeping that precedes the first victim, then
-// removes the key the runtime really evicted.
+// victims() replays the algorithm on a read-only view (promotions and second chances happen only in
+// the replay), and on_evict() commits the housekeeping that precedes the first victim, then removes
+// the key the runtime really evicted.
 #include <pocketmoe/cpp/plugin.hpp>
 
 #include <cstdint>

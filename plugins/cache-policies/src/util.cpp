@@ -13,13 +13,13 @@ double get_decimal(const sdk::Options& options, const char* key, double def, dou
   std::string_view s(v);
   double x = 0;
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), x);  // locale-independent
-  if (ec != std::errc() || end != s.data() + s.size() || s.empty() || !std::isfinite(x) ||
-      x < lo || x > hi) {
+  if (ec != std::errc() || end != s.data() + s.size() || s.empty() || !std::isfinite(x) || x < lo ||
+      x > hi) {
     char range[64];
     std::snprintf(range, sizeof range, "%g..%g", lo, hi);
-    throw sdk::StatusError(PMOE_ERR_INVALID_ARGUMENT, std::string("option '") + key +
-                                                          "' must be a decimal in " + range +
-                                                          ", got '" + v + "'");
+    throw sdk::StatusError(
+        PMOE_ERR_INVALID_ARGUMENT,
+        std::string("option '") + key + "' must be a decimal in " + range + ", got '" + v + "'");
   }
   return x;
 }
