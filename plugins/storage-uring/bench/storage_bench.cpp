@@ -30,18 +30,26 @@ int main(int argc, char** argv) {
       return a.compare(0, n, flag) == 0 ? argv[i] + n : nullptr;
     };
     const char* v = nullptr;
-    if ((v = val("--plugin="))) plugin = v;
-    else if ((v = val("--file="))) path = v;
-    else if ((v = val("--size="))) size = std::stoull(v);
-    else if ((v = val("--block="))) block = std::stoull(v);
-    else if ((v = val("--qd="))) qd = static_cast<uint32_t>(std::stoul(v));
-    else if ((v = val("--seconds="))) seconds = std::stod(v);
+    if ((v = val("--plugin=")))
+      plugin = v;
+    else if ((v = val("--file=")))
+      path = v;
+    else if ((v = val("--size=")))
+      size = std::stoull(v);
+    else if ((v = val("--block=")))
+      block = std::stoull(v);
+    else if ((v = val("--qd=")))
+      qd = static_cast<uint32_t>(std::stoul(v));
+    else if ((v = val("--seconds=")))
+      seconds = std::stod(v);
     else if ((v = val("--option="))) {
       const std::string kv = v;
       const auto eq = kv.find('=');
       if (eq != std::string::npos) options.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
-    } else if (a == "--direct") direct = true;
-    else if (a == "--gguf") gguf = true;
+    } else if (a == "--direct")
+      direct = true;
+    else if (a == "--gguf")
+      gguf = true;
     else {
       std::cerr << "unknown argument " << a << "\n";
       return 2;

@@ -32,6 +32,10 @@
 #include <unordered_set>
 #include <vector>
 
+#ifndef IORING_SETUP_SUBMIT_ALL  // liburing before 2.2
+#define IORING_SETUP_SUBMIT_ALL (1U << 7)
+#endif
+
 namespace pmoe {
 namespace {
 
@@ -42,6 +46,10 @@ constexpr uint64_t kPoolAlign = 4096;         // bounce buffers are aligned to t
 constexpr uint64_t kPoolKeep = 16ull << 20;   // bytes of free bounce buffers kept for reuse
 constexpr unsigned kFileSlots = 64;           // registered-file table; later files use plain fds
 constexpr uint32_t kMaxRetries = 64;          // consecutive EINTR/EAGAIN/ECANCELED per segment
+
+constexpr uint16_t kIdleIoprio = 3 << 13;     // IOPRIO_PRIO_VALUE(IOPRIO_CLASS_IDLE, 0)
+
+thread_local const void* t_reaper_of = nullptr;  // the instance whose completion thread this is
 
 __attribute__((format(printf, 1, 2))) std::string strf(const char* fmt, ...) {
   char buf[768];
@@ -108,6 +116,7 @@ struct Segment {
   uint64_t placed = 0;  // wanted bytes that reached the caller's memory
   int err = 0;          // errno; set before issue when no bounce buffer could be had
   uint32_t retries = 0;
+  bool by_reaper = false;  // last put into the ring by the completion thread
   bool complete() const { return placed == (dst ? copy_len : want); }
 };
 
@@ -181,7 +190,8 @@ class UringStorage final : public sdk::Storage {
   UringStorage(const pmoe_host* host, const sdk::Options& o)
       : host_(host),
         direct_io_(o.get_bool("direct_io", false)),
-        fallback_(o.get_bool("direct_io_fallback", true)) {
+        fallback_(o.get_bool("direct_io_fallback", true)),
+        idle_prefetch_(o.get_bool("idle_prefetch", true)) {
     const long long qd = o.get_int("queue_depth", 64);
     if (qd < 1 || qd > 4096)
       fail(PMOE_ERR_INVALID_ARGUMENT, 0,
@@ -210,7 +220,8 @@ class UringStorage final : public sdk::Storage {
       flush();
     }
     reaper_.join();  // returns once every accepted read was delivered
-    for (UringFile* f : files_) release(f);  // files the host forgot to close
+    // Files the host forgot to close.
+    for (UringFile* f : files_) release(f);
     io_uring_queue_exit(&ring_);
   }
 
@@ -440,8 +451,11 @@ class UringStorage final : public sdk::Storage {
       for (uint64_t pos = o; pos < end;) {
         const uint64_t lo = pos / a * a, hi = std::min((end + a - 1) / a * a, lo + chunk);
         const uint64_t stop = std::min(end, hi);
-        r->segs.push_back(
-            {.off = lo, .want = hi - lo, .dst = d + (pos - o), .copy_off = pos, .copy_len = stop - pos});
+        r->segs.push_back({.off = lo,
+                           .want = hi - lo,
+                           .dst = d + (pos - o),
+                           .copy_off = pos,
+                           .copy_len = stop - pos});
         pos = stop;
       }
     };
@@ -490,7 +504,11 @@ class UringStorage final : public sdk::Storage {
       io_uring_prep_read(sqe, f.slot >= 0 ? f.slot : f.fd, s.buf + s.got,
                          static_cast<unsigned>(s.want - s.got), s.off + s.got);
       if (f.slot >= 0) sqe->flags |= IOSQE_FIXED_FILE;
+      // An elevator (mq-deadline, bfq) would otherwise sort a demand read in among the
+      // speculative ones by sector; the idle class makes it dispatch demand reads first.
+      if (idle_prefetch_ && s.req->req.priority != 0) sqe->ioprio = kIdleIoprio;
     }
+    s.by_reaper = t_reaper_of == this;
     io_uring_sqe_set_data(sqe, &s);
     ++inflight_;
     spec_inflight_ += s.req->req.priority != 0;
@@ -567,6 +585,7 @@ class UringStorage final : public sdk::Storage {
     sigset_t all;
     ::sigfillset(&all);
     ::pthread_sigmask(SIG_BLOCK, &all, nullptr);  // host signal handlers run on host threads
+    t_reaper_of = this;
     struct Cqe {
       Segment* seg;
       int res;
@@ -624,37 +643,40 @@ class UringStorage final : public sdk::Storage {
       // 3. Deliver.
       pmoe_read_callback cb = nullptr;
       void* ctx = nullptr;
+      bool quit = false;
       {
         std::lock_guard lk(mu_);
         for (Segment* s : finished)
           if (s->buf && s->dst)
-            bounce_.give(s->buf, s->want, std::max<uint64_t>(as_file(s->req->req.file)->align, kPoolAlign));
+            bounce_.give(s->buf, s->want,
+                         std::max<uint64_t>(as_file(s->req->req.file)->align, kPoolAlign));
         if (cb_) {
           cb = cb_;
           ctx = cb_ctx_;
         } else {
           done_.insert(done_.end(), done.begin(), done.end());
           if (!done.empty()) done_cv_.notify_all();
-          delivered(ended);
+          quit = delivered(ended);
         }
       }
       if (cb) {
         for (const pmoe_read_done& d : done) cb(ctx, &d);  // outside the lock: it may submit
         std::lock_guard lk(mu_);
-        delivered(ended);
+        quit = delivered(ended);
       }
       for (Request* r : ended) delete r;
-
-      std::lock_guard lk(mu_);
-      if (stop_ && requests_ == 0) return;
+      if (quit) return;
     }
   }
 
   // Applies a CQE's result to its segment; false when the segment goes back into the ring.
   bool outcome(Segment& s, int res) const {
     if (s.err || s.want == 0) return true;  // NOP of a zero-length read or a failed allocation
-    if (res == -EINTR || res == -EAGAIN || res == -ECANCELED) {
-      // ECANCELED: the submitting thread exited before the kernel started the read.
+    // A host thread that exits takes the reads it submitted and the kernel had not started with
+    // it: they fail with ECANCELED, or EFAULT when retried without its memory map (6.x). The
+    // completion thread, which lives as long as the instance, submits them again.
+    const bool orphaned = (res == -ECANCELED || res == -EFAULT) && !s.by_reaper;
+    if (orphaned || res == -EINTR || res == -EAGAIN || res == -ECANCELED) {
       if (++s.retries <= kMaxRetries) return false;
       s.err = -res;
       return true;
@@ -670,16 +692,18 @@ class UringStorage final : public sdk::Storage {
     return s.got % as_file(s.req->req.file)->align != 0;
   }
 
-  // Completions of `ended` were delivered: close() may return for their files. Holds mu_.
-  void delivered(const std::vector<Request*>& ended) {
+  // Completions of `ended` were delivered: close() may return for their files. Returns whether
+  // the reaper is done (destroy waits and nothing is left). Caller holds mu_.
+  bool delivered(const std::vector<Request*>& ended) {
     for (Request* r : ended) {
       if (--as_file(r->req.file)->pending == 0) idle_.notify_all();
       --requests_;
     }
+    return stop_ && requests_ == 0;
   }
 
   const pmoe_host* host_;
-  const bool direct_io_, fallback_;
+  const bool direct_io_, fallback_, idle_prefetch_;
   bool sqpoll_ = false;
   uint32_t depth_ = 64;
   uint32_t spec_limit_ = 1;  // ring entries speculative reads may hold at once
