@@ -46,7 +46,8 @@ std::string list(const std::vector<double>& v, const char* fmt) {
   char buf[32];
   for (double x : v) {
     std::snprintf(buf, sizeof buf, fmt, x);
-    s += (s.empty() ? "" : " ") + std::string(buf);
+    if (!s.empty()) s += ' ';
+    s += buf;
   }
   return s;
 }

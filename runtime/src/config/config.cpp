@@ -31,6 +31,7 @@ const char* config_section(uint32_t kind) {
 
 std::vector<std::string_view> config_reserved_keys(uint32_t kind) {
   if (kind == PMOE_KIND_CACHE_POLICY) return {"policy", "budget"};
+  if (kind == PMOE_KIND_STORAGE) return {"plugin", "fallback"};
   return {"plugin"};
 }
 
@@ -113,6 +114,9 @@ void parse_plugin_section(const std::string& file, const yaml::MapEntry& sec, st
       choice.loc = yaml::loc(file, e.value);
       if (choice.name.empty())
         throw Error(choice.loc.str() + ": '" + e.key + "' in '" + sec.key + "' is empty");
+    } else if (sec.key == "storage" && e.key == "fallback") {
+      cfg.storage_fallback = yaml::scalar(file, e);
+      cfg.storage_fallback_loc = yaml::loc(file, e.value);
     } else if (sec.key == "cache" && e.key == "budget") {
       std::string text = yaml::scalar(file, e);
       try {

@@ -33,6 +33,8 @@ struct Config {
   std::optional<std::string> model;  // relative paths resolved against the config file's directory
   PluginChoice compute;              // compute: {plugin, ...options}; default cpu-onednn
   PluginChoice storage;              // storage: {plugin, ...options}; default storage-posix
+  std::string storage_fallback;      // storage.fallback: used when `plugin` cannot start here
+  SourceLoc storage_fallback_loc;
   PluginChoice cache_policy;         // cache: {policy, budget, ...options}; default lru
   uint64_t cache_budget = 0;         // cache.budget in bytes; 0 = unlimited (all experts resident)
   uint32_t prefetch_lookahead = 0;   // prefetch.lookahead: layers routed ahead

@@ -2,6 +2,8 @@
 
 #include "common/error.hpp"
 
+#include <iostream>
+
 namespace pmoe {
 
 Session::Session(const SessionOptions& o)
@@ -28,7 +30,7 @@ Session::Session(const SessionOptions& o)
     // touches few experts (the authors' engine uses 4-8 tokens).
     eo.ubatch = config_.prefill_chunk;
     const Hparams& h = model_->hp();
-    storage_ = std::make_unique<StorageBackend>(StorageBackend::create(*registry_, config_.storage));
+    storage_ = make_storage();
     // capacity: an upper bound (slots also hold alignment padding)
     const uint64_t capacity = std::min<uint64_t>(uint64_t(h.n_layer) * h.n_expert,
                                                  config_.cache_budget / model_->expert_bytes(0));
@@ -54,6 +56,30 @@ Session::Session(const SessionOptions& o)
 }
 
 Session::~Session() = default;
+
+std::unique_ptr<StorageBackend> Session::make_storage() {
+  try {
+    return std::make_unique<StorageBackend>(StorageBackend::create(*registry_, config_.storage));
+  } catch (const Error& e) {
+    if (config_.storage_fallback.empty()) throw;
+    // e.g. io_uring refused by the kernel or a seccomp filter: the config names a portable
+    // fallback; it gets the options its own manifest knows (direct_io, ...).
+    PluginChoice fb;
+    fb.name = config_.storage_fallback;
+    fb.loc = config_.storage_fallback_loc;
+    const ImplManifest* spec = registry_->find(fb.name, PMOE_KIND_STORAGE);
+    if (!spec) throw Error(fb.loc.str() + ": storage fallback '" + fb.name + "' is not a known storage plugin");
+    for (size_t i = 0; i < config_.storage.options.size(); ++i)
+      for (const OptionSpec& o : spec->options)
+        if (o.name == config_.storage.options[i].first) {
+          fb.options.push_back(config_.storage.options[i]);
+          fb.option_locs.push_back(config_.storage.option_locs[i]);
+        }
+    std::cerr << "warning: storage '" << config_.storage.name << "' is unavailable (" << e.what()
+              << "); using fallback '" << fb.name << "'\n";
+    return std::make_unique<StorageBackend>(StorageBackend::create(*registry_, fb));
+  }
+}
 
 const Tokenizer& Session::tokenizer() const {
   if (!tokenizer_)

@@ -41,6 +41,8 @@ class Session {
   const Tokenizer& tokenizer() const;
 
  private:
+  std::unique_ptr<StorageBackend> make_storage();
+
   Config config_;
   std::unique_ptr<PluginRegistry> registry_;
   std::unique_ptr<Model> model_;
