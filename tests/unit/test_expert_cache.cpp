@@ -115,6 +115,12 @@ TEST_CASE("offloading never changes a bit: storage x policy x budget x lookahead
               if (lookahead == 0 && policy == "lru") {
                 const Run q = run(model, cfg, toks, true);
                 CHECK(same_bits(q.logits, ref_seq.logits));
+                // the baseline without pre-attention reads computes the same
+                const std::string late = write_config(
+                    "matrix-late", "storage: { plugin: " + storage + ", direct_io: " + direct + " }\n" +
+                                       "cache: { policy: lru, budget: " + std::to_string(budget) + " }\n" +
+                                       "prefetch: { pre_attention: false }\n");
+                CHECK(same_bits(run(model, late, toks, true).logits, ref_seq.logits));
               }
             }
   }

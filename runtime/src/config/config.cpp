@@ -94,8 +94,8 @@ namespace {
 
 constexpr std::array<std::string_view, 6> kTopKeys{"model",  "compute",  "storage",
                                                    "cache",  "prefetch", "plugin_paths"};
-constexpr std::array<std::string_view, 4> kPrefetchKeys{"lookahead", "prefill_chunk", "read_timeout_ms",
-                                                        "read_retries"};
+constexpr std::array<std::string_view, 5> kPrefetchKeys{"lookahead", "prefill_chunk", "read_timeout_ms",
+                                                        "read_retries", "pre_attention"};
 
 std::string resolve(const fs::path& base, const std::string& p) {
   if (p.empty() || fs::path(p).is_absolute() || base.empty()) return p;
@@ -157,6 +157,13 @@ Config parse_impl(const std::string& text, const std::string& name, const fs::pa
     } else if (e.key == "prefetch") {
       yaml::expect_map(name, e);
       for (auto& p : yaml::entries(name, e.value, "in 'prefetch'", kPrefetchKeys)) {
+        if (p.key == "pre_attention") {
+          const std::string b = yaml::scalar(name, p);
+          if (b != "true" && b != "false")
+            throw Error(yaml::loc(name, p.value).str() + ": 'pre_attention' must be true or false, got '" + b + "'");
+          cfg.pre_attention = b == "true";
+          continue;
+        }
         uint32_t v = static_cast<uint32_t>(yaml::unsigned_int(name, p, 1u << 20));
         if (p.key == "lookahead") {
           cfg.prefetch_lookahead = v;

@@ -172,6 +172,7 @@ void Engine::acquire_more(uint32_t il, const std::vector<std::pair<uint32_t, uin
 void Engine::run_experts_streamed(uint32_t il, const std::vector<std::pair<uint32_t, uint32_t>>& spans,
                                   uint32_t rows, const pmoe_tensor& n2, StreamState& st) {
   const int64_t D = model_.hp().n_embd;
+  acquire_more(il, spans, st);  // all but the first wave were acquired before attention
   while (!st.pending.empty()) {
     // each expert runs as soon as its own weights have landed
     const size_t i = cache_->wait_any(st.pending);
@@ -237,7 +238,7 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
     compute_.write(act_, comb_w_.offset, sel_w_.data(), uint64_t(n) * K * 4);
     // demand reads go out now, so they overlap the attention block
     StreamState stream;
-    if (cache_) {
+    if (cache_ && pre_attention_) {
       acquire_more(il, spans, stream);
       if (lookahead_) prefetch_ahead(il, n, x);
     }

@@ -44,9 +44,10 @@ class Engine {
 
   /// Stream experts through `cache` instead of reading them from the mapped file; route
   /// `lookahead` later layers ahead and prefetch their likely experts. nullptr: all resident.
-  void set_expert_cache(ExpertCache* cache, uint32_t lookahead) {
+  void set_expert_cache(ExpertCache* cache, uint32_t lookahead, bool pre_attention = true) {
     cache_ = cache;
     lookahead_ = lookahead;
+    pre_attention_ = pre_attention;
   }
   ExpertCache* expert_cache() const { return cache_; }
 
@@ -91,6 +92,7 @@ class Engine {
   std::vector<float> probs_;
   ExpertCache* cache_ = nullptr;
   uint32_t lookahead_ = 0;
+  bool pre_attention_ = true;
   std::function<void(const RoutingEvent&)> observer_;
 };
 

@@ -45,7 +45,7 @@ Session::Session(const SessionOptions& o)
     cache_ = std::make_unique<ExpertCache>(*model_, *compute_, *storage_, *policy_, co);
   }
   engine_ = std::make_unique<Engine>(*model_, *compute_, eo);
-  if (cache_) engine_->set_expert_cache(cache_.get(), config_.prefetch_lookahead);
+  if (cache_) engine_->set_expert_cache(cache_.get(), config_.prefetch_lookahead, config_.pre_attention);
   if (o.load_tokenizer) {
     try {
       tokenizer_.emplace(Tokenizer::from_gguf(model_->file()));
