@@ -32,10 +32,10 @@ constexpr float kLogitStd = 3.f;  // std of the logits (like the fixtures) -> em
 constexpr float kLayerVar = 0.5f;
 constexpr float kNormJitter = 0.1f;  // norm weights uniform in 1 +- this
 
-// Routing (docs/synth.md): router logits = bias + token code (std 1) + context (kContextStd).
-// With skew, per layer the experts get biases by rank in a random order: a
-// hot set (kHotFraction of the experts, biases falling linearly by kHotSpan), then a gap of
-// kColdGap and a slowly falling tail. The per-token part of the logit has unit std.
+// Routing (docs/synth.md): router logit = bias + token code (std 1) + context (kContextStd).
+// With skew, each layer ranks its experts in a random order and biases them by rank: a hot set
+// (kHotFraction of the experts, at least 2k; biases falling linearly by kHotSpan), then a gap of
+// kColdGap and a slowly falling tail. Without skew every bias is 0.
 constexpr float kHotFraction = 0.27f, kHotSpan = 1.f, kColdGap = 2.f, kColdSlope = 0.05f;
 constexpr float kContextStd = 0.15f;  // std of the context-dependent part of a router logit
 
