@@ -271,23 +271,28 @@ PMOE_AVX512 static inline __m256i q4_unpack(const BlockQ4_0& b) {
   return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0f));
 }
 
+PMOE_AVX512 static inline __m512 q4_pair(const BlockQ4_0* a, const BlockQ8_0* b, __m512i ones) {
+  const __m512i qa = _mm512_inserti64x4(_mm512_castsi256_si512(q4_unpack(a[0])), q4_unpack(a[1]), 1);
+  const __m512i qb = load_q8_pair(b);
+  const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qa, qb);
+  const __m512i sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, qb);
+  const __m512i r = _mm512_sub_epi32(dot, _mm512_slli_epi32(sum, 3));  // sum (n - 8) x
+  return _mm512_mul_ps(scales2(f16(a[0].d) * f16(b[0].d), f16(a[1].d) * f16(b[1].d)), _mm512_cvtepi32_ps(r));
+}
+
 PMOE_AVX512 static float dot_q4_0_avx512(const void* w, const void* x, int64_t n) {
   auto* a = static_cast<const BlockQ4_0*>(w);
   auto* b = static_cast<const BlockQ8_0*>(x);
   const int64_t nb = n / 32;
-  const __m512i ones = _mm512_set1_epi8(1), eight = _mm512_set1_epi32(8);
-  __m512 acc = _mm512_setzero_ps();
+  const __m512i ones = _mm512_set1_epi8(1);
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();  // two chains for ILP
   int64_t k = 0;
-  for (; k + 2 <= nb; k += 2) {
-    const __m512i qa = _mm512_inserti64x4(_mm512_castsi256_si512(q4_unpack(a[k])), q4_unpack(a[k + 1]), 1);
-    const __m512i qb = load_q8_pair(b + k);
-    const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qa, qb);
-    const __m512i sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, qb);
-    const __m512i r = _mm512_sub_epi32(dot, _mm512_mullo_epi32(sum, eight));
-    const __m512 d = scales2(f16(a[k].d) * f16(b[k].d), f16(a[k + 1].d) * f16(b[k + 1].d));
-    acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(r), acc);
+  for (; k + 4 <= nb; k += 4) {
+    acc0 = _mm512_add_ps(acc0, q4_pair(a + k, b + k, ones));
+    acc1 = _mm512_add_ps(acc1, q4_pair(a + k + 2, b + k + 2, ones));
   }
-  float s = _mm512_reduce_add_ps(acc);
+  for (; k + 2 <= nb; k += 2) acc0 = _mm512_add_ps(acc0, q4_pair(a + k, b + k, ones));
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
   if (k < nb) s += dot_q4_0_avx2(a + k, b + k, 32);
   return s;
 }
@@ -297,7 +302,6 @@ PMOE_AVX512 static float dot_q8_0_avx512(const void* w, const void* x, int64_t n
   auto* b = static_cast<const BlockQ8_0*>(x);
   const int64_t nb = n / 32;
   const __m512i ones = _mm512_set1_epi8(1), off = _mm512_set1_epi8(char(0x80));
-  const __m512i k128 = _mm512_set1_epi32(128);
   __m512 acc = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 2 <= nb; k += 2) {
@@ -305,7 +309,7 @@ PMOE_AVX512 static float dot_q8_0_avx512(const void* w, const void* x, int64_t n
     const __m512i qb = load_q8_pair(b + k);
     const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qa, qb);
     const __m512i sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, qb);
-    const __m512i r = _mm512_sub_epi32(dot, _mm512_mullo_epi32(sum, k128));
+    const __m512i r = _mm512_sub_epi32(dot, _mm512_slli_epi32(sum, 7));  // sum (w + 128) x - 128 x
     const __m512 d = scales2(f16(a[k].d) * f16(b[k].d), f16(a[k + 1].d) * f16(b[k + 1].d));
     acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(r), acc);
   }
