@@ -45,6 +45,8 @@ std::string op_name(uint32_t k) {
 
 // Multiply-adds below which an op runs on the calling thread alone.
 constexpr int64_t kMinParallelWork = int64_t(1) << 18;
+// Output rows per parallel task.
+constexpr int64_t kRowBlock = 16;
 
 [[noreturn]] void fail(const std::string& what) {
   throw StatusError(PMOE_ERR_INVALID_ARGUMENT, what);
@@ -100,7 +102,15 @@ class CpuBackend final : public sdk::Compute {
     omp_set_num_threads(threads_);
     for (size_t i = 0; i < ops.size(); ++i) {
       try {
-        run(ops[i]);
+        if (ops[i].kind == PMOE_OP_MOE_EXPERT) {
+          // consecutive experts run together: two parallel regions for all of them, not three each
+          size_t j = i;
+          while (j + 1 < ops.size() && ops[j + 1].kind == PMOE_OP_MOE_EXPERT) ++j;
+          moe_experts(ops.subspan(i, j - i + 1), i);
+          i = j;
+        } else {
+          run(ops[i]);
+        }
       } catch (const StatusError& e) {
         throw StatusError(e.code(), "op " + std::to_string(i) + " (" + op_name(ops[i].kind) + "): " + e.what());
       }
@@ -152,20 +162,23 @@ class CpuBackend final : public sdk::Compute {
     const DotFn dot = dot_kernel(wtype);
     uint64_t xrow = 0;
     const uint8_t* xa = prepare(x, in, T, xs, activation_type_for(wtype), act_scratch_, xrow);
-    const int64_t block = 16;
-    const int64_t n_blocks = (out + block - 1) / block;
+    const int64_t n_blocks = (out + kRowBlock - 1) / kRowBlock;
     // Fork only for work worth it: a parallel region costs microseconds, more when cores are shared.
     const bool par = threads_ > 1 && out * in * T >= kMinParallelWork;
 #pragma omp parallel for schedule(static) num_threads(threads_) if (par)
-    for (int64_t b = 0; b < n_blocks; ++b) {
-      const int64_t o_end = std::min(out, (b + 1) * block);
-      for (int64_t t = 0; t < T; ++t) {
-        const uint8_t* xr = xa + uint64_t(t) * xrow;
-        float* yr = y + t * ys;
-        for (int64_t o = b * block; o < o_end; ++o) {
-          const float v = dot(w + uint64_t(o) * w_row, xr, in);
-          yr[o] = acc ? yr[o] + v : v;
-        }
+    for (int64_t b = 0; b < n_blocks; ++b)
+      dot_rows(dot, w, w_row, in, b * kRowBlock, std::min(out, (b + 1) * kRowBlock), xa, xrow, T, y, ys, acc);
+  }
+
+  /// Y[t][o] (+)= W[o] · X[t] for o in [o0, o1): the one inner loop of every product.
+  static void dot_rows(DotFn dot, const uint8_t* w, uint64_t w_row, int64_t in, int64_t o0, int64_t o1,
+                       const uint8_t* xa, uint64_t xrow, int64_t T, float* y, int64_t ys, bool acc) {
+    for (int64_t t = 0; t < T; ++t) {
+      const uint8_t* xr = xa + uint64_t(t) * xrow;
+      float* yr = y + t * ys;
+      for (int64_t o = o0; o < o1; ++o) {
+        const float v = dot(w + uint64_t(o) * w_row, xr, in);
+        yr[o] = acc ? yr[o] + v : v;
       }
     }
   }
@@ -200,7 +213,7 @@ class CpuBackend final : public sdk::Compute {
       case PMOE_OP_ADD: return add(op);
       case PMOE_OP_ROPE_NEOX: return rope(op);
       case PMOE_OP_ATTENTION: return attention(op);
-      case PMOE_OP_MOE_EXPERT: return moe_expert(op);
+      case PMOE_OP_MOE_EXPERT: return moe_experts({&op, 1}, 0);
       case PMOE_OP_MOE_COMBINE: return moe_combine(op);
       case PMOE_OP_COPY: return copy(op);
       default: throw StatusError(PMOE_ERR_NOT_SUPPORTED, "unknown op kind " + std::to_string(op.kind));
@@ -372,32 +385,91 @@ class CpuBackend final : public sdk::Compute {
     }
   }
 
-  void moe_expert(const pmoe_op& op) {
-    const pmoe_tensor &g = op.src[0], &u = op.src[1], &dn = op.src[2], &x = op.src[3],
-                      &tok = op.src[4], &dst = op.dst;
-    need_type(x, PMOE_DTYPE_F32, "x");
-    need_type(tok, PMOE_DTYPE_I32, "tok");
-    need_type(dst, PMOE_DTYPE_F32, "dst");
-    const int64_t n_embd = x.ne[0], n_ff = g.ne[1], R = tok.ne[0];
-    if (g.ne[0] != n_embd || u.ne[0] != n_embd || u.ne[1] != n_ff || dn.ne[0] != n_ff ||
-        dn.ne[1] != n_embd || dst.ne[0] != n_embd || dst.ne[1] != R)
-      fail("shape mismatch");
-    for (auto* t : {&g, &u, &dn})
-      if (!dot_kernel(t->dtype)) fail("unsupported weight type " + std::to_string(t->dtype));
-    const float* px = ptr<float>(x, "x");
-    const int32_t* pt = ptr<int32_t>(tok, "tok");
-    xs_.resize(size_t(R * n_embd));
-    for (int64_t r = 0; r < R; ++r) {
-      if (pt[r] < 0 || pt[r] >= x.ne[1]) fail("token row " + std::to_string(pt[r]) + " out of range");
-      std::memcpy(&xs_[size_t(r * n_embd)], px + pt[r] * int64_t(x.nb[1] / 4), size_t(n_embd) * 4);
+  /// Experts of one layer: gate and up of all of them in one parallel pass, ReGLU, then down.
+  /// Each expert's rows are computed the same way whether it runs alone or in a group, so the
+  /// result does not depend on how the host batches experts.
+  void moe_experts(std::span<const pmoe_op> group, size_t first_index) {
+    struct Job {
+      const pmoe_tensor *g, *u, *d;
+      const uint8_t *gp, *up_w, *dp;  // validated before the parallel region (no throws inside)
+      int64_t R, n_embd, n_ff;
+      std::vector<uint8_t> xq, aq;
+      uint64_t xrow = 0, arow = 0;
+      std::vector<float> gate, up;
+      float* y;
+      int64_t ys;
+    };
+    std::vector<Job> jobs(group.size());
+    for (size_t k = 0; k < group.size(); ++k) {
+      const pmoe_op& op = group[k];
+      const pmoe_tensor &g = op.src[0], &u = op.src[1], &dn = op.src[2], &x = op.src[3], &tok = op.src[4], &dst = op.dst;
+      auto where = [&](const std::string& what) { return "op " + std::to_string(first_index + k) + " (moe_expert): " + what; };
+      if (x.dtype != PMOE_DTYPE_F32 || tok.dtype != PMOE_DTYPE_I32 || dst.dtype != PMOE_DTYPE_F32)
+        fail(where("x and dst must be f32, tok i32"));
+      const int64_t n_embd = x.ne[0], n_ff = g.ne[1], R = tok.ne[0];
+      if (g.ne[0] != n_embd || u.ne[0] != n_embd || u.ne[1] != n_ff || dn.ne[0] != n_ff ||
+          dn.ne[1] != n_embd || dst.ne[0] != n_embd || dst.ne[1] != R)
+        fail(where("shape mismatch"));
+      if (g.dtype != u.dtype || !dot_kernel(g.dtype) || !dot_kernel(dn.dtype))
+        fail(where("unsupported or mixed weight types"));
+      Job& j = jobs[k];
+      j.g = &g, j.u = &u, j.d = &dn, j.R = R, j.n_embd = n_embd, j.n_ff = n_ff;
+      j.gp = ptr(g, "gate"), j.up_w = ptr(u, "up"), j.dp = ptr(dn, "down");
+      const float* px = ptr<float>(x, "x");
+      const int32_t* pt = ptr<int32_t>(tok, "tok");
+      std::vector<float> xs(size_t(R * n_embd));
+      for (int64_t r = 0; r < R; ++r) {
+        if (pt[r] < 0 || pt[r] >= x.ne[1]) fail(where("token row " + std::to_string(pt[r]) + " out of range"));
+        std::memcpy(&xs[size_t(r * n_embd)], px + pt[r] * int64_t(x.nb[1] / 4), size_t(n_embd) * 4);
+      }
+      const uint8_t* xa = prepare(xs.data(), n_embd, R, n_embd, activation_type_for(g.dtype), j.xq, j.xrow);
+      if (xa != j.xq.data()) j.xq.assign(xa, xa + j.xrow * uint64_t(R));  // f32: keep our own copy
+      j.gate.resize(size_t(R * n_ff));
+      j.up.resize(size_t(R * n_ff));
+      j.y = ptr<float>(dst, "dst");
+      j.ys = int64_t(dst.nb[1] / 4);
     }
-    gate_.resize(size_t(R * n_ff));
-    up_.resize(size_t(R * n_ff));
-    matmul(ptr(g, "gate"), g.dtype, g.nb[1], n_embd, n_ff, xs_.data(), n_embd, R, gate_.data(), n_ff, false);
-    matmul(ptr(u, "up"), u.dtype, u.nb[1], n_embd, n_ff, xs_.data(), n_embd, R, up_.data(), n_ff, false);
-    for (size_t i = 0; i < gate_.size(); ++i) gate_[i] = std::max(gate_[i], 0.f) * up_[i];  // ReGLU
-    matmul(ptr(dn, "down"), dn.dtype, dn.nb[1], n_ff, n_embd, gate_.data(), n_ff, R,
-           ptr<float>(dst, "dst"), int64_t(dst.nb[1] / 4), false);
+    // task lists: (job, row block) for gate+up, and for down
+    std::vector<std::pair<size_t, int64_t>> t1, t2;
+    int64_t work = 0;
+    for (size_t k = 0; k < jobs.size(); ++k) {
+      for (int64_t b = 0; b < (jobs[k].n_ff + kRowBlock - 1) / kRowBlock; ++b) t1.emplace_back(k, b);
+      for (int64_t b = 0; b < (jobs[k].n_embd + kRowBlock - 1) / kRowBlock; ++b) t2.emplace_back(k, b);
+      work += 3 * jobs[k].R * jobs[k].n_ff * jobs[k].n_embd;
+    }
+    const bool par = threads_ > 1 && work >= kMinParallelWork;
+#pragma omp parallel num_threads(threads_) if (par)
+    {
+#pragma omp for schedule(static)
+      for (size_t i = 0; i < t1.size(); ++i) {
+        Job& j = jobs[t1[i].first];
+        const int64_t o0 = t1[i].second * kRowBlock, o1 = std::min(j.n_ff, o0 + kRowBlock);
+        const DotFn dot = dot_kernel(j.g->dtype);
+        dot_rows(dot, j.gp, j.g->nb[1], j.n_embd, o0, o1, j.xq.data(), j.xrow, j.R, j.gate.data(), j.n_ff, false);
+        dot_rows(dot, j.up_w, j.u->nb[1], j.n_embd, o0, o1, j.xq.data(), j.xrow, j.R, j.up.data(), j.n_ff, false);
+      }
+#pragma omp for schedule(static)
+      for (size_t k = 0; k < jobs.size(); ++k) {
+        Job& j = jobs[k];
+        for (size_t i = 0; i < j.gate.size(); ++i) j.gate[i] = std::max(j.gate[i], 0.f) * j.up[i];  // ReGLU
+        const uint32_t at = activation_type_for(j.d->dtype);
+        if (at == PMOE_DTYPE_F32) {
+          j.arow = uint64_t(j.n_ff) * 4;
+          j.aq.assign(reinterpret_cast<const uint8_t*>(j.gate.data()), reinterpret_cast<const uint8_t*>(j.gate.data() + j.gate.size()));
+        } else {
+          j.arow = pmoe_dtype_row_bytes(PMOE_DTYPE_Q8_0, uint64_t(j.n_ff));
+          j.aq.resize(j.arow * uint64_t(j.R));
+          for (int64_t r = 0; r < j.R; ++r)
+            quantize_row_q8_0(&j.gate[size_t(r * j.n_ff)], reinterpret_cast<BlockQ8_0*>(j.aq.data() + uint64_t(r) * j.arow), j.n_ff);
+        }
+      }
+#pragma omp for schedule(static)
+      for (size_t i = 0; i < t2.size(); ++i) {
+        Job& j = jobs[t2[i].first];
+        const int64_t o0 = t2[i].second * kRowBlock, o1 = std::min(j.n_embd, o0 + kRowBlock);
+        dot_rows(dot_kernel(j.d->dtype), j.dp, j.d->nb[1], j.n_ff, o0, o1, j.aq.data(), j.arow, j.R, j.y, j.ys, false);
+      }
+    }
   }
 
   void moe_combine(const pmoe_op& op) {
@@ -435,7 +507,6 @@ class CpuBackend final : public sdk::Compute {
   dnnl::stream stream_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>, dnnl::matmul> dnnl_cache_;
   std::vector<uint8_t> act_scratch_;
-  std::vector<float> xs_, gate_, up_;
 };
 
 }  // namespace
