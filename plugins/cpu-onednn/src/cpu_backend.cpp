@@ -65,7 +65,7 @@ class CpuBackend final : public sdk::Compute {
   CpuBackend(const pmoe_host* host, const sdk::Options& o)
       : host_(host), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
     threads_ = int(o.get_int("threads", 0));
-    if (threads_ <= 0) threads_ = omp_get_num_procs();
+    if (threads_ <= 0) threads_ = omp_get_max_threads();  // all cores, or OMP_NUM_THREADS
     dnnl_min_rows_ = int(o.get_int("onednn_min_tokens", 4));
     sdk::log(host_, PMOE_LOG_INFO, "cpu-onednn",
              "threads=" + std::to_string(threads_) + " kernels=" + (using_avx512_vnni() ? "avx512-vnni" : using_avx2() ? "avx2" : "scalar"));
