@@ -6,17 +6,13 @@
 // a per-worker aligned bounce buffer; only the unaligned head and tail are bounced when the
 // destination shares the offset's misalignment. See docs/storage.md.
 #include <pocketmoe/cpp/plugin.hpp>
+#include <pocketmoe/cpp/posix_file.hpp>
 
-#include <fcntl.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
-#include <cstdarg>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -34,51 +30,11 @@ constexpr const char* kSource = "storage-posix";
 constexpr uint64_t kMaxIo = 1ull << 30;       // per pread call; Linux caps one call near 2 GiB
 constexpr uint64_t kBounceSize = 1ull << 20;  // per-worker bounce buffer for unaligned direct reads
 
-__attribute__((format(printf, 1, 2))) std::string strf(const char* fmt, ...) {
-  char buf[768];
-  va_list ap;
-  va_start(ap, fmt);
-  std::vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
-  return buf;
-}
+using sdk::posix::fail;
+using sdk::posix::strf;
 
-[[noreturn]] void fail(pmoe_status code, int sys_errno, const std::string& msg) {
-  throw sdk::StatusError(code, msg, sys_errno);
-}
-
-pmoe_status open_status(int e) {
-  switch (e) {
-    case ENOENT:
-    case ENOTDIR:
-      return PMOE_ERR_NOT_FOUND;
-    case EACCES:
-    case EPERM:
-      return PMOE_ERR_PERMISSION;
-    case ENOMEM:
-      return PMOE_ERR_OUT_OF_MEMORY;
-    default:
-      return PMOE_ERR_IO;
-  }
-}
-
-pmoe_status read_status(int e) {
-  switch (e) {
-    case EFAULT:
-    case EINVAL:
-      return PMOE_ERR_INVALID_ARGUMENT;  // bad dest, or misuse of O_DIRECT
-    case ENOMEM:
-      return PMOE_ERR_OUT_OF_MEMORY;
-    default:
-      return PMOE_ERR_IO;
-  }
-}
-
-struct PosixFile {
-  int fd = -1;
-  std::string path;
-  uint64_t size = 0;
-  uint32_t align = 1;    // > 1: opened with O_DIRECT; offsets, lengths and dest must be multiples
+// fd, path, size at open, align (> 1: O_DIRECT; offsets, lengths and dest must be multiples).
+struct PosixFile : sdk::posix::File {
   uint32_t pending = 0;  // reads queued or running; guarded by PosixStorage::mu_
 };
 
@@ -115,8 +71,12 @@ struct AlignedBuffer {
   std::unique_ptr<char, Free> data;
   uint64_t size = 0, align = 0;
 
+  bool fits(uint64_t a) const { return data && align >= a && align % a == 0; }
+  uint64_t size_for(uint64_t a) const {  // the size ensure(a) leaves, without allocating
+    return fits(a) ? size : std::max({kBounceSize, a, uint64_t{4096}});
+  }
   void ensure(uint64_t a) {  // a chunk of at least kBounceSize, a multiple of `a`, aligned to it
-    if (data && align >= a && align % a == 0) return;
+    if (fits(a)) return;
     align = std::max<uint64_t>(a, 4096);
     size = std::max(kBounceSize, align);
     data.reset(static_cast<char*>(std::aligned_alloc(align, size)));
@@ -124,67 +84,28 @@ struct AlignedBuffer {
   }
 };
 
-// Reads [off, off+len) of a direct file into dst through `buf`: each chunk rounds out to whole
-// blocks and may end short at EOF, which is fine as long as the wanted bytes arrived.
-ReadResult bounce_read(const PosixFile& f, uint64_t off, uint64_t len, char* dst,
-                       AlignedBuffer& buf) {
-  ReadResult r;
-  if (len == 0) return r;
-  buf.ensure(f.align);
-  const uint64_t a = f.align, end = off + len;
-  for (uint64_t pos = off; pos < end;) {
-    const uint64_t lo = pos / a * a;
-    const uint64_t hi = std::min((end + a - 1) / a * a, lo + buf.size);
-    const ReadResult c = pread_full(f.fd, buf.data.get(), hi - lo, lo, a);
-    const uint64_t got = std::min(lo + c.bytes, std::min(end, hi));
-    if (got > pos) {
-      std::memcpy(dst + (pos - off), buf.data.get() + (pos - lo), got - pos);
-      r.bytes += got - pos;
-      pos = got;
-    }
-    if (c.err || got < std::min(end, hi)) {
-      r.err = c.err;
-      break;
-    }
-  }
-  return r;
-}
-
+// Reads [off, off+len) of a direct file into dst, in the pieces sdk::posix::split_read plans:
+// whole blocks straight into dst where dst allows, the rest through `buf` in chunks of whole blocks
+// that may end short at EOF, which is fine as long as the wanted bytes arrived. Stops at the first
+// error or gap.
 ReadResult direct_read(const PosixFile& f, uint64_t off, uint64_t len, char* dst,
                        AlignedBuffer& buf) {
-  const uint64_t a = f.align;
-  if (reinterpret_cast<uintptr_t>(dst) % a != off % a) return bounce_read(f, off, len, dst, buf);
-  // dst and off are equally misaligned: the whole blocks in the middle go straight into dst.
-  const uint64_t head = std::min(len, (a - off % a) % a);
-  const uint64_t body = (len - head) / a * a;
-  ReadResult r = bounce_read(f, off, head, dst, buf);
-  if (r.err || r.bytes < head) return r;
-  ReadResult b = pread_full(f.fd, dst + head, body, off + head, a);
-  r.bytes += b.bytes;
-  r.err = b.err;
-  if (b.err || b.bytes < body) return r;
-  ReadResult t = bounce_read(f, off + head + body, len - head - body, dst + head + body, buf);
-  r.bytes += t.bytes;
-  r.err = t.err;
+  ReadResult r;
+  auto piece = [&](const sdk::posix::ReadPiece& p) {
+    if (p.bounce) buf.ensure(f.align);
+    char* to = p.bounce ? buf.data.get() : p.dst;
+    const ReadResult c = pread_full(f.fd, to, p.len, p.off, f.align);
+    const uint64_t end = p.copy_off + p.copy_len;  // of the wanted bytes
+    const uint64_t got = std::min(p.off + c.bytes, end);
+    if (got > p.copy_off) {
+      if (p.bounce) std::memcpy(p.dst, to + (p.copy_off - p.off), got - p.copy_off);
+      r.bytes += got - p.copy_off;
+    }
+    r.err = c.err;
+    return !c.err && got == end;
+  };
+  sdk::posix::split_read(f.align, off, len, dst, buf.size_for(f.align), piece);
   return r;
-}
-
-// Block size for O_DIRECT on fd; 0 when the filesystem says it cannot do direct I/O on it.
-uint32_t direct_alignment_of(int fd, const struct stat& st) {
-#ifdef STATX_DIOALIGN
-  struct statx sx {};
-  if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 && (sx.stx_mask & STATX_DIOALIGN))
-    return sx.stx_dio_offset_align == 0 ? 0
-                                        : std::max(sx.stx_dio_offset_align, sx.stx_dio_mem_align);
-#endif
-  int bs = 0;
-  if (S_ISBLK(st.st_mode) && ::ioctl(fd, BLKSSZGET, &bs) == 0 && bs > 0)
-    return static_cast<uint32_t>(bs);
-  // Unknown: probe one block. 4096 is a multiple of every logical block size we meet.
-  AlignedBuffer probe;
-  probe.ensure(4096);
-  if (::pread(fd, probe.data.get(), 4096, 0) < 0 && errno == EINVAL) return 0;
-  return 4096;
 }
 
 class PosixStorage final : public sdk::Storage {
@@ -207,48 +128,16 @@ class PosixStorage final : public sdk::Storage {
 
   ~PosixStorage() override {
     stop();
-    for (PosixFile* f : files_) release(f);  // files the host forgot to close
+    for (PosixFile* f : files_) delete f;  // files the host forgot to close (~File closes fd)
   }
 
   void* open(const char* path, uint32_t flags, uint64_t& size) override {
-    if (!path) fail(PMOE_ERR_INVALID_ARGUMENT, 0, "open: NULL path");
-    auto f = std::make_unique<PosixFile>();
-    f->path = path;
-    const bool direct = direct_io_ || (flags & PMOE_OPEN_DIRECT);
-    if (direct) f->fd = ::open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
-    if (direct && f->fd < 0 && errno != EINVAL) open_failed(path, errno);
-    bool refused = direct && f->fd < 0;
-    if (f->fd < 0) f->fd = ::open(path, O_RDONLY | O_CLOEXEC);
-    if (f->fd < 0) open_failed(path, errno);
-    Guard guard{f.get()};
-
-    struct stat st {};
-    if (::fstat(f->fd, &st) != 0) open_failed(path, errno);
-    if (S_ISREG(st.st_mode)) {
-      f->size = static_cast<uint64_t>(st.st_size);
-    } else if (!S_ISBLK(st.st_mode) || ::ioctl(f->fd, BLKGETSIZE64, &f->size) != 0) {
-      fail(PMOE_ERR_INVALID_ARGUMENT, 0,
-           strf("cannot read '%s': not a regular file or block device", path));
-    }
-    if (direct && !refused) {
-      f->align = direct_alignment_of(f->fd, st);
-      if (f->align == 0) {  // opened, but the filesystem reports no direct I/O for it
-        refused = true;
-        f->align = 1;
-        if (::fcntl(f->fd, F_SETFL, 0) != 0) open_failed(path, errno);  // clear O_DIRECT
-      }
-    }
-    if (refused) {
-      std::string why = strf("filesystem of '%s' does not support direct I/O (O_DIRECT)", path);
-      if (!fallback_)
-        fail(PMOE_ERR_NOT_SUPPORTED, EINVAL,
-             why + "; set direct_io_fallback: true to read it buffered");
-      sdk::log(host_, PMOE_LOG_WARN, kSource, why + "; reading it through the page cache");
-    }
+    auto f = std::make_unique<PosixFile>();  // closes the file if anything below throws
+    sdk::posix::open_file(*f, path, direct_io_ || (flags & PMOE_OPEN_DIRECT), fallback_, host_,
+                          kSource);
     size = f->size;
     std::lock_guard lk(mu_);
     files_.insert(f.get());
-    guard.f = nullptr;
     return f.release();
   }
 
@@ -260,7 +149,7 @@ class PosixStorage final : public sdk::Storage {
       files_.erase(f);  // later submits naming it are rejected
       idle_.wait(lk, [&] { return f->pending == 0; });
     }
-    release(f);
+    delete f;  // closes the descriptor
   }
 
   void set_callback(pmoe_read_callback cb, void* ctx) override {
@@ -316,40 +205,9 @@ class PosixStorage final : public sdk::Storage {
       return a.req.priority != b.req.priority ? a.req.priority > b.req.priority : a.seq > b.seq;
     }
   };
-  struct Guard {  // closes a half-opened file when open() throws
-    PosixFile* f;
-    ~Guard() {
-      if (f) ::close(f->fd);
-    }
-  };
-
-  [[noreturn]] static void open_failed(const char* path, int e) {
-    fail(open_status(e), e, strf("cannot open '%s': %s", path, std::strerror(e)));
-  }
-
-  static void release(PosixFile* f) {
-    ::close(f->fd);
-    delete f;
-  }
-
-  void validate(const pmoe_read_req& r, size_t i) const {
-    auto* f = as_file(r.file);
-    const auto off = static_cast<unsigned long long>(r.offset);
-    const auto len = static_cast<unsigned long long>(r.length);
-    if (!f) fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: NULL file", i));
-    if (!files_.count(f))
-      fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: file is not open", i));
-    if (!r.dest && r.length)
-      fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: NULL dest for %llu bytes", i, len));
-    if (r.reserved)
-      fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: reserved field must be 0", i));
-    if (r.offset + r.length < r.offset)
-      fail(PMOE_ERR_INVALID_ARGUMENT, 0,
-           strf("request %zu: offset %llu + length %llu overflows", i, off, len));
-    if (r.offset + r.length > f->size)
-      fail(PMOE_ERR_OUT_OF_RANGE, 0,
-           strf("request %zu: read past end of file '%s': offset %llu length %llu file size %llu",
-                i, f->path.c_str(), off, len, static_cast<unsigned long long>(f->size)));
+  void validate(const pmoe_read_req& r, size_t i) const {  // caller holds mu_
+    PosixFile* f = as_file(r.file);
+    sdk::posix::check_request(r, i, files_.count(f) ? f : nullptr);
   }
 
   bool can_take() const {
@@ -399,15 +257,10 @@ class PosixStorage final : public sdk::Storage {
     } catch (const std::bad_alloc&) {
       return {req.user_data, PMOE_ERR_OUT_OF_MEMORY, ENOMEM, 0};
     }
-    if (r.err) return {req.user_data, read_status(r.err), r.err, r.bytes};
+    if (r.err) return {req.user_data, sdk::posix::read_status(r.err), r.err, r.bytes};
     if (r.bytes == req.length) return {req.user_data, PMOE_OK, 0, r.bytes};
     // The file shrank after open (submit already checked the size known then).
-    struct stat st {};
-    const long long now = ::fstat(f.fd, &st) == 0 ? static_cast<long long>(st.st_size) : -1;
-    sdk::log(host_, PMOE_LOG_ERROR, kSource,
-             strf("read past end of file '%s': offset %llu length %llu file size %lld",
-                  f.path.c_str(), static_cast<unsigned long long>(req.offset),
-                  static_cast<unsigned long long>(req.length), now));
+    sdk::posix::log_read_past_end(host_, kSource, f, req.offset, req.length);
     return {req.user_data, PMOE_ERR_OUT_OF_RANGE, 0, r.bytes};
   }
 

@@ -8,20 +8,15 @@
 // a free entry and never waits behind speculative ones. Bytes, errors, messages and the O_DIRECT
 // alignment handling are those of storage-posix. See docs/storage-uring.md.
 #include <pocketmoe/cpp/plugin.hpp>
+#include <pocketmoe/cpp/posix_file.hpp>
 
-#include <fcntl.h>
 #include <liburing.h>
-#include <linux/fs.h>
 #include <signal.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <bit>
 #include <chrono>
 #include <condition_variable>
-#include <cstdarg>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -51,52 +46,12 @@ constexpr uint16_t kIdleIoprio = 3 << 13;     // IOPRIO_PRIO_VALUE(IOPRIO_CLASS_
 
 thread_local const void* t_reaper_of = nullptr;  // the instance whose completion thread this is
 
-__attribute__((format(printf, 1, 2))) std::string strf(const char* fmt, ...) {
-  char buf[768];
-  va_list ap;
-  va_start(ap, fmt);
-  std::vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
-  return buf;
-}
+using sdk::posix::fail;
+using sdk::posix::strf;
 
-[[noreturn]] void fail(pmoe_status code, int sys_errno, const std::string& msg) {
-  throw sdk::StatusError(code, msg, sys_errno);
-}
-
-pmoe_status open_status(int e) {
-  switch (e) {
-    case ENOENT:
-    case ENOTDIR:
-      return PMOE_ERR_NOT_FOUND;
-    case EACCES:
-    case EPERM:
-      return PMOE_ERR_PERMISSION;
-    case ENOMEM:
-      return PMOE_ERR_OUT_OF_MEMORY;
-    default:
-      return PMOE_ERR_IO;
-  }
-}
-
-pmoe_status read_status(int e) {
-  switch (e) {
-    case EFAULT:
-    case EINVAL:
-      return PMOE_ERR_INVALID_ARGUMENT;  // bad dest, or misuse of O_DIRECT
-    case ENOMEM:
-      return PMOE_ERR_OUT_OF_MEMORY;
-    default:
-      return PMOE_ERR_IO;
-  }
-}
-
-struct UringFile {
-  int fd = -1;
+// fd, path, size at open, align (> 1: O_DIRECT; offsets, lengths and dest must be multiples).
+struct UringFile : sdk::posix::File {
   int slot = -1;  // index in the registered file table; -1: SQEs name fd
-  std::string path;
-  uint64_t size = 0;
-  uint32_t align = 1;    // > 1: opened with O_DIRECT; offsets, lengths and dest must be multiples
   uint32_t pending = 0;  // reads accepted and not yet delivered; guarded by UringStorage::mu_
 };
 
@@ -127,25 +82,6 @@ struct Request {
   size_t next = 0;            // first segment not yet in the ring
   size_t left = 0;            // segments not yet finished
 };
-
-// Block size for O_DIRECT on fd; 0 when the filesystem says it cannot do direct I/O on it.
-uint32_t direct_alignment_of(int fd, const struct stat& st) {
-#ifdef STATX_DIOALIGN
-  struct statx sx {};
-  if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 && (sx.stx_mask & STATX_DIOALIGN))
-    return sx.stx_dio_offset_align == 0 ? 0
-                                        : std::max(sx.stx_dio_offset_align, sx.stx_dio_mem_align);
-#endif
-  int bs = 0;
-  if (S_ISBLK(st.st_mode) && ::ioctl(fd, BLKSSZGET, &bs) == 0 && bs > 0)
-    return static_cast<uint32_t>(bs);
-  // Unknown: probe one block. 4096 is a multiple of every logical block size we meet.
-  void* probe = std::aligned_alloc(4096, 4096);
-  if (!probe) throw std::bad_alloc();
-  const bool refused = ::pread(fd, probe, 4096, 0) < 0 && errno == EINVAL;
-  std::free(probe);
-  return refused ? 0 : 4096;
-}
 
 // Free bounce buffers by power-of-two size class, so steady-state reads allocate nothing.
 class BouncePool {
@@ -226,45 +162,13 @@ class UringStorage final : public sdk::Storage {
   }
 
   void* open(const char* path, uint32_t flags, uint64_t& size) override {
-    if (!path) fail(PMOE_ERR_INVALID_ARGUMENT, 0, "open: NULL path");
-    auto f = std::make_unique<UringFile>();
-    f->path = path;
-    const bool direct = direct_io_ || (flags & PMOE_OPEN_DIRECT);
-    if (direct) f->fd = ::open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
-    if (direct && f->fd < 0 && errno != EINVAL) open_failed(path, errno);
-    bool refused = direct && f->fd < 0;
-    if (f->fd < 0) f->fd = ::open(path, O_RDONLY | O_CLOEXEC);
-    if (f->fd < 0) open_failed(path, errno);
-    Guard guard{f.get()};
-
-    struct stat st {};
-    if (::fstat(f->fd, &st) != 0) open_failed(path, errno);
-    if (S_ISREG(st.st_mode)) {
-      f->size = static_cast<uint64_t>(st.st_size);
-    } else if (!S_ISBLK(st.st_mode) || ::ioctl(f->fd, BLKGETSIZE64, &f->size) != 0) {
-      fail(PMOE_ERR_INVALID_ARGUMENT, 0,
-           strf("cannot read '%s': not a regular file or block device", path));
-    }
-    if (direct && !refused) {
-      f->align = direct_alignment_of(f->fd, st);
-      if (f->align == 0) {  // opened, but the filesystem reports no direct I/O for it
-        refused = true;
-        f->align = 1;
-        if (::fcntl(f->fd, F_SETFL, 0) != 0) open_failed(path, errno);  // clear O_DIRECT
-      }
-    }
-    if (refused) {
-      std::string why = strf("filesystem of '%s' does not support direct I/O (O_DIRECT)", path);
-      if (!fallback_)
-        fail(PMOE_ERR_NOT_SUPPORTED, EINVAL,
-             why + "; set direct_io_fallback: true to read it buffered");
-      sdk::log(host_, PMOE_LOG_WARN, kSource, why + "; reading it through the page cache");
-    }
+    auto f = std::make_unique<UringFile>();  // closes the file if anything below throws
+    sdk::posix::open_file(*f, path, direct_io_ || (flags & PMOE_OPEN_DIRECT), fallback_, host_,
+                          kSource);
     {
       std::lock_guard lk(mu_);
       files_.insert(f.get());
     }
-    guard.f = nullptr;
     take_slot(*f);  // registered file: saves the kernel a file lookup per read
     size = f->size;
     return f.release();
@@ -330,17 +234,6 @@ class UringStorage final : public sdk::Storage {
                                                 : a->seq > b->seq;
     }
   };
-  struct Guard {  // closes a half-opened file when open() throws
-    UringFile* f;
-    ~Guard() {
-      if (f) ::close(f->fd);
-    }
-  };
-
-  [[noreturn]] static void open_failed(const char* path, int e) {
-    fail(open_status(e), e, strf("cannot open '%s': %s", path, std::strerror(e)));
-  }
-
   void setup_ring() {
     // One entry more than the reads in flight: the wake-up NOP of destroy.
     const unsigned entries = depth_ + 1;
@@ -408,33 +301,18 @@ class UringStorage final : public sdk::Storage {
       std::lock_guard lk(mu_);
       free_slots_.push_back(f->slot);
     }
-    ::close(f->fd);
-    delete f;
+    delete f;  // closes the descriptor
   }
 
-  void validate(const pmoe_read_req& r, size_t i) const {
-    auto* f = as_file(r.file);
-    const auto off = static_cast<unsigned long long>(r.offset);
-    const auto len = static_cast<unsigned long long>(r.length);
-    if (!f) fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: NULL file", i));
-    if (!files_.count(f))
-      fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: file is not open", i));
-    if (!r.dest && r.length)
-      fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: NULL dest for %llu bytes", i, len));
-    if (r.reserved)
-      fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: reserved field must be 0", i));
-    if (r.offset + r.length < r.offset)
-      fail(PMOE_ERR_INVALID_ARGUMENT, 0,
-           strf("request %zu: offset %llu + length %llu overflows", i, off, len));
-    if (r.offset + r.length > f->size)
-      fail(PMOE_ERR_OUT_OF_RANGE, 0,
-           strf("request %zu: read past end of file '%s': offset %llu length %llu file size %llu",
-                i, f->path.c_str(), off, len, static_cast<unsigned long long>(f->size)));
+  void validate(const pmoe_read_req& r, size_t i) const {  // caller holds mu_
+    UringFile* f = as_file(r.file);
+    sdk::posix::check_request(r, i, files_.count(f) ? f : nullptr);
   }
 
-  // Splits a read into segments, exactly as storage-posix splits its preads: buffered and fully
-  // aligned reads go straight to dest; with O_DIRECT, a dest as misaligned as the offset gets its
-  // whole blocks straight and only head and tail bounced; anything else is bounced in chunks.
+  // Splits a read into segments, exactly as storage-posix splits its preads (both use
+  // sdk::posix::split_read): buffered and fully aligned reads go straight to dest; with O_DIRECT,
+  // a dest as misaligned as the offset gets its whole blocks straight and only head and tail
+  // bounced; anything else is bounced in chunks. Straight pieces are cut at kMaxIo per SQE.
   std::unique_ptr<Request> plan(const pmoe_read_req& rq) {
     auto r = std::make_unique<Request>();
     r->req = rq;
@@ -442,36 +320,24 @@ class UringStorage final : public sdk::Storage {
     const UringFile& f = *as_file(rq.file);
     const uint64_t a = f.align, off = rq.offset, len = rq.length;
     char* dst = static_cast<char*>(rq.dest);
-    auto straight = [&](uint64_t o, uint64_t n, char* d) {
-      for (uint64_t done = 0; done < n; done += kMaxIo)
-        r->segs.push_back({.off = o + done, .want = std::min(n - done, kMaxIo), .buf = d + done});
-    };
-    auto bounce = [&](uint64_t o, uint64_t n, char* d) {
-      const uint64_t end = o + n, chunk = std::max(kBounceSize, a);
-      for (uint64_t pos = o; pos < end;) {
-        const uint64_t lo = pos / a * a, hi = std::min((end + a - 1) / a * a, lo + chunk);
-        const uint64_t stop = std::min(end, hi);
-        r->segs.push_back({.off = lo,
-                           .want = hi - lo,
-                           .dst = d + (pos - o),
-                           .copy_off = pos,
-                           .copy_len = stop - pos});
-        pos = stop;
+    auto piece = [&](const sdk::posix::ReadPiece& p) {
+      if (p.bounce) {
+        r->segs.push_back({.off = p.off,
+                           .want = p.len,
+                           .dst = p.dst,
+                           .copy_off = p.copy_off,
+                           .copy_len = p.copy_len});
+        return true;
       }
+      for (uint64_t done = 0; done < p.len; done += kMaxIo)
+        r->segs.push_back(
+            {.off = p.off + done, .want = std::min(p.len - done, kMaxIo), .buf = p.dst + done});
+      return true;
     };
-    if (len == 0) {
+    if (len == 0)
       r->segs.push_back({});  // a NOP, so the completion still comes from the reaper
-    } else if (a == 1) {
-      straight(off, len, dst);
-    } else if (reinterpret_cast<uintptr_t>(dst) % a != off % a) {
-      bounce(off, len, dst);
-    } else {
-      const uint64_t head = std::min(len, (a - off % a) % a);
-      const uint64_t body = (len - head) / a * a;
-      bounce(off, head, dst);
-      straight(off + head, body, dst + head);
-      bounce(off + head + body, len - head - body, dst + head + body);
-    }
+    else
+      sdk::posix::split_read(a, off, len, dst, std::max(kBounceSize, a), piece);
     for (Segment& s : r->segs) s.req = r.get();
     r->left = r->segs.size();
     return r;
@@ -561,7 +427,7 @@ class UringStorage final : public sdk::Storage {
     for (const Segment& s : r.segs) {  // like one pread loop: stop at the first gap
       d.bytes += s.placed;
       if (s.err) {
-        d.status = read_status(s.err);
+        d.status = sdk::posix::read_status(s.err);
         d.sys_errno = s.err;
         return d;
       }
@@ -569,13 +435,8 @@ class UringStorage final : public sdk::Storage {
     }
     if (d.bytes == r.req.length) return d;
     // The file shrank after open (submit already checked the size known then).
-    const UringFile& f = *as_file(r.req.file);
-    struct stat st {};
-    const long long now = ::fstat(f.fd, &st) == 0 ? static_cast<long long>(st.st_size) : -1;
-    sdk::log(host_, PMOE_LOG_ERROR, kSource,
-             strf("read past end of file '%s': offset %llu length %llu file size %lld",
-                  f.path.c_str(), static_cast<unsigned long long>(r.req.offset),
-                  static_cast<unsigned long long>(r.req.length), now));
+    sdk::posix::log_read_past_end(host_, kSource, *as_file(r.req.file), r.req.offset,
+                                  r.req.length);
     d.status = PMOE_ERR_OUT_OF_RANGE;
     return d;
   }
