@@ -4,7 +4,9 @@
 // are several workers, speculative reads may occupy all but one of them, so a demand read never
 // waits behind a speculative one for a free worker. Direct files serve unaligned requests through
 // a per-worker aligned bounce buffer; only the unaligned head and tail are bounced when the
-// destination shares the offset's misalignment. See docs/storage.md.
+// destination shares the offset's misalignment. See docs/storage.md. Opening (O_DIRECT and its
+// fallback), request checks and the split of a direct read come from
+// <pocketmoe/cpp/posix_file.hpp>.
 #include <pocketmoe/cpp/plugin.hpp>
 #include <pocketmoe/cpp/posix_file.hpp>
 

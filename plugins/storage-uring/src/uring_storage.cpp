@@ -6,7 +6,8 @@
 // copies bounce buffers out, refills the ring from the queue and delivers completions (poll queue
 // or callback). Speculative reads may hold only part of the ring, so a demand read always finds
 // a free entry and never waits behind speculative ones. Bytes, errors, messages and the O_DIRECT
-// alignment handling are those of storage-posix. See docs/storage-uring.md.
+// alignment handling are those of storage-posix: both take them from
+// <pocketmoe/cpp/posix_file.hpp>. See docs/storage-uring.md.
 #include <pocketmoe/cpp/plugin.hpp>
 #include <pocketmoe/cpp/posix_file.hpp>
 

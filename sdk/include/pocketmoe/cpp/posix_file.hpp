@@ -59,7 +59,7 @@ namespace pmoe::sdk::posix {
 // Messages and errors
 
 /// printf into a std::string. The result is cut at 767 characters (plenty for a message that
-/// names a path and a few numbers; pmoe_error keeps less than that anyway).
+/// names a path and a few numbers; pmoe_error::message keeps 511 anyway).
 __attribute__((format(printf, 1, 2))) inline std::string strf(const char* fmt, ...) {
   char buf[768];
   va_list ap;
@@ -160,7 +160,8 @@ struct File {
   }
 };
 
-/// Opens `path` read-only into `f` (a fresh File) and sets its path, size and align, the way
+/// Opens `path` read-only into `f` (a default-constructed File: fd -1) and sets its fd, path, size
+/// and align, the way
 /// docs/storage.md §1 and §2 prescribe:
 /// - `direct` (PMOE_OPEN_DIRECT or a backend option asked for it): open with O_DIRECT and set
 ///   `align` to direct_alignment_of(). Where the filesystem refuses O_DIRECT (open fails with
@@ -173,8 +174,9 @@ struct File {
 /// - Errors (StatusError): NULL path: PMOE_ERR_INVALID_ARGUMENT `open: NULL path`; open, fstat or
 ///   fcntl failing: see fail_open(); neither a regular file nor a block device whose size
 ///   BLKGETSIZE64 gives: PMOE_ERR_INVALID_ARGUMENT `cannot read '<path>': not a regular file or
-///   block device`; std::bad_alloc. A descriptor opened before the error is closed (by ~File when
-///   `f` is destroyed); nothing else is left behind.
+///   block device`; std::bad_alloc (the probe of direct_alignment_of). A descriptor opened before
+///   the error stays in `f.fd`, and ~File closes it when `f` is destroyed (allocate `f` in a
+///   std::unique_ptr and let it unwind, as storage-posix does).
 inline void open_file(File& f, const char* path, bool direct, bool fallback, const pmoe_host* host,
                       const char* source) {
   if (!path) fail(PMOE_ERR_INVALID_ARGUMENT, 0, "open: NULL path");
@@ -216,22 +218,23 @@ inline void open_file(File& f, const char* path, bool direct, bool fallback, con
 /// Checks request `index` of a submit batch, as docs/storage.md §1 requires; throws StatusError
 /// for the first problem found, in this order, with these messages:
 ///   r.file NULL                     INVALID_ARGUMENT  `request <i>: NULL file`
-///   `open` is nullptr               INVALID_ARGUMENT  `request <i>: file is not open`
+///   `file` is nullptr               INVALID_ARGUMENT  `request <i>: file is not open`
 ///   r.dest NULL, r.length > 0       INVALID_ARGUMENT  `request <i>: NULL dest for <length> bytes`
 ///   r.reserved != 0                 INVALID_ARGUMENT  `request <i>: reserved field must be 0`
 ///   offset + length > 2^64 - 1      INVALID_ARGUMENT  `request <i>: offset <o> + length <n>
 ///                                                      overflows`
-///   offset + length > open->size    OUT_OF_RANGE      `request <i>: read past end of file
+///   offset + length > file->size    OUT_OF_RANGE      `request <i>: read past end of file
 ///                                   '<path>': offset <o> length <n> file size <size>`
-/// `open` is the file r.file names if it is open in this backend instance, else nullptr (the
+/// `file` is the file r.file names if it is open in this backend instance, else nullptr (the
 /// backend knows its files; a pointer it never returned, or one closed already, is not open).
-/// Submit is all or nothing: check every request of the batch before queueing any.
-inline void check_request(const pmoe_read_req& r, size_t index, const File* open) {
+/// Submit is all or nothing: check every request of the batch before queueing any. Length 0 is a
+/// valid read (dest may be NULL), still range-checked.
+inline void check_request(const pmoe_read_req& r, size_t index, const File* file) {
   const auto off = static_cast<unsigned long long>(r.offset);
   const auto len = static_cast<unsigned long long>(r.length);
   const size_t i = index;
   if (!r.file) fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: NULL file", i));
-  if (!open) fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: file is not open", i));
+  if (!file) fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: file is not open", i));
   if (!r.dest && r.length)
     fail(PMOE_ERR_INVALID_ARGUMENT, 0, strf("request %zu: NULL dest for %llu bytes", i, len));
   if (r.reserved)
@@ -239,22 +242,24 @@ inline void check_request(const pmoe_read_req& r, size_t index, const File* open
   if (r.offset + r.length < r.offset)
     fail(PMOE_ERR_INVALID_ARGUMENT, 0,
          strf("request %zu: offset %llu + length %llu overflows", i, off, len));
-  if (r.offset + r.length > open->size)
+  if (r.offset + r.length > file->size)
     fail(PMOE_ERR_OUT_OF_RANGE, 0,
          strf("request %zu: read past end of file '%s': offset %llu length %llu file size %llu",
-              i, open->path.c_str(), off, len, static_cast<unsigned long long>(open->size)));
+              i, file->path.c_str(), off, len, static_cast<unsigned long long>(file->size)));
 }
 
-/// One read of the plan split_read() makes: read `len` bytes at file offset `off`, then the
-/// wanted bytes [copy_off, copy_off + copy_len) of the file belong at `dst`.
+/// One read of the plan split_read() makes: read `len` bytes at file offset `off`; the wanted
+/// bytes [copy_off, copy_off + copy_len) of the file belong at `dst`. A straight piece reads
+/// straight into `dst` (copy_off == off, copy_len == len). A bounced piece reads into an aligned
+/// buffer, where the wanted bytes sit at buffer + (copy_off - off), and copies what arrived of
+/// them (the read may end short at end of file) to `dst`.
 struct ReadPiece {
   uint64_t off = 0;       ///< file offset to read at
   uint64_t len = 0;       ///< bytes to read there
   char* dst = nullptr;    ///< where the wanted bytes go (the caller's memory)
-  bool bounce = false;    ///< false: read straight into dst; true: into an aligned buffer, copy
-  uint64_t copy_off = 0;  ///< file offset of the first wanted byte: `off` for a straight piece
-  uint64_t copy_len = 0;  ///< wanted bytes: `len` for a straight piece; bounced: from buffer +
-                          ///< (copy_off - off)
+  bool bounce = false;    ///< false: straight; true: bounced
+  uint64_t copy_off = 0;  ///< file offset of the first wanted byte; `off` for a straight piece
+  uint64_t copy_len = 0;  ///< wanted bytes; `len` for a straight piece
 };
 
 /// Splits a read of [off, off + len) into `dst` from a file with block size `align` (File::align:
@@ -297,8 +302,11 @@ bool split_read(uint64_t align, uint64_t off, uint64_t len, char* dst, uint64_t 
   const uint64_t body = (len - head) / a * a;
   if (!bounce(off, head, dst)) return false;
   if (body > 0) {
-    const ReadPiece p{
-        .off = off + head, .len = body, .dst = dst + head, .copy_off = off + head, .copy_len = body};
+    const ReadPiece p{.off = off + head,
+                      .len = body,
+                      .dst = dst + head,
+                      .copy_off = off + head,
+                      .copy_len = body};
     if (!piece(p)) return false;
   }
   return bounce(off + head + body, len - head - body, dst + head + body);
