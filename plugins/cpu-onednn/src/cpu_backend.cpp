@@ -159,6 +159,7 @@ class CpuBackend final : public sdk::Compute {
       matmul_onednn(reinterpret_cast<const float*>(w), in, out, x, xs, T, y, ys);
       return;
     }
+    const DotFn dot = dot_kernel(wtype);
     uint64_t xrow = 0;
     const uint8_t* xa = prepare(x, in, T, xs, activation_type_for(wtype), act_scratch_, xrow);
     const int64_t n_blocks = (out + kRowBlock - 1) / kRowBlock;
@@ -166,26 +167,16 @@ class CpuBackend final : public sdk::Compute {
     const bool par = threads_ > 1 && out * in * T >= kMinParallelWork;
 #pragma omp parallel for schedule(static) num_threads(threads_) if (par)
     for (int64_t b = 0; b < n_blocks; ++b)
-      dot_rows(wtype, w, w_row, in, b * kRowBlock, std::min(out, (b + 1) * kRowBlock), xa, xrow, T, y, ys, acc);
+      dot_rows(dot, w, w_row, in, b * kRowBlock, std::min(out, (b + 1) * kRowBlock), xa, xrow, T, y, ys, acc);
   }
 
-  /// Y[t][o] (+)= W[o] · X[t] for o in [o0, o1): the one inner loop of every product. Rows go
-  /// four at a time where a 4-row kernel exists; which kernel a row gets depends only on its
-  /// index (blocks start at multiples of kRowBlock), never on how the work was batched.
-  static void dot_rows(uint32_t wtype, const uint8_t* w, uint64_t w_row, int64_t in, int64_t o0, int64_t o1,
+  /// Y[t][o] (+)= W[o] · X[t] for o in [o0, o1): the one inner loop of every product.
+  static void dot_rows(DotFn dot, const uint8_t* w, uint64_t w_row, int64_t in, int64_t o0, int64_t o1,
                        const uint8_t* xa, uint64_t xrow, int64_t T, float* y, int64_t ys, bool acc) {
-    const DotFn dot = dot_kernel(wtype);
-    const Dot4Fn dot4 = dot4_kernel(wtype);
-    float v4[4];
     for (int64_t t = 0; t < T; ++t) {
       const uint8_t* xr = xa + uint64_t(t) * xrow;
       float* yr = y + t * ys;
-      int64_t o = o0;
-      for (; dot4 && o + 4 <= o1; o += 4) {
-        dot4(w + uint64_t(o) * w_row, w_row, xr, in, v4);
-        for (int r = 0; r < 4; ++r) yr[o + r] = acc ? yr[o + r] + v4[r] : v4[r];
-      }
-      for (; o < o1; ++o) {
+      for (int64_t o = o0; o < o1; ++o) {
         const float v = dot(w + uint64_t(o) * w_row, xr, in);
         yr[o] = acc ? yr[o] + v : v;
       }
@@ -453,8 +444,9 @@ class CpuBackend final : public sdk::Compute {
       for (size_t i = 0; i < t1.size(); ++i) {
         Job& j = jobs[t1[i].first];
         const int64_t o0 = t1[i].second * kRowBlock, o1 = std::min(j.n_ff, o0 + kRowBlock);
-        dot_rows(j.g->dtype, j.gp, j.g->nb[1], j.n_embd, o0, o1, j.xq.data(), j.xrow, j.R, j.gate.data(), j.n_ff, false);
-        dot_rows(j.u->dtype, j.up_w, j.u->nb[1], j.n_embd, o0, o1, j.xq.data(), j.xrow, j.R, j.up.data(), j.n_ff, false);
+        const DotFn dot = dot_kernel(j.g->dtype);
+        dot_rows(dot, j.gp, j.g->nb[1], j.n_embd, o0, o1, j.xq.data(), j.xrow, j.R, j.gate.data(), j.n_ff, false);
+        dot_rows(dot, j.up_w, j.u->nb[1], j.n_embd, o0, o1, j.xq.data(), j.xrow, j.R, j.up.data(), j.n_ff, false);
       }
 #pragma omp for schedule(static)
       for (size_t k = 0; k < jobs.size(); ++k) {
@@ -475,7 +467,7 @@ class CpuBackend final : public sdk::Compute {
       for (size_t i = 0; i < t2.size(); ++i) {
         Job& j = jobs[t2[i].first];
         const int64_t o0 = t2[i].second * kRowBlock, o1 = std::min(j.n_embd, o0 + kRowBlock);
-        dot_rows(j.d->dtype, j.dp, j.d->nb[1], j.n_ff, o0, o1, j.aq.data(), j.arow, j.R, j.y, j.ys, false);
+        dot_rows(dot_kernel(j.d->dtype), j.dp, j.d->nb[1], j.n_ff, o0, o1, j.aq.data(), j.arow, j.R, j.y, j.ys, false);
       }
     }
   }

@@ -325,37 +325,6 @@ bool using_avx512_vnni() {
   return ok;
 }
 
-
-// Four weight rows against one activation row: the activation loads, sums and scales are shared.
-PMOE_AVX512 static void dot4_q4_0_avx512(const void* w, uint64_t stride, const void* x, int64_t n, float* out) {
-  const BlockQ8_0* b = static_cast<const BlockQ8_0*>(x);
-  const BlockQ4_0* a[4];
-  for (int r = 0; r < 4; ++r) a[r] = reinterpret_cast<const BlockQ4_0*>(static_cast<const uint8_t*>(w) + r * stride);
-  const int64_t nb = n / 32;
-  const __m512i ones = _mm512_set1_epi8(1);
-  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-  int64_t k = 0;
-  for (; k + 2 <= nb; k += 2) {
-    const __m512i qb = load_q8_pair(b + k);
-    const __m512i sum8 = _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, qb), 3);
-    const float xa = f16(b[k].d), xb = f16(b[k + 1].d);
-    for (int r = 0; r < 4; ++r) {
-      const __m512i qa = _mm512_inserti64x4(_mm512_castsi256_si512(q4_unpack(a[r][k])), q4_unpack(a[r][k + 1]), 1);
-      const __m512i dot = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), qa, qb), sum8);
-      acc[r] = _mm512_fmadd_ps(scales2(f16(a[r][k].d) * xa, f16(a[r][k + 1].d) * xb), _mm512_cvtepi32_ps(dot), acc[r]);
-    }
-  }
-  for (int r = 0; r < 4; ++r) {
-    out[r] = _mm512_reduce_add_ps(acc[r]);
-    if (k < nb) out[r] += dot_q4_0_avx2(a[r] + k, b + k, 32);
-  }
-}
-
-Dot4Fn dot4_kernel(uint32_t weight_type) {
-  if (weight_type == PMOE_DTYPE_Q4_0 && using_avx512_vnni()) return dot4_q4_0_avx512;
-  return nullptr;
-}
-
 bool using_avx2() {
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                          __builtin_cpu_supports("f16c");

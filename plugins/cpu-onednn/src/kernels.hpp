@@ -50,12 +50,6 @@ void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n);
 using DotFn = float (*)(const void* w, const void* x, int64_t n);
 DotFn dot_kernel(uint32_t weight_type);
 
-/// Four rows at once (rows `stride` bytes apart) into out[0..3]; nullptr where there is none.
-/// Gives the same value per row as DotFn only up to float summation order, so a backend must
-/// use it (or not) independently of how work is batched.
-using Dot4Fn = void (*)(const void* w, uint64_t stride, const void* x, int64_t n, float* out);
-Dot4Fn dot4_kernel(uint32_t weight_type);
-
 /// Which vector kernels the CPU allows (picked at run time; the scalar ones always work).
 bool using_avx2();
 bool using_avx512_vnni();
