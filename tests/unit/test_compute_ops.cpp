@@ -68,20 +68,6 @@ pmoe_op op_of(pmoe_op_kind k, pmoe_tensor dst, std::initializer_list<pmoe_tensor
   return op;
 }
 
-uint16_t to_f16(float f) {  // exact for the values used (scales), via the bit layout
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint32_t e = (x >> 23) & 0xff;
-  return uint16_t(((x >> 16) & 0x8000) | ((e - 112) << 10) | ((x >> 13) & 0x3ff));
-}
-float from_f16(uint16_t h) {
-  uint32_t x = uint32_t(h & 0x8000) << 16 | (uint32_t((h >> 10) & 0x1f) + 112) << 23 | uint32_t(h & 0x3ff) << 13;
-  if ((h & 0x7fff) == 0) x = uint32_t(h & 0x8000) << 16;
-  float f;
-  std::memcpy(&f, &x, 4);
-  return f;
-}
-
 // Random weights of `type` as bytes plus their exact dequantized values.
 void make_weights(std::mt19937& rng, uint32_t type, int64_t in, int64_t out, std::vector<uint8_t>& bytes,
                   std::vector<float>& deq) {
@@ -95,30 +81,30 @@ void make_weights(std::mt19937& rng, uint32_t type, int64_t in, int64_t out, std
     float* d = deq.data() + o * in;
     for (int64_t b = 0; b < in / 32 || (pmoe_dtype_block_elems(type) == 1 && b < in); ++b) {
       if (type == PMOE_DTYPE_Q8_0) {
-        const uint16_t s = to_f16(sc(rng));
+        const uint16_t s = pmoe_fp32_to_fp16(sc(rng));
         std::memcpy(r + b * 34, &s, 2);
         for (int j = 0; j < 32; ++j) {
           const int8_t q = int8_t(q8(rng));
           r[b * 34 + 2 + j] = uint8_t(q);
-          d[b * 32 + j] = float(q) * from_f16(s);
+          d[b * 32 + j] = float(q) * pmoe_fp16_to_fp32(s);
         }
       } else if (type == PMOE_DTYPE_Q4_0) {
-        const uint16_t s = to_f16(sc(rng));
+        const uint16_t s = pmoe_fp32_to_fp16(sc(rng));
         std::memcpy(r + b * 18, &s, 2);
         for (int j = 0; j < 16; ++j) {
           const int lo = q4(rng), hi = q4(rng);
           r[b * 18 + 2 + j] = uint8_t(lo | (hi << 4));
-          d[b * 32 + j] = float(lo - 8) * from_f16(s);
-          d[b * 32 + j + 16] = float(hi - 8) * from_f16(s);
+          d[b * 32 + j] = float(lo - 8) * pmoe_fp16_to_fp32(s);
+          d[b * 32 + j + 16] = float(hi - 8) * pmoe_fp16_to_fp32(s);
         }
       } else if (type == PMOE_DTYPE_F32) {
         const float v = val(rng) * 0.1f;
         std::memcpy(r + b * 4, &v, 4);
         d[b] = v;
       } else if (type == PMOE_DTYPE_F16) {
-        const uint16_t h = to_f16(0.05f + 0.05f * std::fabs(val(rng))) | (val(rng) < 0 ? 0x8000 : 0);
+        const uint16_t h = pmoe_fp32_to_fp16(0.05f + 0.05f * std::fabs(val(rng))) | (val(rng) < 0 ? 0x8000 : 0);
         std::memcpy(r + b * 2, &h, 2);
-        d[b] = from_f16(h);
+        d[b] = pmoe_fp16_to_fp32(h);
       } else {  // BF16
         const float v = val(rng) * 0.1f;
         uint32_t x;

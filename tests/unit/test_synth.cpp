@@ -85,11 +85,11 @@ TEST_CASE("synth quantizers reproduce llama-quantize's Q8_0 and Q4_0 bytes") {
       CHECK_MESSAGE(std::memcmp(out.data(), qf->tensor_data(ref), ref.size) == 0, q << " " << name);
     }
   }
-  CHECK(synth::fp32_to_fp16(1.f) == 0x3c00);
-  CHECK(synth::fp32_to_fp16(65504.f) == 0x7bff);
-  CHECK(synth::fp32_to_fp16(1e-7f) == 0x0002);  // subnormal, rounded to nearest
-  CHECK(synth::fp32_to_bf16(1.f) == 0x3f80);
-  CHECK(synth::fp32_to_bf16(1.00390625f) == 0x3f80);  // tie -> even
+  CHECK(pmoe_fp32_to_fp16(1.f) == 0x3c00);
+  CHECK(pmoe_fp32_to_fp16(65504.f) == 0x7bff);
+  CHECK(pmoe_fp32_to_fp16(1e-7f) == 0x0002);  // subnormal, rounded to nearest
+  CHECK(pmoe_fp32_to_bf16(1.f) == 0x3f80);
+  CHECK(pmoe_fp32_to_bf16(1.00390625f) == 0x3f80);  // tie -> even
 }
 
 TEST_CASE("synth vocabulary is a byte-level BPE in Qwen2's byte order") {

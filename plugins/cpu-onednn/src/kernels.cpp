@@ -12,53 +12,6 @@
 
 namespace pmoe::cpu {
 
-float fp16_to_fp32(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000) << 16;
-  uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {  // subnormal: normalise
-      exp = 127 - 15 + 1;
-      while ((mant & 0x400) == 0) {
-        mant <<= 1;
-        --exp;
-      }
-      bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-    }
-  } else if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-uint16_t fp32_to_fp16(float f) {
-  // Round to nearest even, like F16C's _cvtss_sh with the default rounding mode.
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint32_t sign = (x >> 16) & 0x8000;
-  x &= 0x7fffffffu;
-  if (x >= 0x7f800000u) return uint16_t(sign | 0x7c00 | (x > 0x7f800000u ? 0x200 : 0));
-  if (x >= 0x477ff000u) return uint16_t(sign | 0x7c00);  // overflows to inf
-  if (x < 0x38800000u) {                                   // subnormal or zero in f16
-    if (x < 0x33000000u) return uint16_t(sign);
-    const uint32_t e = x >> 23, m = (x & 0x7fffff) | 0x800000;
-    const uint32_t shift = 126 - e;  // 14 + (113 - e) - 1 ... gives the f16 subnormal mantissa
-    uint32_t r = m >> (shift);
-    const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (r & 1))) ++r;
-    return uint16_t(sign | r);
-  }
-  uint32_t r = ((x >> 13) - (112u << 10));
-  const uint32_t rem = x & 0x1fff;
-  if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) ++r;
-  return uint16_t(sign | r);
-}
-
 void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
   for (int64_t b = 0; b < n / 32; ++b) {
     const float* xb = x + b * 32;
@@ -66,7 +19,7 @@ void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
     for (int j = 0; j < 32; ++j) amax = std::fmax(amax, std::fabs(xb[j]));
     const float d = amax / 127.f;
     const float id = amax != 0.f ? 127.f / amax : 0.f;
-    y[b].d = fp32_to_fp16(d);
+    y[b].d = pmoe_fp32_to_fp16(d);
     for (int j = 0; j < 32; ++j) y[b].qs[j] = int8_t(std::nearbyint(xb[j] * id));
   }
 }
@@ -78,18 +31,18 @@ void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n) {
       return;
     case PMOE_DTYPE_F16: {
       auto* s = static_cast<const uint16_t*>(src);
-      for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(s[i]);
+      for (int64_t i = 0; i < n; ++i) dst[i] = pmoe_fp16_to_fp32(s[i]);
       return;
     }
     case PMOE_DTYPE_BF16: {
       auto* s = static_cast<const uint16_t*>(src);
-      for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(s[i]);
+      for (int64_t i = 0; i < n; ++i) dst[i] = pmoe_bf16_to_fp32(s[i]);
       return;
     }
     case PMOE_DTYPE_Q8_0: {
       auto* b = static_cast<const BlockQ8_0*>(src);
       for (int64_t k = 0; k < n / 32; ++k) {
-        const float d = fp16_to_fp32(b[k].d);
+        const float d = pmoe_fp16_to_fp32(b[k].d);
         for (int j = 0; j < 32; ++j) dst[k * 32 + j] = float(b[k].qs[j]) * d;
       }
       return;
@@ -97,7 +50,7 @@ void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n) {
     case PMOE_DTYPE_Q4_0: {
       auto* b = static_cast<const BlockQ4_0*>(src);
       for (int64_t k = 0; k < n / 32; ++k) {
-        const float d = fp16_to_fp32(b[k].d);
+        const float d = pmoe_fp16_to_fp32(b[k].d);
         for (int j = 0; j < 16; ++j) {
           dst[k * 32 + j] = float((b[k].qs[j] & 0xf) - 8) * d;
           dst[k * 32 + j + 16] = float((b[k].qs[j] >> 4) - 8) * d;
@@ -120,14 +73,14 @@ static float dot_f16_scalar(const void* w, const void* x, int64_t n) {
   auto* a = static_cast<const uint16_t*>(w);
   auto* b = static_cast<const float*>(x);
   float s = 0.f;
-  for (int64_t i = 0; i < n; ++i) s += fp16_to_fp32(a[i]) * b[i];
+  for (int64_t i = 0; i < n; ++i) s += pmoe_fp16_to_fp32(a[i]) * b[i];
   return s;
 }
 static float dot_bf16_scalar(const void* w, const void* x, int64_t n) {
   auto* a = static_cast<const uint16_t*>(w);
   auto* b = static_cast<const float*>(x);
   float s = 0.f;
-  for (int64_t i = 0; i < n; ++i) s += bf16_to_fp32(a[i]) * b[i];
+  for (int64_t i = 0; i < n; ++i) s += pmoe_bf16_to_fp32(a[i]) * b[i];
   return s;
 }
 static float dot_q8_0_scalar(const void* w, const void* x, int64_t n) {
@@ -137,7 +90,7 @@ static float dot_q8_0_scalar(const void* w, const void* x, int64_t n) {
   for (int64_t k = 0; k < n / 32; ++k) {
     int isum = 0;
     for (int j = 0; j < 32; ++j) isum += int(a[k].qs[j]) * int(b[k].qs[j]);
-    s += float(isum) * (fp16_to_fp32(a[k].d) * fp16_to_fp32(b[k].d));
+    s += float(isum) * (pmoe_fp16_to_fp32(a[k].d) * pmoe_fp16_to_fp32(b[k].d));
   }
   return s;
 }
@@ -151,7 +104,7 @@ static float dot_q4_0_scalar(const void* w, const void* x, int64_t n) {
       isum += ((a[k].qs[j] & 0xf) - 8) * int(b[k].qs[j]);
       isum += ((a[k].qs[j] >> 4) - 8) * int(b[k].qs[j + 16]);
     }
-    s += float(isum) * (fp16_to_fp32(a[k].d) * fp16_to_fp32(b[k].d));
+    s += float(isum) * (pmoe_fp16_to_fp32(a[k].d) * pmoe_fp16_to_fp32(b[k].d));
   }
   return s;
 }
@@ -190,7 +143,7 @@ PMOE_AVX2 static float dot_f16_avx2(const void* w, const void* x, int64_t n) {
     acc = _mm256_fmadd_ps(wa, _mm256_loadu_ps(b + i), acc);
   }
   float s = hsum256(acc);
-  for (; i < n; ++i) s += fp16_to_fp32(a[i]) * b[i];
+  for (; i < n; ++i) s += pmoe_fp16_to_fp32(a[i]) * b[i];
   return s;
 }
 
@@ -205,7 +158,7 @@ PMOE_AVX2 static float dot_bf16_avx2(const void* w, const void* x, int64_t n) {
     acc = _mm256_fmadd_ps(wa, _mm256_loadu_ps(b + i), acc);
   }
   float s = hsum256(acc);
-  for (; i < n; ++i) s += bf16_to_fp32(a[i]) * b[i];
+  for (; i < n; ++i) s += pmoe_bf16_to_fp32(a[i]) * b[i];
   return s;
 }
 

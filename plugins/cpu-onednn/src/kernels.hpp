@@ -24,15 +24,6 @@ struct BlockQ4_0 {
 };
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18);
 
-float fp16_to_fp32(uint16_t h);
-uint16_t fp32_to_fp16(float f);
-inline float bf16_to_fp32(uint16_t h) {
-  uint32_t u = uint32_t(h) << 16;
-  float f;
-  __builtin_memcpy(&f, &u, 4);
-  return f;
-}
-
 /// The activation type a weight type is multiplied with: Q8_0 for block types, F32 otherwise.
 inline uint32_t activation_type_for(uint32_t weight_type) {
   return (weight_type == PMOE_DTYPE_Q8_0 || weight_type == PMOE_DTYPE_Q4_0) ? PMOE_DTYPE_Q8_0

@@ -209,19 +209,8 @@ class UringStorage final : public sdk::Storage {
   }
 
   size_t poll(pmoe_read_done* out, size_t max, size_t min_done, int64_t timeout_ns) override {
-    if (!out || max == 0) return 0;
-    min_done = std::min(min_done, max);
     std::unique_lock lk(mu_);
-    auto ready = [&] { return done_.size() >= min_done; };
-    constexpr int64_t kForever = int64_t{1} << 62;  // keeps now() + timeout from overflowing
-    if (timeout_ns < 0 || timeout_ns >= kForever)
-      done_cv_.wait(lk, ready);
-    else if (timeout_ns > 0)
-      done_cv_.wait_for(lk, std::chrono::nanoseconds(timeout_ns), ready);
-    const size_t n = std::min(max, done_.size());
-    std::copy_n(done_.begin(), n, out);
-    done_.erase(done_.begin(), done_.begin() + static_cast<std::ptrdiff_t>(n));
-    return n;
+    return sdk::take_completions(lk, done_cv_, done_, out, max, min_done, timeout_ns);
   }
 
   uint32_t direct_alignment(void* file) override {

@@ -15,8 +15,10 @@
 #ifndef POCKETMOE_DTYPE_H
 #define POCKETMOE_DTYPE_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -70,6 +72,54 @@ static inline uint64_t pmoe_dtype_row_bytes(uint32_t t, uint64_t n) {
   uint32_t be = pmoe_dtype_block_elems(t);
   if (be == 0 || n % be != 0) return 0;
   return (n / be) * pmoe_dtype_block_bytes(t);
+}
+
+/* ---- half-precision conversions (the scales of Q8_0/Q4_0 blocks, F16/BF16 tensors) ---------
+ * Exact and portable: the float unit does the rounding (round to nearest even, as F16C's
+ * conversion instructions and ggml do), so every user of the SDK converts bit-identically. */
+
+static inline uint32_t pmoe_f32_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
+}
+static inline float pmoe_f32_from_bits(uint32_t u) {
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+/** IEEE half -> float (subnormals, infinities and NaNs included). */
+static inline float pmoe_fp16_to_fp32(uint16_t h) {
+  const uint32_t w = (uint32_t)h << 16, sign = w & 0x80000000u, two_w = w + w;
+  /* normal numbers: move the exponent into place and rebias by multiplying */
+  const float normal = pmoe_f32_from_bits((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
+  /* subnormals: build 0.5 + m * 2^-24 with a magic exponent and subtract 0.5 */
+  const float subnormal = pmoe_f32_from_bits((two_w >> 17) | (126u << 23)) - 0.5f;
+  return pmoe_f32_from_bits(sign | (two_w < (1u << 27) ? pmoe_f32_bits(subnormal) : pmoe_f32_bits(normal)));
+}
+
+/** float -> IEEE half, round to nearest even; overflow gives infinity, NaN stays NaN. */
+static inline uint16_t pmoe_fp32_to_fp16(float f) {
+  /* scaling up then down lets the float unit round at the half's precision */
+  float base = (fabsf(f) * 0x1.0p+112f) * 0x1.0p-110f;
+  const uint32_t w = pmoe_f32_bits(f), shl1_w = w + w, sign = w & 0x80000000u;
+  uint32_t bias = shl1_w & 0xFF000000u, b, nonsign;
+  if (bias < 0x71000000u) bias = 0x71000000u;
+  base = pmoe_f32_from_bits((bias >> 1) + 0x07800000u) + base;
+  b = pmoe_f32_bits(base);
+  nonsign = ((b >> 13) & 0x00007C00u) + (b & 0x00000FFFu);
+  return (uint16_t)((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
+}
+
+/** bfloat16 -> float (exact). */
+static inline float pmoe_bf16_to_fp32(uint16_t h) { return pmoe_f32_from_bits((uint32_t)h << 16); }
+
+/** float -> bfloat16, round to nearest even; NaN stays a quiet NaN. */
+static inline uint16_t pmoe_fp32_to_bf16(float f) {
+  const uint32_t u = pmoe_f32_bits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 64);
+  return (uint16_t)((u + (0x7fffu + ((u >> 16) & 1))) >> 16);
 }
 
 #ifdef __cplusplus

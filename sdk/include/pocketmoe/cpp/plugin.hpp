@@ -15,7 +15,12 @@
 
 #include <pocketmoe/pocketmoe.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -114,6 +119,26 @@ class Storage {
   virtual size_t poll(pmoe_read_done* out, size_t max, size_t min_done, int64_t timeout_ns) = 0;
   virtual uint32_t direct_alignment(void* /*file*/) { return 1; }
 };
+
+/// The body of Storage::poll for a backend that queues completions in `done` (guarded by the lock
+/// `lk`, which the caller holds) and signals `cv` when it adds some: waits until `min_done` are
+/// there or `timeout_ns` passed (0: no wait; negative: no limit), then moves up to `max` to `out`.
+inline size_t take_completions(std::unique_lock<std::mutex>& lk, std::condition_variable& cv,
+                               std::deque<pmoe_read_done>& done, pmoe_read_done* out, size_t max,
+                               size_t min_done, int64_t timeout_ns) {
+  if (!out || max == 0) return 0;
+  min_done = std::min(min_done, max);
+  auto ready = [&] { return done.size() >= min_done; };
+  constexpr int64_t kForever = int64_t{1} << 62;  // keeps now() + timeout from overflowing
+  if (timeout_ns < 0 || timeout_ns >= kForever)
+    cv.wait(lk, ready);
+  else if (timeout_ns > 0)
+    cv.wait_for(lk, std::chrono::nanoseconds(timeout_ns), ready);
+  const size_t n = std::min(max, done.size());
+  std::copy_n(done.begin(), n, out);
+  done.erase(done.begin(), done.begin() + static_cast<std::ptrdiff_t>(n));
+  return n;
+}
 
 template <class T>
 const pmoe_storage_vtable* storage_vtable() {
