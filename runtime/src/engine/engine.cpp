@@ -68,9 +68,20 @@ pmoe_tensor Engine::weight(const GgufTensorInfo& t) const {
   return pmoe_tensor_2d(weights_, t.offset, t.type, t.ne[0], t.ne[1]);
 }
 
-pmoe_tensor Engine::expert(uint32_t il, ExpertMatrix m, uint32_t e) const {
-  const GgufTensorInfo& t = model_.expert_tensor(il, m);
-  return pmoe_tensor_2d(weights_, model_.expert_offset(il, m, e), t.type, t.ne[0], t.ne[1]);
+ExpertView Engine::resident_expert(uint32_t il, uint32_t e) const {
+  auto view = [&](ExpertMatrix m) {
+    const GgufTensorInfo& t = model_.expert_tensor(il, m);
+    return pmoe_tensor_2d(weights_, model_.expert_offset(il, m, e), t.type, t.ne[0], t.ne[1]);
+  };
+  return {view(ExpertMatrix::Gate), view(ExpertMatrix::Up), view(ExpertMatrix::Down)};
+}
+
+pmoe_op Engine::expert_op(const ExpertSpans& spans, size_t s, const ExpertView& w, const pmoe_tensor& n2) const {
+  const uint32_t first = spans.list[s].second;
+  const uint32_t count = (s + 1 < spans.list.size() ? spans.list[s + 1].second : spans.rows) - first;
+  return make_op(PMOE_OP_MOE_EXPERT, act(ey_, PMOE_DTYPE_F32, model_.hp().n_embd, count, first),
+                 {w.gate, w.up, w.down, n2,
+                  pmoe_tensor_2d(act_, route_tok_.offset + uint64_t(first) * 4, PMOE_DTYPE_I32, count, 1)});
 }
 
 pmoe_tensor Engine::act(Region r, uint32_t dtype, int64_t ne0, int64_t ne1, uint64_t row_offset) const {
@@ -161,36 +172,30 @@ void Engine::prefetch_ahead(uint32_t il, uint32_t n, const pmoe_tensor& x) {
   }
 }
 
-void Engine::acquire_more(uint32_t il, const std::vector<std::pair<uint32_t, uint32_t>>& spans,
-                          StreamState& st) {
-  while (st.next < spans.size() && cache_->acquire(il, spans[st.next].first)) {
-    st.pending.push_back(PMOE_EXPERT_KEY(il, spans[st.next].first));
+void Engine::acquire_more(uint32_t il, const ExpertSpans& spans, StreamState& st) {
+  while (st.next < spans.list.size() && cache_->acquire(il, spans.list[st.next].first)) {
+    st.pending.push_back(PMOE_EXPERT_KEY(il, spans.list[st.next].first));
     st.pending_span.push_back(st.next++);
   }
 }
 
-void Engine::run_experts_streamed(uint32_t il, const std::vector<std::pair<uint32_t, uint32_t>>& spans,
-                                  uint32_t rows, const pmoe_tensor& n2, StreamState& st) {
-  const int64_t D = model_.hp().n_embd;
+void Engine::run_experts_streamed(uint32_t il, const ExpertSpans& spans, const pmoe_tensor& n2,
+                                  StreamState& st) {
   acquire_more(il, spans, st);  // all but the first wave were acquired before attention
   while (!st.pending.empty()) {
     // each expert runs as soon as its own weights have landed
     const size_t i = cache_->wait_any(st.pending);
     const size_t sp = st.pending_span[i];
-    const auto [e, first] = spans[sp];
-    const uint32_t count = (sp + 1 < spans.size() ? spans[sp + 1].second : rows) - first;
-    const ExpertView v = cache_->view(il, e);
-    const pmoe_op op = make_op(PMOE_OP_MOE_EXPERT, act(ey_, PMOE_DTYPE_F32, D, count, first),
-                               {v.gate, v.up, v.down, n2,
-                                pmoe_tensor_2d(act_, route_tok_.offset + uint64_t(first) * 4, PMOE_DTYPE_I32, count, 1)});
+    const uint32_t e = spans.list[sp].first;
+    const pmoe_op op = expert_op(spans, sp, cache_->view(il, e), n2);
     compute_.execute({&op, 1});
     compute_.sync();
     cache_->release(il, e);
     st.pending.erase(st.pending.begin() + long(i));
     st.pending_span.erase(st.pending_span.begin() + long(i));
     acquire_more(il, spans, st);
-    if (st.pending.empty() && st.next < spans.size())
-      throw Error("expert cache: no slot can be freed for expert " + std::to_string(spans[st.next].first) +
+    if (st.pending.empty() && st.next < spans.list.size())
+      throw Error("expert cache: no slot can be freed for expert " + std::to_string(spans.list[st.next].first) +
                   " of layer " + std::to_string(il));
   }
 }
@@ -220,8 +225,8 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
     route(il, n);
     // routes grouped by expert; each expert writes its own rows of ey
     std::vector<int32_t> route_tok(size_t(n) * K), comb_idx(size_t(n) * K);
-    uint32_t row = 0;
-    std::vector<std::pair<uint32_t, uint32_t>> spans;  // (expert, first row)
+    ExpertSpans spans;
+    uint32_t& row = spans.rows;
     for (uint32_t e = 0; e < E; ++e) {
       const uint32_t first = row;
       for (uint32_t t = 0; t < n; ++t)
@@ -231,7 +236,7 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
             comb_idx[size_t(t) * K + j] = int32_t(row);
             ++row;
           }
-      if (row > first) spans.emplace_back(e, first);
+      if (row > first) spans.list.emplace_back(e, first);
     }
     compute_.write(act_, route_tok_.offset, route_tok.data(), uint64_t(row) * 4);
     compute_.write(act_, comb_idx_.offset, comb_idx.data(), uint64_t(n) * K * 4);
@@ -293,19 +298,13 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
       // the attention block runs while the expert reads submitted above are in flight
       compute_.execute(ops);
       compute_.sync();
-      run_experts_streamed(il, spans, row, n2, stream);
+      run_experts_streamed(il, spans, n2, stream);
       ops.assign({combine});
       compute_.execute(ops);
       continue;
     }
-    for (size_t s = 0; s < spans.size(); ++s) {
-      const auto [e, first] = spans[s];
-      const uint32_t count = (s + 1 < spans.size() ? spans[s + 1].second : row) - first;
-      ops.push_back(make_op(PMOE_OP_MOE_EXPERT, act(ey_, PMOE_DTYPE_F32, D, count, first),
-                            {expert(il, ExpertMatrix::Gate, e), expert(il, ExpertMatrix::Up, e),
-                             expert(il, ExpertMatrix::Down, e), n2,
-                             pmoe_tensor_2d(act_, route_tok_.offset + uint64_t(first) * 4, PMOE_DTYPE_I32, count, 1)}));
-    }
+    for (size_t s = 0; s < spans.list.size(); ++s)
+      ops.push_back(expert_op(spans, s, resident_expert(il, spans.list[s].first), n2));
     ops.push_back(combine);
     compute_.execute(ops);
   }

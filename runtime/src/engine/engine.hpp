@@ -63,17 +63,23 @@ class Engine {
   void route(uint32_t il, uint32_t n);
   void top_k(const float* router_logits, uint32_t n, std::vector<int32_t>& sel, std::vector<float>& w,
              std::vector<float>* probs) const;
+  /// A chunk's routes grouped by expert: (expert, first row in ey), rows in expert order.
+  struct ExpertSpans {
+    std::vector<std::pair<uint32_t, uint32_t>> list;
+    uint32_t rows = 0;
+  };
   struct StreamState {
     size_t next = 0;                  // next span (expert) to acquire
     std::vector<uint64_t> pending;    // acquired, not yet computed
     std::vector<size_t> pending_span;
   };
-  void acquire_more(uint32_t il, const std::vector<std::pair<uint32_t, uint32_t>>& spans, StreamState& st);
-  void run_experts_streamed(uint32_t il, const std::vector<std::pair<uint32_t, uint32_t>>& spans,
-                            uint32_t rows, const pmoe_tensor& n2, StreamState& st);
+  void acquire_more(uint32_t il, const ExpertSpans& spans, StreamState& st);
+  void run_experts_streamed(uint32_t il, const ExpertSpans& spans, const pmoe_tensor& n2, StreamState& st);
+  /// The MOE_EXPERT op of span `s`, with the expert's weights `w` (mapped file or cache slot).
+  pmoe_op expert_op(const ExpertSpans& spans, size_t s, const ExpertView& w, const pmoe_tensor& n2) const;
+  ExpertView resident_expert(uint32_t il, uint32_t e) const;
   void prefetch_ahead(uint32_t il, uint32_t n, const pmoe_tensor& x);
   pmoe_tensor weight(const GgufTensorInfo& t) const;
-  pmoe_tensor expert(uint32_t il, ExpertMatrix m, uint32_t e) const;
   pmoe_tensor act(Region r, uint32_t dtype, int64_t ne0, int64_t ne1, uint64_t row_offset = 0) const;
   pmoe_tensor kv(uint32_t il, bool v, uint32_t first, uint32_t n) const;
 
