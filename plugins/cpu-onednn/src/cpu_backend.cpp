@@ -44,7 +44,7 @@ std::string op_name(uint32_t k) {
 }
 
 // Multiply-adds below which an op runs on the calling thread alone.
-constexpr int64_t kMinParallelWork = int64_t(1) << 18;
+constexpr int64_t kMinParallelWork = int64_t(1) << 16;
 // Output rows per parallel task.
 constexpr int64_t kRowBlock = 16;
 
@@ -67,8 +67,11 @@ class CpuBackend final : public sdk::Compute {
     threads_ = int(o.get_int("threads", 0));
     if (threads_ <= 0) threads_ = omp_get_max_threads();  // all cores, or OMP_NUM_THREADS
     dnnl_min_rows_ = int(o.get_int("onednn_min_tokens", 4));
+    if (const char* cap = std::getenv("PMOE_CPU_MAX_ISA"); cap && *cap && !parse_isa(cap))
+      throw StatusError(PMOE_ERR_INVALID_ARGUMENT, std::string("PMOE_CPU_MAX_ISA='") + cap +
+                                                       "' is not one of scalar, avx2, avx512_vnni, avx512_vbmi");
     sdk::log(host_, PMOE_LOG_INFO, "cpu-onednn",
-             "threads=" + std::to_string(threads_) + " kernels=" + (using_avx512_vnni() ? "avx512-vnni" : using_avx2() ? "avx2" : "scalar"));
+             "threads=" + std::to_string(threads_) + " kernels=" + isa_name(kernel_isa()));
   }
   ~CpuBackend() override = default;
 
@@ -138,17 +141,17 @@ class CpuBackend final : public sdk::Compute {
   }
 
   // ---- matrix products --------------------------------------------------------------------
-  /// Convert `T` activation rows (floats, row stride `xs` floats) to `act_type`.
-  const uint8_t* prepare(const float* x, int64_t in, int64_t T, int64_t xs, uint32_t act_type,
-                         std::vector<uint8_t>& scratch, uint64_t& row_bytes) {
-    if (act_type == PMOE_DTYPE_F32) {
+  /// Prepare `T` activation rows (floats, row stride `xs` floats) for `wtype`'s dot kernel;
+  /// returns them and their row stride in bytes (the floats themselves where no conversion is needed).
+  static const uint8_t* prepare(uint32_t wtype, const float* x, int64_t in, int64_t T, int64_t xs,
+                                std::vector<uint8_t>& scratch, uint64_t& row_bytes) {
+    row_bytes = prepared_row_bytes(wtype, in);
+    if (row_bytes == 0) {
       row_bytes = uint64_t(xs) * 4;
       return reinterpret_cast<const uint8_t*>(x);
     }
-    row_bytes = pmoe_dtype_row_bytes(PMOE_DTYPE_Q8_0, uint64_t(in));
     scratch.resize(row_bytes * uint64_t(T));
-    for (int64_t t = 0; t < T; ++t)
-      quantize_row_q8_0(x + t * xs, reinterpret_cast<BlockQ8_0*>(scratch.data() + t * row_bytes), in);
+    for (int64_t t = 0; t < T; ++t) prepare_row(wtype, x + t * xs, scratch.data() + uint64_t(t) * row_bytes, in);
     return scratch.data();
   }
 
@@ -161,7 +164,7 @@ class CpuBackend final : public sdk::Compute {
     }
     const DotFn dot = dot_kernel(wtype);
     uint64_t xrow = 0;
-    const uint8_t* xa = prepare(x, in, T, xs, activation_type_for(wtype), act_scratch_, xrow);
+    const uint8_t* xa = prepare(wtype, x, in, T, xs, act_scratch_, xrow);
     const int64_t n_blocks = (out + kRowBlock - 1) / kRowBlock;
     // Fork only for work worth it: a parallel region costs microseconds, more when cores are shared.
     const bool par = threads_ > 1 && out * in * T >= kMinParallelWork;
@@ -394,6 +397,7 @@ class CpuBackend final : public sdk::Compute {
       const uint8_t *gp, *up_w, *dp;  // validated before the parallel region (no throws inside)
       int64_t R, n_embd, n_ff;
       std::vector<uint8_t> xq, aq;
+      const uint8_t* a = nullptr;  // the down projection's input, prepared (aq, or gate itself)
       uint64_t xrow = 0, arow = 0;
       std::vector<float> gate, up;
       float* y;
@@ -422,7 +426,7 @@ class CpuBackend final : public sdk::Compute {
         if (pt[r] < 0 || pt[r] >= x.ne[1]) fail(where("token row " + std::to_string(pt[r]) + " out of range"));
         std::memcpy(&xs[size_t(r * n_embd)], px + pt[r] * int64_t(x.nb[1] / 4), size_t(n_embd) * 4);
       }
-      const uint8_t* xa = prepare(xs.data(), n_embd, R, n_embd, activation_type_for(g.dtype), j.xq, j.xrow);
+      const uint8_t* xa = prepare(g.dtype, xs.data(), n_embd, R, n_embd, j.xq, j.xrow);
       if (xa != j.xq.data()) j.xq.assign(xa, xa + j.xrow * uint64_t(R));  // f32: keep our own copy
       j.gate.resize(size_t(R * n_ff));
       j.up.resize(size_t(R * n_ff));
@@ -452,22 +456,13 @@ class CpuBackend final : public sdk::Compute {
       for (size_t k = 0; k < jobs.size(); ++k) {
         Job& j = jobs[k];
         for (size_t i = 0; i < j.gate.size(); ++i) j.gate[i] = std::max(j.gate[i], 0.f) * j.up[i];  // ReGLU
-        const uint32_t at = activation_type_for(j.d->dtype);
-        if (at == PMOE_DTYPE_F32) {
-          j.arow = uint64_t(j.n_ff) * 4;
-          j.aq.assign(reinterpret_cast<const uint8_t*>(j.gate.data()), reinterpret_cast<const uint8_t*>(j.gate.data() + j.gate.size()));
-        } else {
-          j.arow = pmoe_dtype_row_bytes(PMOE_DTYPE_Q8_0, uint64_t(j.n_ff));
-          j.aq.resize(j.arow * uint64_t(j.R));
-          for (int64_t r = 0; r < j.R; ++r)
-            quantize_row_q8_0(&j.gate[size_t(r * j.n_ff)], reinterpret_cast<BlockQ8_0*>(j.aq.data() + uint64_t(r) * j.arow), j.n_ff);
-        }
+        j.a = prepare(j.d->dtype, j.gate.data(), j.n_ff, j.R, j.n_ff, j.aq, j.arow);
       }
 #pragma omp for schedule(static)
       for (size_t i = 0; i < t2.size(); ++i) {
         Job& j = jobs[t2[i].first];
         const int64_t o0 = t2[i].second * kRowBlock, o1 = std::min(j.n_embd, o0 + kRowBlock);
-        dot_rows(dot_kernel(j.d->dtype), j.dp, j.d->nb[1], j.n_ff, o0, o1, j.aq.data(), j.arow, j.R, j.y, j.ys, false);
+        dot_rows(dot_kernel(j.d->dtype), j.dp, j.d->nb[1], j.n_ff, o0, o1, j.a, j.arow, j.R, j.y, j.ys, false);
       }
     }
   }

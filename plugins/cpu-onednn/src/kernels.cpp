@@ -8,11 +8,12 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 namespace pmoe::cpu {
 
-void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
+static void quantize_row_q8_0_scalar(const float* x, BlockQ8_0* y, int64_t n) {
   for (int64_t b = 0; b < n / 32; ++b) {
     const float* xb = x + b * 32;
     float amax = 0.f;
@@ -22,6 +23,40 @@ void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
     y[b].d = pmoe_fp32_to_fp16(d);
     for (int j = 0; j < 32; ++j) y[b].qs[j] = int8_t(std::nearbyint(xb[j] * id));
   }
+}
+
+// Same arithmetic as the scalar version, so the same bits: max is exact, and cvtps rounds to
+// nearest even as nearbyint does in the default rounding mode.
+__attribute__((target("avx2,fma,f16c"))) static void quantize_row_q8_0_avx2(const float* x, BlockQ8_0* y, int64_t n) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float* xb = x + b * 32;
+    __m256 v[4], m = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_loadu_ps(xb + 8 * k);
+      m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[k]));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    const float id = amax != 0.f ? 127.f / amax : 0.f;
+    y[b].d = pmoe_fp32_to_fp16(amax / 127.f);
+    const __m256 s = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], s));
+    // packs interleave 128-bit lanes; the final permute restores element order
+    const __m256i p16a = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
+    const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[b].qs), p8);
+  }
+}
+
+void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
+  if (kernel_isa() >= Isa::avx2)
+    quantize_row_q8_0_avx2(x, y, n);
+  else
+    quantize_row_q8_0_scalar(x, y, n);
 }
 
 void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n) {
@@ -271,27 +306,135 @@ PMOE_AVX512 static float dot_q8_0_avx512(const void* w, const void* x, int64_t n
   return s;
 }
 
-bool using_avx512_vnni() {
-  static const bool ok = using_avx2() && __builtin_cpu_supports("avx512f") &&
-                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                         __builtin_cpu_supports("avx512vnni");
-  return ok;
+// ---- AVX-512 VBMI Q4_0 kernel: four blocks per step, straight from the GGUF layout -------------
+// One 64-byte load plus 8 more bytes cover 4 blocks (72 bytes); vpermt2b gathers their 64 nibble
+// bytes and vpermw their 4 scales, so no scalar work is left in the loop. The activations come
+// as GroupQ8x4 (prepare_row), which already holds the -8 correction and the expanded scales.
+
+#define PMOE_AVX512_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
+
+namespace {
+struct Q4x4Indices {
+  __m512i qs;  // byte i of the 64 nibble bytes: block i/16, byte i%16 (bit 6 picks the 2nd source)
+  __m512i d;   // word 4k..4k+3: scale of block k
+};
+PMOE_AVX512_VBMI Q4x4Indices q4x4_indices() {
+  alignas(64) uint8_t qs[64];
+  alignas(64) uint16_t d[32] = {};
+  for (int i = 0; i < 64; ++i) qs[i] = uint8_t(18 * (i / 16) + 2 + i % 16);
+  for (int i = 0; i < 16; ++i) d[i] = uint16_t(9 * (i / 4));
+  return {_mm512_load_si512(qs), _mm512_load_si512(d)};
+}
+}  // namespace
+
+PMOE_AVX512_VBMI static inline __m512 q4x4_step(const uint8_t* w, const GroupQ8x4& x, const Q4x4Indices& ix, __m512 acc) {
+  const __m512i w0 = _mm512_loadu_si512(w);
+  const __m512i w1 = _mm512_castsi128_si512(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + 64)));
+  const __m512i q = _mm512_permutex2var_epi8(w0, ix.qs, w1);
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  __m512i isum = _mm512_loadu_si512(x.corr);
+  isum = _mm512_dpbusd_epi32(isum, _mm512_and_si512(q, m4), _mm512_loadu_si512(x.lo));
+  isum = _mm512_dpbusd_epi32(isum, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4), _mm512_loadu_si512(x.hi));
+  const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(ix.d, w0)));
+  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, _mm512_loadu_ps(x.d)), acc);
 }
 
-bool using_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                         __builtin_cpu_supports("f16c");
-  return ok;
+PMOE_AVX512_VBMI static float dot_q4_0_vbmi(const void* w, const void* x, int64_t n) {
+  static const Q4x4Indices ix = q4x4_indices();
+  auto* a = static_cast<const uint8_t*>(w);
+  auto* g = static_cast<const GroupQ8x4*>(x);
+  const int64_t nb = n / 32, ng = nb / 4;
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();  // two chains for ILP
+  int64_t i = 0;
+  for (; i + 2 <= ng; i += 2) {
+    acc0 = q4x4_step(a + i * 72, g[i], ix, acc0);
+    acc1 = q4x4_step(a + i * 72 + 72, g[i + 1], ix, acc1);
+  }
+  if (i < ng) acc0 = q4x4_step(a + i * 72, g[i], ix, acc0);
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  if (nb % 4)  // the last blocks follow the groups as plain Q8_0 blocks
+    s += dot_q4_0_avx2(a + ng * 72, g + ng, (nb % 4) * 32);
+  return s;
+}
+
+/// The activation layout of dot_q4_0_vbmi: ng groups, then the nb % 4 last blocks as BlockQ8_0.
+static void prepare_q8x4(const float* x, uint8_t* dst, int64_t n) {
+  const int64_t nb = n / 32, ng = nb / 4;
+  auto* g = reinterpret_cast<GroupQ8x4*>(dst);
+  for (int64_t i = 0; i < ng; ++i) {
+    BlockQ8_0 b[4];
+    quantize_row_q8_0(x + i * 128, b, 128);
+    for (int k = 0; k < 4; ++k) {
+      int32_t sum = 0;
+      for (int j = 0; j < 32; ++j) sum += b[k].qs[j];
+      std::memcpy(g[i].lo + 16 * k, b[k].qs, 16);
+      std::memcpy(g[i].hi + 16 * k, b[k].qs + 16, 16);
+      for (int l = 0; l < 4; ++l) {
+        g[i].corr[4 * k + l] = l == 0 ? -8 * sum : 0;
+        g[i].d[4 * k + l] = pmoe_fp16_to_fp32(b[k].d);
+      }
+    }
+  }
+  quantize_row_q8_0(x + ng * 128, reinterpret_cast<BlockQ8_0*>(g + ng), (nb % 4) * 32);
+}
+
+static bool q4_0_uses_vbmi() { return kernel_isa() == Isa::avx512_vbmi; }
+
+uint64_t prepared_row_bytes(uint32_t weight_type, int64_t n) {
+  if (weight_type == PMOE_DTYPE_Q4_0 && q4_0_uses_vbmi())
+    return uint64_t(n / 128) * sizeof(GroupQ8x4) + uint64_t(n % 128 / 32) * sizeof(BlockQ8_0);
+  if (weight_type == PMOE_DTYPE_Q4_0 || weight_type == PMOE_DTYPE_Q8_0)
+    return pmoe_dtype_row_bytes(PMOE_DTYPE_Q8_0, uint64_t(n));
+  return 0;
+}
+
+void prepare_row(uint32_t weight_type, const float* x, uint8_t* dst, int64_t n) {
+  if (weight_type == PMOE_DTYPE_Q4_0 && q4_0_uses_vbmi())
+    prepare_q8x4(x, dst, n);
+  else
+    quantize_row_q8_0(x, reinterpret_cast<BlockQ8_0*>(dst), n);
+}
+
+static Isa detect_isa() {
+  if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")))
+    return Isa::scalar;
+  if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")))
+    return Isa::avx2;
+  if (!__builtin_cpu_supports("avx512vbmi")) return Isa::avx512_vnni;
+  return Isa::avx512_vbmi;
+}
+
+const char* isa_name(Isa isa) {
+  static const char* const names[] = {"scalar", "avx2", "avx512_vnni", "avx512_vbmi"};
+  return names[int(isa)];
+}
+
+std::optional<Isa> parse_isa(std::string_view name) {
+  for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512_vnni, Isa::avx512_vbmi})
+    if (name == isa_name(i)) return i;
+  return std::nullopt;
+}
+
+Isa kernel_isa() {
+  static const Isa isa = [] {
+    const Isa cpu = detect_isa();
+    const char* cap = std::getenv("PMOE_CPU_MAX_ISA");
+    const std::optional<Isa> c = cap ? parse_isa(cap) : std::nullopt;
+    return c && *c < cpu ? *c : cpu;
+  }();
+  return isa;
 }
 
 DotFn dot_kernel(uint32_t weight_type) {
-  const bool v = using_avx2();
+  const Isa isa = kernel_isa();
+  const bool v = isa >= Isa::avx2, vnni = isa >= Isa::avx512_vnni;
   switch (weight_type) {
     case PMOE_DTYPE_F32: return v ? dot_f32_avx2 : dot_f32_scalar;
     case PMOE_DTYPE_F16: return v ? dot_f16_avx2 : dot_f16_scalar;
     case PMOE_DTYPE_BF16: return v ? dot_bf16_avx2 : dot_bf16_scalar;
-    case PMOE_DTYPE_Q8_0: return using_avx512_vnni() ? dot_q8_0_avx512 : v ? dot_q8_0_avx2 : dot_q8_0_scalar;
-    case PMOE_DTYPE_Q4_0: return using_avx512_vnni() ? dot_q4_0_avx512 : v ? dot_q4_0_avx2 : dot_q4_0_scalar;
+    case PMOE_DTYPE_Q8_0: return vnni ? dot_q8_0_avx512 : v ? dot_q8_0_avx2 : dot_q8_0_scalar;
+    case PMOE_DTYPE_Q4_0: return q4_0_uses_vbmi() ? dot_q4_0_vbmi : vnni ? dot_q4_0_avx512 : v ? dot_q4_0_avx2 : dot_q4_0_scalar;
     default: return nullptr;
   }
 }
