@@ -2,9 +2,10 @@
 # Experts from flash vs everything in RAM (issue: experts from flash, DESIGN.md §8).
 # Synthesizes a 4B-A0.6B Q4_0 model with realistic routing skew (reused when present), then runs
 # `pocketmoe run` (prompt 64 / generate 128, greedy, 2 threads) several times per configuration:
-#   in-RAM; budget 1 GiB and 512 MiB with O_DIRECT reads, with pre-attention prefetch (+ lookahead 1)
+#   in-RAM; budgets 1 GiB, 512 MiB and 256 MiB with O_DIRECT reads, with pre-attention prefetch (+ lookahead 1)
 #   and without (experts read only when the FFN needs them).
-# Prints medians: decode tok/s, ratio to in-RAM, hit rate, stall fraction of decode time.
+# Prints medians: decode tok/s, ratio to in-RAM and to the same budget without prefetch, and the
+# decode phase's hit rate, stall fraction and bytes read per token.
 # Usage: bench/offload.sh [BUILD_DIR] [RUNS]; MODEL=path to use another model; STORAGE=storage-uring.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,27 +42,44 @@ run_cfg() {  # name yaml -> prints JSON stats paths
   done
 }
 
-NAMES=(in-ram b1g-prefetch b1g-lookahead b1g-late b512m-prefetch b512m-lookahead b512m-late)
+NAMES=(in-ram)
+for b in 1GiB 512MiB 256MiB; do
+  n="b$(echo "$b" | tr 'A-Z' 'a-z' | sed 's/ib$//')"
+  NAMES+=("$n-prefetch" "$n-lookahead" "$n-late")
+done
 run_cfg in-ram "$(config in-ram 0 true 0)"
-run_cfg b1g-prefetch "$(config b1g-prefetch 1GiB true 0)"
-run_cfg b1g-lookahead "$(config b1g-lookahead 1GiB true 1)"
-run_cfg b1g-late "$(config b1g-late 1GiB false 0)"
-run_cfg b512m-prefetch "$(config b512m-prefetch 512MiB true 0)"
-run_cfg b512m-lookahead "$(config b512m-lookahead 512MiB true 1)"
-run_cfg b512m-late "$(config b512m-late 512MiB false 0)"
+for n in "${NAMES[@]:1}"; do  # b<budget>-<mode>
+  budget="$(echo "${n%-*}" | sed 's/^b//; s/g$/GiB/; s/m$/MiB/')"
+  case "${n##*-}" in
+    prefetch) run_cfg "$n" "$(config "$n" "$budget" true 0)" ;;
+    lookahead) run_cfg "$n" "$(config "$n" "$budget" true 1)" ;;
+    late) run_cfg "$n" "$(config "$n" "$budget" false 0)" ;;
+  esac
+done
 
 python3 - "$WORK" "$RUNS" "${NAMES[@]}" <<'PY'
 import json, statistics, sys
 work, runs, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def load(n): return [json.load(open(f"{work}/{n}.{i}.json")) for i in range(1, runs + 1)]
 base = statistics.median(j["decode_tokens_per_second"] for j in load("in-ram"))
-print(f"{'config':18} {'decode tok/s':>12} {'vs in-RAM':>9} {'hit rate':>8} {'stall/decode':>12} {'read MiB':>9} {'peak RSS MiB':>12}")
+print(f"{'config':18} {'decode tok/s':>12} {'vs in-RAM':>9} {'vs late':>7} {'hit rate':>8} {'stall':>6} {'read MiB/tok':>12} {'prefill tok/s':>13} {'vs late':>7} {'prefill stall':>13} {'peak RSS MiB':>12}")
+print("(hit rate, stall as a share of decode time, and bytes read are of the decode phase alone)")
+med = lambda js, f: statistics.median(f(j) for j in js)
+tps_of = {n: med(load(n), lambda j: j["decode_tokens_per_second"]) for n in names}
+pre_of = {n: med(load(n), lambda j: j["prompt_tokens_per_second"]) for n in names}
 for n in names:
     js = load(n)
-    tps = statistics.median(j["decode_tokens_per_second"] for j in js)
-    hit = statistics.median(j["hits"] / j["uses"] if j["uses"] else 1 for j in js)
-    stall = statistics.median(j["stall_seconds"] / (j["decode_seconds"] + j["prompt_seconds"]) for j in js)
-    mib = statistics.median(j["bytes_read"] for j in js) / 2**20
-    rss = statistics.median(j["peak_rss_bytes"] for j in js) / 2**20
-    print(f"{n:18} {tps:12.2f} {tps / base:9.2f} {hit:8.1%} {stall:12.1%} {mib:9.0f} {rss:12.0f}")
+    tps = tps_of[n]
+    late_name = n.rsplit("-", 1)[0] + "-late"
+    late = tps_of.get(late_name)
+    d = lambda j: j.get("decode", {"hits": 1, "uses": 1, "stall_fraction": 0, "bytes_read": 0})
+    hit = med(js, lambda j: d(j)["hits"] / d(j)["uses"] if d(j)["uses"] else 1)
+    stall = med(js, lambda j: d(j)["stall_fraction"])
+    mib = med(js, lambda j: d(j)["bytes_read"] / j["generated_tokens"]) / 2**20
+    rss = med(js, lambda j: j["peak_rss_bytes"]) / 2**20
+    vs_late = f"{tps / late:7.2f}" if late and n != "in-ram" else f"{'':7}"
+    pre = pre_of[n]
+    pre_vs_late = f"{pre / pre_of[late_name]:7.2f}" if late and n != "in-ram" else f"{'':7}"
+    pre_stall = med(js, lambda j: (j["stall_seconds"] - d(j)["stall_seconds"]) / j["prompt_seconds"])
+    print(f"{n:18} {tps:12.2f} {tps / base:9.2f} {vs_late} {hit:8.1%} {stall:6.1%} {mib:12.1f} {pre:13.2f} {pre_vs_late} {pre_stall:13.1%} {rss:12.0f}")
 PY

@@ -63,6 +63,7 @@ int cmd_run(int argc, char** argv) {
     const auto t0 = clock::now();
     eng.eval(ids, false, logits);
     const auto t1 = clock::now();
+    const CacheStats at_decode_start = cache_totals(s);
     StreamDecoder out(tok, show_special);
     if (!chat) std::cout << prompt;
     std::cout.flush();
@@ -83,10 +84,15 @@ int cmd_run(int argc, char** argv) {
     const double gen_s = std::chrono::duration<double>(t2 - t1).count();
     const double prompt_tps = double(ids.size()) / prompt_s, gen_tps = generated / std::max(gen_s, 1e-9);
     const uint64_t rss = peak_rss_bytes();
+    const CacheStats decode = cache_totals(s) - at_decode_start;
     std::cerr << std::fixed << std::setprecision(2) << "\nprompt: " << ids.size() << " tokens, "
               << prompt_tps << " tok/s | generated: " << generated << " tokens, " << gen_tps
               << " tok/s | peak RSS " << double(rss) / (1 << 20) << " MiB\n"
-              << cache_summary(s, expert_uses) << "\n";
+              << cache_summary(s, expert_uses);
+    if (s.expert_cache())
+      std::cerr << " | decode: hit rate " << (decode.uses ? 100.0 * double(decode.hits) / double(decode.uses) : 100.0)
+                << "%, stall " << 100.0 * decode.stall_seconds / std::max(gen_s, 1e-9) << "% of decode time";
+    std::cerr << "\n";
     if (!stats_json.empty()) {
       nlohmann::json j = cache_stats_json(s, expert_uses);
       j["prompt_tokens"] = ids.size();
@@ -95,6 +101,8 @@ int cmd_run(int argc, char** argv) {
       j["generated_tokens"] = generated;
       j["decode_seconds"] = gen_s;
       j["decode_tokens_per_second"] = gen_tps;
+      j["decode"] = cache_counters_json(decode);  // the cache during decode alone (prefill excluded)
+      j["decode"]["stall_fraction"] = decode.stall_seconds / std::max(gen_s, 1e-9);
       j["peak_rss_bytes"] = rss;
       std::ofstream f(stats_json);
       f << j.dump(2) << "\n";

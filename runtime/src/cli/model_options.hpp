@@ -39,30 +39,37 @@ inline uint64_t distinct_experts(const RoutingEvent& ev) {
   return uint64_t(std::unique(e.begin(), e.end()) - e.begin());
 }
 
+/// The counters of CacheStats as JSON.
+inline nlohmann::json cache_counters_json(const CacheStats& c) {
+  return nlohmann::json{{"uses", c.uses}, {"hits", c.hits}, {"misses", c.misses},
+                        {"prefetches", c.prefetches}, {"prefetch_hits", c.prefetch_hits},
+                        {"prefetch_wasted", c.prefetch_wasted}, {"bytes_read", c.bytes_read},
+                        {"read_seconds", c.read_seconds}, {"stall_seconds", c.stall_seconds},
+                        {"read_bytes_per_second", c.read_seconds > 0 ? double(c.bytes_read) / c.read_seconds : 0.0}};
+}
+
+/// Totals of the expert cache so far (zero when every expert is resident).
+inline CacheStats cache_totals(Session& s) {
+  return s.expert_cache() ? s.expert_cache()->total_stats() : CacheStats{};
+}
+
 /// Expert-cache statistics: totals plus one entry per layer. With no cache every expert is
 /// resident, so every use counts as a hit and nothing is read.
 inline nlohmann::json cache_stats_json(Session& s, uint64_t uses_if_resident) {
-  auto one = [](const CacheStats& c) {
-    return nlohmann::json{{"uses", c.uses}, {"hits", c.hits}, {"misses", c.misses},
-                          {"prefetches", c.prefetches}, {"prefetch_hits", c.prefetch_hits},
-                          {"prefetch_wasted", c.prefetch_wasted}, {"bytes_read", c.bytes_read},
-                          {"read_seconds", c.read_seconds}, {"stall_seconds", c.stall_seconds},
-                          {"read_bytes_per_second", c.read_seconds > 0 ? double(c.bytes_read) / c.read_seconds : 0.0}};
-  };
   ExpertCache* cache = s.expert_cache();
   if (!cache) {
     CacheStats c;
     c.uses = c.hits = uses_if_resident;
-    nlohmann::json j = one(c);
+    nlohmann::json j = cache_counters_json(c);
     j["streaming"] = false;
     return j;
   }
-  nlohmann::json j = one(cache->total_stats());
+  nlohmann::json j = cache_counters_json(cache->total_stats());
   j["streaming"] = true;
   j["slots"] = cache->capacity();
   j["slot_bytes"] = cache->slot_bytes();
   j["layers"] = nlohmann::json::array();
-  for (const CacheStats& c : cache->layer_stats()) j["layers"].push_back(one(c));
+  for (const CacheStats& c : cache->layer_stats()) j["layers"].push_back(cache_counters_json(c));
   return j;
 }
 

@@ -5,6 +5,8 @@
 
 #include <pocketmoe/cache_policy.h>
 
+#include <boost/asio/post.hpp>
+
 #include <algorithm>
 #include <cstring>
 
@@ -21,6 +23,14 @@ CacheStats& CacheStats::operator+=(const CacheStats& o) {
   prefetch_hits += o.prefetch_hits, prefetch_wasted += o.prefetch_wasted;
   bytes_read += o.bytes_read, read_seconds += o.read_seconds, stall_seconds += o.stall_seconds;
   return *this;
+}
+
+CacheStats CacheStats::operator-(const CacheStats& o) const {
+  CacheStats d = *this;
+  d.uses -= o.uses, d.hits -= o.hits, d.misses -= o.misses, d.prefetches -= o.prefetches;
+  d.prefetch_hits -= o.prefetch_hits, d.prefetch_wasted -= o.prefetch_wasted;
+  d.bytes_read -= o.bytes_read, d.read_seconds -= o.read_seconds, d.stall_seconds -= o.stall_seconds;
+  return d;
 }
 
 ExpertCache::ExpertCache(const Model& model, ComputeBackend& compute, StorageBackend& storage,
@@ -57,11 +67,15 @@ ExpertCache::ExpertCache(const Model& model, ComputeBackend& compute, StorageBac
 
 ExpertCache::~ExpertCache() {
   std::unique_lock lock(mu_);
+  closing_ = true;
   // Reads land in slot memory: wait for them. A read that never completes is a storage bug; we
   // then leak the memory rather than free it under a pending read.
   const bool drained = cv_.wait_for(lock, std::chrono::seconds(60), [&] { return in_flight_ == 0; });
+  for (Slot& s : slots_)
+    if (s.timer) s.timer->cancel();
   lock.unlock();
-  if (!drained) return;
+  if (!drained) return;  // ~thread_pool stops the strand; the storage keeps our callback
+  pool_.join();          // the cancelled timers' handlers, and posted prefetches, finish
   storage_.set_callback(nullptr, nullptr);
   storage_.close(file_.file);
   compute_.free(memory_);
@@ -88,24 +102,23 @@ int64_t ExpertCache::claim_slot(uint64_t key) {
     free_.pop_back();
   } else {
     // Ask for enough candidates to get past pinned and loading entries.
-    size_t busy = 0;
-    for (const Slot& x : slots_) busy += x.pins > 0 || x.state == State::Loading;
-    if (busy >= slots_.size()) return -1;
-    std::vector<uint64_t> cand(busy + 1);
+    // (A scan per miss: it costs well under a microsecond next to the read that follows.)
+    const size_t n_busy = size_t(std::count_if(slots_.begin(), slots_.end(), busy));
+    if (n_busy >= slots_.size()) return -1;
+    std::vector<uint64_t> cand(n_busy + 1);
     cand.resize(policy_.victims(cand));
     int64_t victim = -1;
     for (uint64_t k : cand) {
       auto it = where_.find(k);
       if (it == where_.end()) continue;  // the policy proposed a key we do not hold: skip it
-      const Slot& v = slots_[it->second];
-      if (v.pins == 0 && v.state != State::Loading) {
+      if (!busy(slots_[it->second])) {
         victim = it->second;
         break;
       }
     }
     if (victim < 0) {  // policy gave nothing usable: evict any unpinned, settled entry
       for (uint32_t i = 0; i < slots_.size() && victim < 0; ++i)
-        if (slots_[i].pins == 0 && slots_[i].state != State::Loading) victim = i;
+        if (!busy(slots_[i])) victim = i;
       if (victim < 0) return -1;
     }
     s = uint32_t(victim);
@@ -143,8 +156,12 @@ void ExpertCache::submit_reads(uint32_t s, uint32_t priority) {
   ++slot.attempts;
   in_flight_ += uint32_t(parts.size());
   const PluginStatus st = storage_.submit(reqs);
-  if (!st.ok()) {
+  if (st.ok()) {
+    const uint64_t submission = slot.submission = ++submissions_;
+    arm_timer(slot, options_.read_timeout, [this, s, submission] { deadline_passed(s, submission); });
+  } else {
     in_flight_ -= uint32_t(parts.size());
+    slot.parts_left = 0;
     slot.state = State::Failed;
     slot.error = st.status;
     throw Error("storage '" + storage_.name() + "' refused the reads of expert " +
@@ -153,12 +170,23 @@ void ExpertCache::submit_reads(uint32_t s, uint32_t priority) {
   }
 }
 
+template <class Handler>
+void ExpertCache::arm_timer(Slot& s, std::chrono::steady_clock::duration after, Handler handler) {
+  if (s.timer) s.timer->cancel();
+  auto timer = std::make_shared<Timer>(strand_, after);
+  timer->async_wait([timer, handler](const boost::system::error_code& ec) {
+    if (!ec) handler();  // operation_aborted: the read completed, or the cache closes
+  });
+  s.timer = std::move(timer);
+}
+
 bool ExpertCache::acquire(uint32_t layer, uint32_t expert) {
   const uint64_t key = PMOE_EXPERT_KEY(layer, expert);
   std::lock_guard lock(mu_);
   CacheStats& st = stats_[layer];
   auto it = where_.find(key);
-  if (it != where_.end() && slots_[it->second].state != State::Failed) {
+  // A failed entry with reads still in flight (it timed out) is used as it is: wait_any reports it.
+  if (it != where_.end() && (slots_[it->second].state != State::Failed || slots_[it->second].parts_left > 0)) {
     Slot& s = slots_[it->second];
     ++s.pins;
     ++st.uses, ++st.hits;
@@ -181,42 +209,81 @@ bool ExpertCache::acquire(uint32_t layer, uint32_t expert) {
 
 void ExpertCache::prefetch(uint32_t layer, uint32_t expert, uint32_t priority) {
   const uint64_t key = PMOE_EXPERT_KEY(layer, expert);
+  {
+    std::lock_guard lock(mu_);  // resident already (the common case): no need to wake the strand
+    if (where_.count(key)) return;
+  }
+  boost::asio::post(strand_, [this, key, priority] { prefetch_now(key, priority); });
+}
+
+void ExpertCache::prefetch_now(uint64_t key, uint32_t priority) {
   std::lock_guard lock(mu_);
-  if (where_.count(key)) return;
+  if (closing_ || where_.count(key)) return;
   const int64_t s = claim_slot(key);
   if (s < 0) return;
   slots_[size_t(s)].prefetched_unused = true;
-  ++stats_[layer].prefetches;
-  submit_reads(uint32_t(s), std::max<uint32_t>(priority, 1));
+  ++stats_[PMOE_KEY_LAYER(key)].prefetches;
+  try {
+    submit_reads(uint32_t(s), std::max<uint32_t>(priority, 1));
+  } catch (const Error&) {
+    // A refused prefetch is not fatal: the slot is Failed, and a demand read tries again.
+  }
 }
 
 void ExpertCache::on_read_done(void* ctx, const pmoe_read_done* done) {
-  static_cast<ExpertCache*>(ctx)->complete(*done);
+  auto* self = static_cast<ExpertCache*>(ctx);
+  boost::asio::post(self->strand_, [self, d = *done] { self->complete(d); });
 }
 
 void ExpertCache::complete(const pmoe_read_done& done) {
   std::lock_guard lock(mu_);
   --in_flight_;
-  Slot& s = slots_[done.user_data >> 8];
+  const uint32_t index = uint32_t(done.user_data >> 8);
+  Slot& s = slots_[index];
   pmoe_status status = done.status;
   // A backend that reports success with fewer bytes broke its contract: treat it as an I/O error
   // (retried) rather than compute with a partly stale slot.
   if (status == PMOE_OK && done.bytes != parts_of(s.key)[done.user_data & 0xff].length) status = PMOE_ERR_IO, s.short_read = true;
   if (status != PMOE_OK && s.error == PMOE_OK) s.error = status, s.sys_errno = done.sys_errno;
   if (--s.parts_left > 0) return;
+  if (s.timer) s.timer->cancel();
+  s.timer.reset();
+  if (s.timed_out) {  // already reported; the slot is reusable from now on
+    cv_.notify_all();
+    return;
+  }
   stats_[PMOE_KEY_LAYER(s.key)].read_seconds += std::chrono::duration<double>(Clock::now() - s.submitted).count();
   if (s.error == PMOE_OK) {
     s.state = State::Ready;
-  } else if (pmoe_status_retryable(s.error) && s.attempts <= options_.max_retries) {
-    try {
-      submit_reads(uint32_t(done.user_data >> 8), 0);
-      return;
-    } catch (const Error&) {
-      s.state = State::Failed;
-    }
+  } else if (pmoe_status_retryable(s.error) && s.attempts <= options_.max_retries && !closing_) {
+    // back off 1, 2, 4 ... ms before the next attempt; the slot stays Loading meanwhile
+    arm_timer(s, std::chrono::milliseconds(1u << std::min(s.attempts - 1, 10u)), [this, index] { retry(index); });
   } else {
     s.state = State::Failed;
   }
+  cv_.notify_all();
+}
+
+void ExpertCache::retry(uint32_t index) {
+  std::lock_guard lock(mu_);
+  Slot& s = slots_[index];
+  s.timer.reset();
+  try {
+    if (closing_) throw Error("closing");
+    submit_reads(index, 0);
+  } catch (const Error&) {
+    s.state = State::Failed;
+  }
+  cv_.notify_all();
+}
+
+void ExpertCache::deadline_passed(uint32_t index, uint64_t submission) {
+  std::lock_guard lock(mu_);
+  Slot& s = slots_[index];
+  if (s.submission != submission || s.parts_left == 0) return;
+  s.state = State::Failed;
+  s.timed_out = true;
+  if (s.error == PMOE_OK) s.error = PMOE_ERR_TIMEOUT;
   cv_.notify_all();
 }
 
@@ -227,6 +294,7 @@ void ExpertCache::read_failed(const Slot& s) const {
               model_.file().path() + "' (offset " + std::to_string(parts[0].file_offset) + ", " +
               std::to_string(slot_bytes_) + " bytes) failed after " + std::to_string(s.attempts) +
               " attempt(s): " + pmoe_status_name(s.error) + (s.short_read ? " (short read)" : "") +
+              (s.timed_out ? " (it did not complete within " + std::to_string(options_.read_timeout.count()) + " ms)" : "") +
               (s.sys_errno ? std::string(" (") + std::strerror(s.sys_errno) + ")" : std::string()) +
               " via storage '" + storage_.name() + "'");
 }
@@ -235,7 +303,6 @@ size_t ExpertCache::wait_any(std::span<const uint64_t> keys) {
   std::unique_lock lock(mu_);
   const auto t0 = Clock::now();
   for (;;) {
-    Clock::time_point oldest = Clock::time_point::max();
     for (size_t i = 0; i < keys.size(); ++i) {
       const auto it = where_.find(keys[i]);
       if (it == where_.end()) throw Error("internal: expert not acquired before wait");
@@ -245,12 +312,8 @@ size_t ExpertCache::wait_any(std::span<const uint64_t> keys) {
         return i;
       }
       if (s.state == State::Failed) read_failed(s);
-      oldest = std::min(oldest, s.submitted);
     }
-    if (cv_.wait_until(lock, oldest + options_.read_timeout) == std::cv_status::timeout &&
-        Clock::now() >= oldest + options_.read_timeout)
-      throw Error("a read from '" + model_.file().path() + "' through storage '" + storage_.name() +
-                  "' did not complete within " + std::to_string(options_.read_timeout.count()) + " ms");
+    cv_.wait(lock);  // every read has a deadline timer, so this wait ends
   }
 }
 

@@ -3,16 +3,24 @@
 // aligned) holding whole experts (gate + up + down of one layer's expert). Misses are read from
 // the GGUF file by the storage backend straight into a slot; a cache policy plugin picks victims.
 //
-// Threads: the engine thread calls everything; the storage backend's completion callback runs on
-// its own threads and only marks slots loaded. One mutex guards the state, a condition variable
-// wakes waiters: no polling, no sleeps.
+// Threads: the engine thread pins experts, submits demand reads and waits for them. Everything
+// asynchronous runs as handlers on one Boost.Asio strand of the cache's own one-thread pool:
+// storage completions (the plugin's callback only posts them, so a backend thread never takes
+// our lock), read deadlines and retry back-off (steady_timers), and lookahead prefetches (posted,
+// so speculative slot hunting and submission never delay the engine). One mutex guards the slot
+// state shared with the engine thread; a condition variable wakes it: no polling, no sleeps.
 #include "model/model.hpp"
 #include "plugin/compute_backend.hpp"
 #include "plugin/instances.hpp"
 
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <unordered_map>
@@ -39,6 +47,8 @@ struct CacheStats {
   double read_seconds = 0;        // sum of read latencies (submit -> completion)
   double stall_seconds = 0;       // time computations waited for a read
   CacheStats& operator+=(const CacheStats& o);
+  /// The counts of a phase: totals at its end minus totals at its start.
+  CacheStats operator-(const CacheStats& start) const;
 };
 
 struct ExpertView {
@@ -61,7 +71,7 @@ class ExpertCache {
   /// nothing) when every slot is pinned or loading; the caller then finishes pinned work first.
   bool acquire(uint32_t layer, uint32_t expert);
   /// Speculative: start a read with `priority` > 0 if a slot can be had without touching pinned or
-  /// loading entries. Never blocks.
+  /// loading entries. Never blocks: the work is posted to the cache's strand.
   void prefetch(uint32_t layer, uint32_t expert, uint32_t priority);
   /// Index into `keys` (PMOE_EXPERT_KEY) of an acquired expert that is loaded, waiting if none is.
   /// Throws pmoe::Error naming file, offset and expert when its read failed for good.
@@ -79,6 +89,7 @@ class ExpertCache {
 
  private:
   enum class State { Empty, Loading, Ready, Failed };
+  using Timer = boost::asio::steady_timer;
   struct Part {
     uint64_t file_offset;  // where the read starts (aligned down)
     uint64_t length;       // bytes read (aligned up, clipped at end of file)
@@ -89,20 +100,32 @@ class ExpertCache {
     uint64_t key = 0;
     State state = State::Empty;
     uint32_t pins = 0;
-    uint32_t parts_left = 0;
+    uint32_t parts_left = 0;  // reads in flight into the slot (it cannot be reused before 0)
     uint32_t attempts = 0;
+    uint64_t submission = 0;  // id of the latest submit_reads (ids are cache-wide, never reused)
     bool prefetched_unused = false;
     bool short_read = false;
+    bool timed_out = false;
     pmoe_status error = PMOE_OK;
     int32_t sys_errno = 0;
     std::chrono::steady_clock::time_point submitted;
+    std::shared_ptr<Timer> timer;  // the read deadline, or the retry back-off
   };
+  /// Pinned, loading or with reads in flight: never a victim.
+  static bool busy(const Slot& s) { return s.pins > 0 || s.state == State::Loading || s.parts_left > 0; }
   static void on_read_done(void* ctx, const pmoe_read_done* done);
+  // Strand handlers.
   void complete(const pmoe_read_done& done);
+  void deadline_passed(uint32_t slot, uint64_t submission);
+  void retry(uint32_t slot);
+  void prefetch_now(uint64_t key, uint32_t priority);
   std::vector<Part> parts_of(uint64_t key) const;
   // Under the lock: a slot for `key` (free, or evicted from an unpinned ready entry), or -1.
   int64_t claim_slot(uint64_t key);
   void submit_reads(uint32_t slot, uint32_t priority);  // under the lock
+  /// Under the lock: arm the slot's timer to call `handler` on the strand after `after`.
+  template <class Handler>
+  void arm_timer(Slot& s, std::chrono::steady_clock::duration after, Handler handler);
   [[noreturn]] void read_failed(const Slot& s) const;
 
   const Model& model_;
@@ -116,12 +139,17 @@ class ExpertCache {
   pmoe_buffer* memory_ = nullptr;
   uint8_t* host_ = nullptr;
 
+  boost::asio::thread_pool pool_{1};
+  boost::asio::strand<boost::asio::thread_pool::executor_type> strand_{pool_.get_executor()};
+
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  bool closing_ = false;  // the destructor runs: handlers start nothing new
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_;
   std::unordered_map<uint64_t, uint32_t> where_;  // key -> slot
   uint32_t in_flight_ = 0;                         // reads submitted, not completed
+  uint64_t submissions_ = 0;
   uint64_t tick_ = 0;
   std::vector<CacheStats> stats_;
 };
