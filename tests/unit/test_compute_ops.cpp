@@ -133,6 +133,13 @@ std::vector<float> q8_0_round_trip(const std::vector<float>& x) {
   return r;
 }
 
+// x as ggml's CPU backend sees it before a BF16 product: rounded to bf16.
+std::vector<float> bf16_round_trip(const std::vector<float>& x) {
+  std::vector<float> r(x.size());
+  for (size_t i = 0; i < x.size(); ++i) r[i] = pmoe_bf16_to_fp32(pmoe_fp32_to_bf16(x[i]));
+  return r;
+}
+
 TEST_CASE("matmul of every weight type matches a float64 reference") {
   Fixture f;
   const int64_t out = 96;
@@ -145,14 +152,16 @@ TEST_CASE("matmul of every weight type matches a float64 reference") {
         std::vector<float> wd;
         make_weights(f.rng, type, in, out, wb, wd);
         const auto x = f.randn(size_t(in * T));
-        const auto xq = q8_0_round_trip(x);
+        const bool rounds_x = pmoe_dtype_block_elems(type) == 32 || type == PMOE_DTYPE_BF16;
+        const auto xq = type == PMOE_DTYPE_BF16 ? bf16_round_trip(x) : q8_0_round_trip(x);
         const pmoe_tensor W = f.upload(wb.data(), wb.size(), type, in, out);
         const pmoe_tensor X = f.f32(x, in, T);
         const pmoe_tensor Y = f.upload(nullptr, size_t(out * T) * 4, PMOE_DTYPE_F32, out, T);
         f.run(op_of(PMOE_OP_MATMUL, Y, {W, X}));
         const auto y = f.read(Y, size_t(out * T));
-        // Block types may see x exactly or quantized to Q8_0 as ggml does (the CPU plugin does the
-        // latter); either way the result must be that product up to f32 rounding.
+        // Block types may see x exactly or quantized to Q8_0 as ggml does, BF16 weights x exactly or
+        // rounded to bf16 (the CPU plugin does as ggml); either way the result must be that
+        // product up to f32 rounding.
         double worst = 0;
         for (int64_t t = 0; t < T; ++t)
           for (int64_t o = 0; o < out; ++o) {
@@ -165,7 +174,7 @@ TEST_CASE("matmul of every weight type matches a float64 reference") {
             }
             const double got = y[size_t(t * out + o)];
             double err = std::fabs(exact - got);
-            if (pmoe_dtype_block_elems(type) == 32) err = std::min(err, std::fabs(quant - got));
+            if (rounds_x) err = std::min(err, std::fabs(quant - got));
             worst = std::max(worst, err / (mag + 1e-6));
           }
         INFO("type " << std::string(pmoe_dtype_name(type)) << " in " << in << " T " << T << " worst relative error " << worst);

@@ -43,6 +43,14 @@ TEST_CASE("peak RSS stays within dense + budget + fixed overhead") {
   CHECK(streamed["streaming"] == true);
   CHECK(streamed["misses"].get<uint64_t>() > 0);
   CHECK(streamed["peak_rss_bytes"].get<uint64_t>() <= bound);
+  // the decode phase's own counters: a part of the totals, adding up the same way
+  const auto& d = streamed["decode"];
+  CHECK(d["hits"].get<uint64_t>() + d["misses"].get<uint64_t>() == d["uses"].get<uint64_t>());
+  CHECK(d["uses"].get<uint64_t>() > 0);
+  CHECK(d["uses"].get<uint64_t>() < streamed["uses"].get<uint64_t>());
+  CHECK(d["stall_seconds"].get<double>() <= streamed["stall_seconds"].get<double>());
+  CHECK(d["stall_fraction"].get<double>() >= 0.0);
+  CHECK(d["stall_fraction"].get<double>() < 1.0);
 
   const auto resident = run_json(common);
   INFO("resident peak RSS " << resident["peak_rss_bytes"].get<uint64_t>() / kMiB << " MiB");

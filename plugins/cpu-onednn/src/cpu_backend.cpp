@@ -158,13 +158,10 @@ class CpuBackend final : public sdk::Compute {
   /// Y[t][o] (+)= W[o] · X[t] for o < out, t < T. X rows of `in` floats with stride xs; Y stride ys.
   void matmul(const uint8_t* w, uint32_t wtype, uint64_t w_row, int64_t in, int64_t out,
               const float* x, int64_t xs, int64_t T, float* y, int64_t ys, bool acc) {
-    if (wtype == PMOE_DTYPE_F32 && !acc && T >= dnnl_min_rows_) {
-      matmul_onednn(reinterpret_cast<const float*>(w), in, out, x, xs, T, y, ys);
-      return;
-    }
-    const DotFn dot = dot_kernel(wtype);
     uint64_t xrow = 0;
     const uint8_t* xa = prepare(wtype, x, in, T, xs, act_scratch_, xrow);
+    if (!acc && T >= dnnl_min_rows_ && matmul_onednn(w, wtype, w_row, in, out, xa, xrow, T, y, ys)) return;
+    const DotFn dot = dot_kernel(wtype);
     const int64_t n_blocks = (out + kRowBlock - 1) / kRowBlock;
     // Fork only for work worth it: a parallel region costs microseconds, more when cores are shared.
     const bool par = threads_ > 1 && out * in * T >= kMinParallelWork;
@@ -186,25 +183,39 @@ class CpuBackend final : public sdk::Compute {
     }
   }
 
-  void matmul_onednn(const float* w, int64_t in, int64_t out, const float* x, int64_t xs,
-                     int64_t T, float* y, int64_t ys) {
+  /// Y = X W^T through oneDNN for the types it has (f32; bf16 where this oneDNN and CPU run it),
+  /// with X already prepared for `wtype`. False: not a oneDNN type here; use our kernels.
+  bool matmul_onednn(const uint8_t* w, uint32_t wtype, uint64_t w_row, int64_t in, int64_t out,
+                     const uint8_t* x, uint64_t xrow, int64_t T, float* y, int64_t ys) {
     using namespace dnnl;
     using dims = memory::dims;
-    const memory::desc src_md(dims{T, in}, memory::data_type::f32, dims{xs, 1});
-    // W is `out` rows of `in` values: as an {in, out} matrix it has strides {1, in}.
-    const memory::desc w_md(dims{in, out}, memory::data_type::f32, dims{1, in});
-    const memory::desc dst_md(dims{T, out}, memory::data_type::f32, dims{ys, 1});
-    const auto key = std::make_tuple(T, in, out, xs, ys);
+    using dt = memory::data_type;
+    if (wtype != PMOE_DTYPE_F32 && (wtype != PMOE_DTYPE_BF16 || !dnnl_bf16_)) return false;
+    const dt type = wtype == PMOE_DTYPE_F32 ? dt::f32 : dt::bf16;
+    const int64_t elem = wtype == PMOE_DTYPE_F32 ? 4 : 2;
+    const memory::desc src_md(dims{T, in}, type, dims{int64_t(xrow) / elem, 1});
+    // W is `out` rows of `in` values: as an {in, out} matrix it has strides {1, row}.
+    const memory::desc w_md(dims{in, out}, type, dims{1, int64_t(w_row) / elem});
+    const memory::desc dst_md(dims{T, out}, dt::f32, dims{ys, 1});
+    const auto key = std::make_tuple(wtype, T, in, out, int64_t(xrow), int64_t(w_row), ys);
     auto it = dnnl_cache_.find(key);
     if (it == dnnl_cache_.end()) {
-      auto pd = matmul::primitive_desc(matmul::desc(src_md, w_md, dst_md), engine_);
-      it = dnnl_cache_.emplace(key, dnnl::matmul(pd)).first;
+      try {
+        auto pd = matmul::primitive_desc(matmul::desc(src_md, w_md, dst_md), engine_);
+        it = dnnl_cache_.emplace(key, dnnl::matmul(pd)).first;
+      } catch (const dnnl::error& e) {
+        if (wtype == PMOE_DTYPE_F32) throw;
+        dnnl_bf16_ = false;  // this oneDNN build or CPU has no bf16 matmul: our kernel does it
+        sdk::log(host_, PMOE_LOG_INFO, "cpu-onednn", std::string("oneDNN bf16 matmul unavailable (") + e.what() + "); using the plugin's bf16 kernel");
+        return false;
+      }
     }
-    memory src(src_md, engine_, const_cast<float*>(x));
-    memory wm(w_md, engine_, const_cast<float*>(w));
+    memory src(src_md, engine_, const_cast<uint8_t*>(x));
+    memory wm(w_md, engine_, const_cast<uint8_t*>(w));
     memory dst(dst_md, engine_, y);
     it->second.execute(stream_, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, dst}});
     stream_.wait();
+    return true;
   }
 
   // ---- ops --------------------------------------------------------------------------------
@@ -498,9 +509,10 @@ class CpuBackend final : public sdk::Compute {
   const pmoe_host* host_;
   int threads_ = 1;
   int dnnl_min_rows_ = 4;
+  bool dnnl_bf16_ = true;  // until oneDNN says it has no bf16 matmul here
   dnnl::engine engine_;
   dnnl::stream stream_;
-  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>, dnnl::matmul> dnnl_cache_;
+  std::map<std::tuple<uint32_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, dnnl::matmul> dnnl_cache_;
   std::vector<uint8_t> act_scratch_;
 };
 

@@ -111,11 +111,11 @@ static float dot_f16_scalar(const void* w, const void* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) s += pmoe_fp16_to_fp32(a[i]) * b[i];
   return s;
 }
-static float dot_bf16_scalar(const void* w, const void* x, int64_t n) {
+static float dot_bf16_scalar(const void* w, const void* x, int64_t n) {  // x: bf16 too
   auto* a = static_cast<const uint16_t*>(w);
-  auto* b = static_cast<const float*>(x);
+  auto* b = static_cast<const uint16_t*>(x);
   float s = 0.f;
-  for (int64_t i = 0; i < n; ++i) s += pmoe_bf16_to_fp32(a[i]) * b[i];
+  for (int64_t i = 0; i < n; ++i) s += pmoe_bf16_to_fp32(a[i]) * pmoe_bf16_to_fp32(b[i]);
   return s;
 }
 static float dot_q8_0_scalar(const void* w, const void* x, int64_t n) {
@@ -182,18 +182,19 @@ PMOE_AVX2 static float dot_f16_avx2(const void* w, const void* x, int64_t n) {
   return s;
 }
 
-PMOE_AVX2 static float dot_bf16_avx2(const void* w, const void* x, int64_t n) {
+PMOE_AVX2 static inline __m256 bf16x8(const uint16_t* p) {
+  const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+PMOE_AVX2 static float dot_bf16_avx2(const void* w, const void* x, int64_t n) {  // x: bf16 too
   auto* a = static_cast<const uint16_t*>(w);
-  auto* b = static_cast<const float*>(x);
+  auto* b = static_cast<const uint16_t*>(x);
   __m256 acc = _mm256_setzero_ps();
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i)));
-    __m256 wa = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
-    acc = _mm256_fmadd_ps(wa, _mm256_loadu_ps(b + i), acc);
-  }
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(bf16x8(a + i), bf16x8(b + i), acc);
   float s = hsum256(acc);
-  for (; i < n; ++i) s += pmoe_bf16_to_fp32(a[i]) * b[i];
+  for (; i < n; ++i) s += pmoe_bf16_to_fp32(a[i]) * pmoe_bf16_to_fp32(b[i]);
   return s;
 }
 
@@ -385,11 +386,15 @@ uint64_t prepared_row_bytes(uint32_t weight_type, int64_t n) {
     return uint64_t(n / 128) * sizeof(GroupQ8x4) + uint64_t(n % 128 / 32) * sizeof(BlockQ8_0);
   if (weight_type == PMOE_DTYPE_Q4_0 || weight_type == PMOE_DTYPE_Q8_0)
     return pmoe_dtype_row_bytes(PMOE_DTYPE_Q8_0, uint64_t(n));
+  if (weight_type == PMOE_DTYPE_BF16) return uint64_t(n) * 2;
   return 0;
 }
 
 void prepare_row(uint32_t weight_type, const float* x, uint8_t* dst, int64_t n) {
-  if (weight_type == PMOE_DTYPE_Q4_0 && q4_0_uses_vbmi())
+  if (weight_type == PMOE_DTYPE_BF16) {
+    auto* d = reinterpret_cast<uint16_t*>(dst);
+    for (int64_t i = 0; i < n; ++i) d[i] = pmoe_fp32_to_bf16(x[i]);
+  } else if (weight_type == PMOE_DTYPE_Q4_0 && q4_0_uses_vbmi())
     prepare_q8x4(x, dst, n);
   else
     quantize_row_q8_0(x, reinterpret_cast<BlockQ8_0*>(dst), n);

@@ -42,8 +42,9 @@ static_assert(sizeof(GroupQ8x4) == 256);
 void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n);
 
 /// Bytes of one activation row of `n` values prepared for `weight_type`'s dot kernel; 0 when the
-/// kernel reads the floats as they are (F32, F16, BF16 weights). Block types get Q8_0 values
-/// (as ggml quantizes them), in the layout the chosen kernel reads.
+/// kernel reads the floats as they are (F32, F16 weights). As in ggml, block types get Q8_0
+/// values (in the layout the chosen kernel reads) and BF16 weights bf16 activations, which is also
+/// what oneDNN's bf16 matmul takes, so batched and one-row products see the same inputs.
 uint64_t prepared_row_bytes(uint32_t weight_type, int64_t n);
 
 /// Convert `n` floats into prepared_row_bytes(weight_type, n) bytes at `dst`.
