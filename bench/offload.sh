@@ -62,8 +62,9 @@ import json, statistics, sys
 work, runs, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def load(n): return [json.load(open(f"{work}/{n}.{i}.json")) for i in range(1, runs + 1)]
 base = statistics.median(j["decode_tokens_per_second"] for j in load("in-ram"))
-print(f"{'config':18} {'decode tok/s':>12} {'vs in-RAM':>9} {'vs late':>7} {'hit rate':>8} {'stall':>6} {'read MiB/tok':>12} {'prefill tok/s':>13} {'vs late':>7} {'prefill stall':>13} {'peak RSS MiB':>12}")
-print("(hit rate, stall as a share of decode time, and bytes read are of the decode phase alone)")
+print(f"{'config':18} {'decode tok/s':>12} {'vs in-RAM':>9} {'vs late':>7} {'hit rate':>8} {'stall':>6} {'read MiB/tok':>12} {'prefill tok/s':>13} {'vs late':>7} {'prefill stall':>13} {'prefill read MiB/s':>18} {'peak RSS MiB':>12}")
+print("(hit rate, stall as a share of decode time, and bytes read are of the decode phase alone;")
+print(" compare prefill read MiB/s with the disk: build/bin/storage_bench --direct --gguf --qd=4)")
 med = lambda js, f: statistics.median(f(j) for j in js)
 tps_of = {n: med(load(n), lambda j: j["decode_tokens_per_second"]) for n in names}
 pre_of = {n: med(load(n), lambda j: j["prompt_tokens_per_second"]) for n in names}
@@ -81,5 +82,6 @@ for n in names:
     pre = pre_of[n]
     pre_vs_late = f"{pre / pre_of[late_name]:7.2f}" if late and n != "in-ram" else f"{'':7}"
     pre_stall = med(js, lambda j: (j["stall_seconds"] - d(j)["stall_seconds"]) / j["prompt_seconds"])
-    print(f"{n:18} {tps:12.2f} {tps / base:9.2f} {vs_late} {hit:8.1%} {stall:6.1%} {mib:12.1f} {pre:13.2f} {pre_vs_late} {pre_stall:13.1%} {rss:12.0f}")
+    pre_read = med(js, lambda j: (j["bytes_read"] - d(j)["bytes_read"]) / j["prompt_seconds"]) / 2**20
+    print(f"{n:18} {tps:12.2f} {tps / base:9.2f} {vs_late} {hit:8.1%} {stall:6.1%} {mib:12.1f} {pre:13.2f} {pre_vs_late} {pre_stall:13.1%} {pre_read:18.0f} {rss:12.0f}")
 PY
