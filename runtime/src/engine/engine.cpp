@@ -59,9 +59,20 @@ Engine::Engine(const Model& model, ComputeBackend& compute, EngineOptions o)
 }
 
 Engine::~Engine() {
+  if (ahead_) compute_.free(ahead_);
   compute_.free(act_);
   compute_.free(kv_);
   compute_.free(weights_);
+}
+
+void Engine::set_expert_cache(ExpertCache* cache, uint32_t lookahead, bool pre_attention) {
+  cache_ = cache;
+  lookahead_ = cache ? lookahead : 0;
+  pre_attention_ = pre_attention;
+  if (ahead_) compute_.free(ahead_);
+  ahead_ = nullptr;
+  if (lookahead_)
+    ahead_ = compute_.alloc(uint64_t(lookahead_) * ubatch_ * model_.hp().n_expert * 4, PMOE_BUFFER_HOST_VISIBLE);
 }
 
 pmoe_tensor Engine::weight(const GgufTensorInfo& t) const {
@@ -157,18 +168,25 @@ void Engine::route(uint32_t il, uint32_t n) {
 
 void Engine::prefetch_ahead(uint32_t il, uint32_t n, const pmoe_tensor& x) {
   // Later layers' routers applied to this layer's input: their residual stream is not known yet,
-  // but it stays close, so their choice is a good guess (the reads are low priority).
+  // but it stays close, so their choice is a good guess (the reads are low priority). All of them
+  // go in one execute and one readback.
   const Hparams& h = model_.hp();
+  const uint32_t ahead = std::min(lookahead_, h.n_layer - 1 - il), E = h.n_expert;
+  if (ahead == 0) return;
+  const uint64_t block = uint64_t(n) * E;  // floats of one layer's router logits
+  std::vector<pmoe_op> ops;
+  for (uint32_t j = 0; j < ahead; ++j)
+    ops.push_back(make_op(PMOE_OP_MATMUL, pmoe_tensor_2d(ahead_, j * block * 4, PMOE_DTYPE_F32, E, n),
+                          {weight(*model_.layer(il + 1 + j).router), x}));
+  compute_.execute(ops);
+  compute_.sync();
+  std::vector<float> logits(ahead * block);
+  compute_.read(ahead_, 0, logits.data(), logits.size() * 4);
   std::vector<int32_t> sel;
-  std::vector<float> w, logits(size_t(n) * h.n_expert);
-  for (uint32_t j = 1; j <= lookahead_ && il + j < h.n_layer; ++j) {
-    const pmoe_op op = make_op(PMOE_OP_MATMUL, act(router_, PMOE_DTYPE_F32, h.n_expert, n),
-                               {weight(*model_.layer(il + j).router), x});
-    compute_.execute({&op, 1});
-    compute_.sync();
-    compute_.read(act_, router_.offset, logits.data(), logits.size() * 4);
-    top_k(logits.data(), n, sel, w, nullptr);
-    for (int32_t e : sel) cache_->prefetch(il + j, uint32_t(e), j);
+  std::vector<float> w;
+  for (uint32_t j = 0; j < ahead; ++j) {
+    top_k(logits.data() + j * block, n, sel, w, nullptr);
+    for (int32_t e : sel) cache_->prefetch(il + 1 + j, uint32_t(e), j + 1);
   }
 }
 

@@ -44,11 +44,7 @@ class Engine {
 
   /// Stream experts through `cache` instead of reading them from the mapped file; route
   /// `lookahead` later layers ahead and prefetch their likely experts. nullptr: all resident.
-  void set_expert_cache(ExpertCache* cache, uint32_t lookahead, bool pre_attention = true) {
-    cache_ = cache;
-    lookahead_ = lookahead;
-    pre_attention_ = pre_attention;
-  }
+  void set_expert_cache(ExpertCache* cache, uint32_t lookahead, bool pre_attention = true);
   ExpertCache* expert_cache() const { return cache_; }
 
   /// Called after each layer's routing decision (tests, statistics, cache policies).
@@ -90,6 +86,7 @@ class Engine {
   pmoe_buffer* weights_ = nullptr;  // the whole GGUF mapping (or a copy of it)
   pmoe_buffer* kv_ = nullptr;
   pmoe_buffer* act_ = nullptr;
+  pmoe_buffer* ahead_ = nullptr;    // router logits of the lookahead layers, [lookahead][ubatch][n_expert]
   Region x_, n1_, q_, attn_, n2_, router_, ey_, tok_ids_, pos_, route_tok_, comb_idx_, comb_w_, logits_;
   // host-side routing of the current chunk
   std::vector<float> router_host_;
