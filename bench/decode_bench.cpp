@@ -114,6 +114,10 @@ ActiveBytes active_bytes(const Model& m, uint32_t first, uint32_t steps) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  // Bind the compute threads to cores (unless the caller chose): on a small shared machine an
+  // unbound team gets migrated and preempted, and run-to-run spread swamps what is measured.
+  // libgomp reads this when the compute plugin loads it, which is after this line.
+  setenv("OMP_PROC_BIND", "true", 0);
   po::options_description opts("pmoe_bench_decode options");
   opts.add_options()("help,h", "show this help")(
       "models", po::value<std::string>(),
@@ -152,8 +156,9 @@ int main(int argc, char** argv) try {
   }
 
   std::printf(
-      "pocketmoe decode benchmark: %s%s, prompt %u, decode %u, %u threads, median of %d runs\n",
-      shape.c_str(), skew ? " (routing skew)" : " (uniform routing)", prompt, gen, threads, runs);
+      "pocketmoe decode benchmark: %s%s, prompt %u, decode %u, %u threads (OMP_PROC_BIND=%s), median of %d runs\n",
+      shape.c_str(), skew ? " (routing skew)" : " (uniform routing)", prompt, gen, threads,
+      std::getenv("OMP_PROC_BIND"), runs);
   const double load = load_average();
   if (load > 0.5)
     std::printf("warning: load average %.2f before the start: other jobs compete for the cores, "
