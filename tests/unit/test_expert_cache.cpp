@@ -8,7 +8,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstring>
+#include <future>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 
@@ -194,6 +197,37 @@ TEST_CASE("storage faults: retried where right, else a clear error; never a wron
     CHECK_THROWS_WITH_AS(
         run("st-a-q4_0", fault_cfg("fault: slow, fail_every: 4, delay_ms: 1500", "prefetch: { read_timeout_ms: 300 }\n"), toks, false),
         doctest::Contains("did not complete within 300 ms"), Error);
+  }
+  SUBCASE("after a timeout the session goes on: the entry is read again, not left loading") {
+    SessionOptions o;
+    o.model_path = kFix + "/models/st-a-q4_0.gguf";
+    // One token: layer 0 reads its top-2 experts as reads 1-6 (3 matrices each). Read 5, of the
+    // second expert, is slow and times out; its re-read (reads 7-9) is not slow.
+    const std::vector<int32_t> one(toks.begin(), toks.begin() + 1);
+    o.config_path = fault_cfg("fault: slow, fail_every: 5, delay_ms: 600", "prefetch: { read_timeout_ms: 200 }\n");
+    o.load_tokenizer = false;
+    o.engine.n_ctx = uint32_t(toks.size());
+    o.engine.ubatch = 8;
+    Session s(o);
+    std::vector<float> logits;
+    CHECK_THROWS_WITH_AS(s.engine().eval(one, true, logits), doctest::Contains("did not complete within 200 ms"), Error);
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));  // the late read lands
+    // The timed-out expert is read again; every attempt completes or times out again, so this
+    // ends. A hang (an entry left loading) is caught by the 60 s limit.
+    auto again = std::async(std::launch::async, [&] {
+      s.engine().reset();
+      logits.clear();
+      try {
+        s.engine().eval(one, true, logits);
+      } catch (const Error&) {
+      }
+    });
+    const bool ended = again.wait_for(std::chrono::seconds(60)) == std::future_status::ready;
+    CHECK(ended);
+    if (!ended) {  // a hung engine thread cannot be joined
+      std::fputs("FAIL: eval after a read timeout hung for 60 s\n", stderr);
+      std::_Exit(1);
+    }
   }
   SUBCASE("slow reads within the timeout only cost time") {
     const Run r = run("st-a-q4_0", fault_cfg("fault: slow, fail_every: 40, delay_ms: 50"), toks, false);

@@ -382,8 +382,8 @@ static void prepare_q8x4(const float* x, uint8_t* dst, int64_t n) {
 static bool q4_0_uses_vbmi() { return kernel_isa() == Isa::avx512_vbmi; }
 
 uint64_t prepared_row_bytes(uint32_t weight_type, int64_t n) {
-  if (weight_type == PMOE_DTYPE_Q4_0 && q4_0_uses_vbmi())
-    return uint64_t(n / 128) * sizeof(GroupQ8x4) + uint64_t(n % 128 / 32) * sizeof(BlockQ8_0);
+  if (weight_type == PMOE_DTYPE_Q4_0 && q4_0_uses_vbmi())  // rows stay 64-byte multiples: aligned groups
+    return (uint64_t(n / 128) * sizeof(GroupQ8x4) + uint64_t(n % 128 / 32) * sizeof(BlockQ8_0) + 63) / 64 * 64;
   if (weight_type == PMOE_DTYPE_Q4_0 || weight_type == PMOE_DTYPE_Q8_0)
     return pmoe_dtype_row_bytes(PMOE_DTYPE_Q8_0, uint64_t(n));
   if (weight_type == PMOE_DTYPE_BF16) return uint64_t(n) * 2;

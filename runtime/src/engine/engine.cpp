@@ -200,7 +200,12 @@ void Engine::acquire_more(uint32_t il, const ExpertSpans& spans, StreamState& st
 void Engine::run_experts_streamed(uint32_t il, const ExpertSpans& spans, const pmoe_tensor& n2,
                                   StreamState& st) {
   acquire_more(il, spans, st);  // all but the first wave were acquired before attention
-  while (!st.pending.empty()) {
+  while (!st.pending.empty() || st.next < spans.list.size()) {
+    if (st.pending.empty()) {  // no slot could be had: all were loading prefetches; wait for one
+      cache_->wait_for_slot();
+      acquire_more(il, spans, st);
+      continue;
+    }
     // each expert runs as soon as its own weights have landed
     const size_t i = cache_->wait_any(st.pending);
     const size_t sp = st.pending_span[i];
@@ -212,9 +217,6 @@ void Engine::run_experts_streamed(uint32_t il, const ExpertSpans& spans, const p
     st.pending.erase(st.pending.begin() + long(i));
     st.pending_span.erase(st.pending_span.begin() + long(i));
     acquire_more(il, spans, st);
-    if (st.pending.empty() && st.next < spans.list.size())
-      throw Error("expert cache: no slot can be freed for expert " + std::to_string(spans.list[st.next].first) +
-                  " of layer " + std::to_string(il));
   }
 }
 
@@ -260,7 +262,7 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
     compute_.write(act_, comb_idx_.offset, comb_idx.data(), uint64_t(n) * K * 4);
     compute_.write(act_, comb_w_.offset, sel_w_.data(), uint64_t(n) * K * 4);
     // demand reads go out now, so they overlap the attention block
-    StreamState stream;
+    StreamState stream(cache_);
     if (cache_ && pre_attention_) {
       acquire_more(il, spans, stream);
       if (lookahead_) prefetch_ahead(il, n, x);

@@ -65,9 +65,16 @@ class Engine {
     uint32_t rows = 0;
   };
   struct StreamState {
+    ExpertCache* cache = nullptr;
     size_t next = 0;                  // next span (expert) to acquire
     std::vector<uint64_t> pending;    // acquired, not yet computed
     std::vector<size_t> pending_span;
+    StreamState(ExpertCache* c) : cache(c) {}
+    StreamState(const StreamState&) = delete;
+    StreamState& operator=(const StreamState&) = delete;
+    ~StreamState() {  // after an error: unpin what was acquired, so the session can go on
+      for (uint64_t k : pending) cache->release(PMOE_KEY_LAYER(k), PMOE_KEY_EXPERT(k));
+    }
   };
   void acquire_more(uint32_t il, const ExpertSpans& spans, StreamState& st);
   void run_experts_streamed(uint32_t il, const ExpertSpans& spans, const pmoe_tensor& n2, StreamState& st);

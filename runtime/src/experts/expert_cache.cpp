@@ -74,7 +74,12 @@ ExpertCache::~ExpertCache() {
   for (Slot& s : slots_)
     if (s.timer) s.timer->cancel();
   lock.unlock();
-  if (!drained) return;  // ~thread_pool stops the strand; the storage keeps our callback
+  if (!drained) {  // a read never completed: leak the slot memory it may still write to
+    pool_.stop();
+    pool_.join();
+    storage_.set_callback(nullptr, nullptr);  // late completions then stay in the backend's queue
+    return;
+  }
   pool_.join();          // the cancelled timers' handlers, and posted prefetches, finish
   storage_.set_callback(nullptr, nullptr);
   storage_.close(file_.file);
@@ -95,16 +100,16 @@ std::vector<ExpertCache::Part> ExpertCache::parts_of(uint64_t key) const {
   return parts;
 }
 
-int64_t ExpertCache::claim_slot(uint64_t key) {
+int64_t ExpertCache::claim_slot(uint64_t key, size_t keep) {
   uint32_t s;
+  // (A scan per miss: it costs well under a microsecond next to the read that follows.)
+  const size_t n_busy = size_t(std::count_if(slots_.begin(), slots_.end(), busy));
+  if (n_busy + keep >= slots_.size()) return -1;
   if (!free_.empty()) {
     s = free_.back();
     free_.pop_back();
   } else {
     // Ask for enough candidates to get past pinned and loading entries.
-    // (A scan per miss: it costs well under a microsecond next to the read that follows.)
-    const size_t n_busy = size_t(std::count_if(slots_.begin(), slots_.end(), busy));
-    if (n_busy >= slots_.size()) return -1;
     std::vector<uint64_t> cand(n_busy + 1);
     cand.resize(policy_.victims(cand));
     int64_t victim = -1;
@@ -151,7 +156,9 @@ void ExpertCache::submit_reads(uint32_t s, uint32_t priority) {
   }
   slot.state = State::Loading;
   slot.parts_left = uint32_t(parts.size());
-  slot.error = PMOE_OK;
+  slot.error = PMOE_OK;  // this attempt's outcome only
+  slot.sys_errno = 0;
+  slot.short_read = slot.timed_out = false;
   slot.submitted = Clock::now();
   ++slot.attempts;
   in_flight_ += uint32_t(parts.size());
@@ -194,8 +201,9 @@ bool ExpertCache::acquire(uint32_t layer, uint32_t expert) {
   } else {
     int64_t s;
     if (it != where_.end()) {
-      s = it->second;  // a failed prefetch: read again, now as a demand read
+      s = it->second;  // a failed entry (an earlier error, or a prefetch): read again on demand
       slots_[size_t(s)].attempts = 0;
+      slots_[size_t(s)].prefetched_unused = false;
     } else if ((s = claim_slot(key)) < 0) {
       return false;
     }
@@ -219,7 +227,7 @@ void ExpertCache::prefetch(uint32_t layer, uint32_t expert, uint32_t priority) {
 void ExpertCache::prefetch_now(uint64_t key, uint32_t priority) {
   std::lock_guard lock(mu_);
   if (closing_ || where_.count(key)) return;
-  const int64_t s = claim_slot(key);
+  const int64_t s = claim_slot(key, model_.hp().n_expert_used);
   if (s < 0) return;
   slots_[size_t(s)].prefetched_unused = true;
   ++stats_[PMOE_KEY_LAYER(key)].prefetches;
@@ -268,11 +276,13 @@ void ExpertCache::retry(uint32_t index) {
   std::lock_guard lock(mu_);
   Slot& s = slots_[index];
   s.timer.reset();
-  try {
-    if (closing_) throw Error("closing");
-    submit_reads(index, 0);
-  } catch (const Error&) {
+  if (closing_) {
     s.state = State::Failed;
+  } else {
+    try {
+      submit_reads(index, 0);
+    } catch (const Error&) {  // refused: submit_reads marked the slot Failed
+    }
   }
   cv_.notify_all();
 }
@@ -317,6 +327,20 @@ size_t ExpertCache::wait_any(std::span<const uint64_t> keys) {
   }
 }
 
+void ExpertCache::wait_for_slot() {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] {
+    if (!free_.empty()) return true;
+    bool loading = false;
+    for (const Slot& s : slots_) {
+      if (!busy(s)) return true;
+      loading = loading || s.state == State::Loading || s.parts_left > 0;
+    }
+    if (!loading) throw Error("expert cache: every slot is pinned, none can be freed");
+    return false;
+  });
+}
+
 ExpertView ExpertCache::view(uint32_t layer, uint32_t expert) const {
   std::lock_guard lock(mu_);
   const uint32_t s = where_.at(PMOE_EXPERT_KEY(layer, expert));
@@ -339,6 +363,11 @@ void ExpertCache::release(uint32_t layer, uint32_t expert) {
 void ExpertCache::on_routing(uint32_t layer, const float* probs, uint32_t n_tokens, uint32_t n_experts) {
   std::lock_guard lock(mu_);
   policy_.on_routing(layer, probs, n_tokens, n_experts);
+}
+
+std::vector<CacheStats> ExpertCache::layer_stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
 }
 
 CacheStats ExpertCache::total_stats() const {

@@ -70,8 +70,12 @@ class ExpertCache {
   /// Demand: pin the expert and start its read if it is not resident. Returns false (and does
   /// nothing) when every slot is pinned or loading; the caller then finishes pinned work first.
   bool acquire(uint32_t layer, uint32_t expert);
+  /// Block until some slot can be claimed (free, or settled and unpinned). For a caller that holds
+  /// no pins while every slot is loading (prefetches took them): those reads all have deadlines.
+  void wait_for_slot();
   /// Speculative: start a read with `priority` > 0 if a slot can be had without touching pinned or
-  /// loading entries. Never blocks: the work is posted to the cache's strand.
+  /// loading entries, leaving top-k slots for demand reads. Never blocks: the work is posted to the
+  /// cache's strand.
   void prefetch(uint32_t layer, uint32_t expert, uint32_t priority);
   /// Index into `keys` (PMOE_EXPERT_KEY) of an acquired expert that is loaded, waiting if none is.
   /// Throws pmoe::Error naming file, offset and expert when its read failed for good.
@@ -84,7 +88,7 @@ class ExpertCache {
   /// One decode step or prefill chunk ends.
   void next_tick() { ++tick_; }
 
-  const std::vector<CacheStats>& layer_stats() const { return stats_; }
+  std::vector<CacheStats> layer_stats() const;
   CacheStats total_stats() const;
 
  private:
@@ -120,8 +124,9 @@ class ExpertCache {
   void retry(uint32_t slot);
   void prefetch_now(uint64_t key, uint32_t priority);
   std::vector<Part> parts_of(uint64_t key) const;
-  // Under the lock: a slot for `key` (free, or evicted from an unpinned ready entry), or -1.
-  int64_t claim_slot(uint64_t key);
+  // Under the lock: a slot for `key` (free, or evicted from an unpinned ready entry) while more
+  // than `keep` slots stay claimable, or -1.
+  int64_t claim_slot(uint64_t key, size_t keep = 0);
   void submit_reads(uint32_t slot, uint32_t priority);  // under the lock
   /// Under the lock: arm the slot's timer to call `handler` on the strand after `after`.
   template <class Handler>
