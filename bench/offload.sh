@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Experts from flash vs everything in RAM (issue: experts from flash, DESIGN.md §8).
 # Synthesizes a 4B-A0.6B Q4_0 model with realistic routing skew (reused when present), then runs
-# `pocketmoe run` (prompt ~100 / generate 128, 2 threads) several times per configuration:
+# `pocketmoe run` (prompt ~100 / generate 128, $THREADS threads) several times per configuration:
 #   in-RAM; budgets 1 GiB, 512 MiB and 256 MiB with O_DIRECT reads, with pre-attention prefetch (+ lookahead 2)
 #   and without (experts read only when the FFN needs them).
 # Tokens are sampled (temperature 1, fixed seed): greedy decoding of a random-weight model falls
@@ -9,14 +9,16 @@
 # never changes a bit, so every configuration generates the same tokens.
 # Prints medians: decode tok/s, ratio to in-RAM and to the same budget without prefetch, and the
 # decode phase's hit rate, stall fraction and bytes read per token.
-# Usage: bench/offload.sh [BUILD_DIR] [RUNS]; MODEL=path to use another model; STORAGE=storage-uring.
+# Usage: bench/offload.sh [BUILD_DIR] [RUNS]; MODEL=path to use another model; STORAGE=storage-uring;
+# THREADS=compute threads (default 2; on a 2-core machine THREADS=1 leaves a core to the reads).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${1:-$ROOT/build}"
 RUNS="${2:-3}"
 PM="$BUILD/bin/pocketmoe"
 STORAGE="${STORAGE:-storage-posix}"
-WORK="$BUILD/bench-offload"
+THREADS="${THREADS:-2}"
+WORK="$BUILD/bench-offload-t$THREADS"
 mkdir -p "$WORK"
 MODEL="${MODEL:-$BUILD/bench-models/synth-4b-a0.6b-q4_0-skew.gguf}"
 if [ ! -f "$MODEL" ]; then
@@ -28,7 +30,7 @@ PROMPT="$(python3 -c 'print(" ".join(["the small thinker reads experts from flas
 config() {  # name budget pre_attention lookahead
   local f="$WORK/$1.yaml"
   {
-    echo "compute: { plugin: cpu-onednn, threads: 2 }"
+    echo "compute: { plugin: cpu-onednn, threads: $THREADS }"
     if [ "$2" != "0" ]; then
       echo "storage: { plugin: $STORAGE, direct_io: true }"
       echo "cache: { policy: lru, budget: $2 }"
