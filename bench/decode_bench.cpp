@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <chrono>
+#include <pthread.h>
+#include <sched.h>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -66,6 +68,11 @@ std::vector<double> read_bandwidth(unsigned threads, int runs) {
     std::vector<std::thread> pool;
     for (unsigned t = 0; t < threads; ++t)
       pool.emplace_back([&, t] {
+        // on its own core, as the compute threads are (OMP_PROC_BIND)
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(t % std::max(1u, std::thread::hardware_concurrency()), &one);
+        pthread_setaffinity_np(pthread_self(), sizeof one, &one);
         const uint64_t* p = buf.data() + n / threads * t;
         const size_t m = n / threads;
         uint64_t a[8] = {};
