@@ -638,6 +638,39 @@ TEST_CASE("many threads submit and poll at once") {
   }
 }
 
+TEST_CASE("signals during reads (EINTR) change nothing") {
+  struct sigaction sa {
+  }, old{};
+  sa.sa_handler = [](int) {};
+  ::sigaction(SIGUSR1, &sa, &old);  // no SA_RESTART: interrupted calls return EINTR
+  std::atomic<bool> stop{false};
+  std::thread pest([&] {
+    while (!stop) {
+      ::kill(::getpid(), SIGUSR1);
+      std::this_thread::sleep_for(50us);
+    }
+  });
+  {
+    StorageInstance st(library(), g_cfg.options);
+    const size_t size = 8 << 20;
+    for (uint32_t flags : {0u, PMOE_OPEN_DIRECT}) {
+      CAPTURE(flags);
+      pmoe_file* f = st.must_open(big_file(), flags);
+      std::vector<uint8_t> buf(size);
+      std::vector<pmoe_read_req> reqs;
+      for (uint64_t off = 0; off < size; off += 65536 - 3)  // unaligned pieces: bounce paths too
+        reqs.push_back({f, off, std::min<uint64_t>(65536 - 3, size - off), buf.data() + off, off, 0, 0});
+      pmoe_error err{};
+      REQUIRE(st.submit(reqs.data(), reqs.size(), &err) == PMOE_OK);
+      for (const auto& d : st.poll_all(reqs.size())) CHECK(d.status == PMOE_OK);
+      CHECK(std::equal(buf.begin(), buf.end(), content().begin()));
+    }
+  }
+  stop = true;
+  pest.join();
+  ::sigaction(SIGUSR1, &old, nullptr);
+}
+
 TEST_CASE("switching between callback and poll; reopening files") {
   StorageInstance st(library(), g_cfg.options);
   std::mt19937_64 rng(g_cfg.seed + 9);

@@ -5,14 +5,10 @@
 
 #include "../conformance/storage_conformance.hpp"
 
-#include <signal.h>
 #include <sys/stat.h>
 
-#include <atomic>
-#include <thread>
 
 using namespace pmoe::conformance;
-using namespace std::chrono_literals;
 
 namespace {
 
@@ -194,37 +190,4 @@ TEST_CASE("storage-posix: close and destroy wait for queued reads") {
   CHECK(sink.count() == 256);
   for (uint32_t i = 0; i < 256; ++i)
     CHECK(std::memcmp(buf.data() + i * 4096, file.data.data() + (i % 128) * 4096 + 7, 4000) == 0);
-}
-
-TEST_CASE("storage-posix: signals during reads (EINTR) change nothing") {
-  DataFile file("eintr.bin", 8 << 20);
-  struct sigaction sa {
-  }, old{};
-  sa.sa_handler = [](int) {};
-  ::sigaction(SIGUSR1, &sa, &old);  // no SA_RESTART: interrupted calls return EINTR
-  std::atomic<bool> stop{false};
-  std::thread pest([&] {
-    while (!stop) {
-      ::kill(::getpid(), SIGUSR1);
-      std::this_thread::sleep_for(50us);
-    }
-  });
-  {
-    StorageInstance st(lib(), {{"workers", "4"}});
-    for (uint32_t flags : {0u, PMOE_OPEN_DIRECT}) {
-      pmoe_file* f = st.must_open(file.path, flags);
-      std::vector<uint8_t> buf(file.data.size());
-      std::vector<pmoe_read_req> reqs;
-      for (uint64_t off = 0; off < buf.size(); off += 65536 - 3)
-        reqs.push_back(
-            {f, off, std::min<uint64_t>(65536 - 3, buf.size() - off), buf.data() + off, off, 0, 0});
-      pmoe_error err{};
-      REQUIRE(st.submit(reqs, &err) == PMOE_OK);
-      for (const auto& d : st.poll_all(reqs.size())) CHECK(d.status == PMOE_OK);
-      CHECK(buf == file.data);
-    }
-  }
-  stop = true;
-  pest.join();
-  ::sigaction(SIGUSR1, &old, nullptr);
 }

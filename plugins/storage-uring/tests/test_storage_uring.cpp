@@ -1,5 +1,5 @@
 // storage-uring specifics the conformance suite cannot know: options, io_uring missing (seccomp),
-// exact messages, queue order at queue_depth 1, the demand reserve, draining, EINTR, submitting
+// exact messages, queue order at queue_depth 1, the demand reserve, draining, submitting
 // threads that exit, more files than registered slots, SQPOLL. The generic contract is checked by
 // tests/conformance (ctest: storage_conformance_uring*).
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
@@ -9,16 +9,13 @@
 
 #include <linux/filter.h>
 #include <linux/seccomp.h>
-#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-#include <atomic>
 #include <thread>
 
 using namespace pmoe::conformance;
-using namespace std::chrono_literals;
 
 namespace {
 
@@ -321,40 +318,6 @@ TEST_CASE("storage-uring: close and destroy wait for queued reads") {
   CHECK(sink.count() == 256);
   for (uint32_t i = 0; i < 256; ++i)
     CHECK(std::memcmp(buf.data() + i * 4096, file.data.data() + (i % 128) * 4096 + 7, 4000) == 0);
-}
-
-TEST_CASE("storage-uring: signals during reads (EINTR) change nothing") {
-  REQUIRE_URING();
-  DataFile file("eintr.bin", 8 << 20);
-  struct sigaction sa {
-  }, old{};
-  sa.sa_handler = [](int) {};
-  ::sigaction(SIGUSR1, &sa, &old);  // no SA_RESTART: interrupted calls return EINTR
-  std::atomic<bool> stop{false};
-  std::thread pest([&] {
-    while (!stop) {
-      ::kill(::getpid(), SIGUSR1);
-      std::this_thread::sleep_for(50us);
-    }
-  });
-  {
-    StorageInstance st(lib(), {{"queue_depth", "16"}});
-    for (uint32_t flags : {0u, PMOE_OPEN_DIRECT}) {
-      pmoe_file* f = st.must_open(file.path, flags);
-      std::vector<uint8_t> buf(file.data.size());
-      std::vector<pmoe_read_req> reqs;
-      for (uint64_t off = 0; off < buf.size(); off += 65536 - 3)
-        reqs.push_back(
-            {f, off, std::min<uint64_t>(65536 - 3, buf.size() - off), buf.data() + off, off, 0, 0});
-      pmoe_error err{};
-      REQUIRE(st.submit(reqs, &err) == PMOE_OK);
-      for (const auto& d : st.poll_all(reqs.size())) CHECK(d.status == PMOE_OK);
-      CHECK(buf == file.data);
-    }
-  }
-  stop = true;
-  pest.join();
-  ::sigaction(SIGUSR1, &old, nullptr);
 }
 
 TEST_CASE("storage-uring: reads outlive the threads that submitted them") {
