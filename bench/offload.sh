@@ -48,18 +48,13 @@ run_cfg() {  # name yaml -> prints JSON stats paths
 }
 
 NAMES=(in-ram)
-for b in 1GiB 512MiB 256MiB; do
-  n="b$(echo "$b" | tr 'A-Z' 'a-z' | sed 's/ib$//')"
-  NAMES+=("$n-prefetch" "$n-lookahead" "$n-late")
-done
 run_cfg in-ram "$(config in-ram 0 true 0)"
-for n in "${NAMES[@]:1}"; do  # b<budget>-<mode>
-  budget="$(echo "${n%-*}" | sed 's/^b//; s/g$/GiB/; s/m$/MiB/')"
-  case "${n##*-}" in
-    prefetch) run_cfg "$n" "$(config "$n" "$budget" true 0)" ;;
-    lookahead) run_cfg "$n" "$(config "$n" "$budget" true 2)" ;;
-    late) run_cfg "$n" "$(config "$n" "$budget" false 0)" ;;
-  esac
+for budget in 1GiB 512MiB 256MiB; do
+  b="b$(echo "$budget" | tr 'A-Z' 'a-z' | sed 's/ib$//')"  # b1g, b512m, b256m
+  run_cfg "$b-prefetch" "$(config "$b-prefetch" "$budget" true 0)"
+  run_cfg "$b-lookahead" "$(config "$b-lookahead" "$budget" true 2)"
+  run_cfg "$b-late" "$(config "$b-late" "$budget" false 0)"
+  NAMES+=("$b-prefetch" "$b-lookahead" "$b-late")
 done
 
 python3 - "$WORK" "$RUNS" "${NAMES[@]}" <<'PY'
