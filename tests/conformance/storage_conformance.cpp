@@ -638,6 +638,33 @@ TEST_CASE("many threads submit and poll at once") {
   }
 }
 
+TEST_CASE("close and destroy wait for queued reads") {
+  std::vector<uint8_t> buf(256 * 4096);
+  CallbackSink sink;
+  {
+    StorageInstance st(library(), g_cfg.options);
+    REQUIRE(st.set_callback(&CallbackSink::on_done, &sink) == PMOE_OK);
+    pmoe_file* f = st.must_open(big_file(), 0);
+    std::vector<pmoe_read_req> reqs;
+    for (uint32_t i = 0; i < 128; ++i)
+      reqs.push_back({f, i * 4096ull + 7, 4000, buf.data() + i * 4096, i, i % 3, 0});
+    pmoe_error err{};
+    REQUIRE(st.submit(reqs, &err) == PMOE_OK);
+    st.close(f);
+    CHECK(sink.count() == 128);  // close returned only after the file's reads completed
+
+    pmoe_file* g = st.must_open(big_file(), 0);
+    for (auto& r : reqs) {
+      r.file = g;
+      r.dest = static_cast<uint8_t*>(r.dest) + 128 * 4096;
+    }
+    REQUIRE(st.submit(reqs, &err) == PMOE_OK);
+  }  // destroy: every accepted read completes first
+  CHECK(sink.count() == 256);
+  for (uint32_t i = 0; i < 256; ++i)
+    CHECK(std::memcmp(buf.data() + i * 4096, content().data() + (i % 128) * 4096 + 7, 4000) == 0);
+}
+
 TEST_CASE("signals during reads (EINTR) change nothing") {
   struct sigaction sa {
   }, old{};

@@ -1,5 +1,5 @@
 // storage-uring specifics the conformance suite cannot know: options, io_uring missing (seccomp),
-// exact messages, queue order at queue_depth 1, the demand reserve, draining, submitting
+// exact messages, queue order at queue_depth 1, the demand reserve, submitting
 // threads that exit, more files than registered slots, SQPOLL. The generic contract is checked by
 // tests/conformance (ctest: storage_conformance_uring*).
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
@@ -289,35 +289,6 @@ TEST_CASE("storage-uring: long unaligned direct reads, more segments than queue 
     }
     CHECK(arena.guards_intact());
   }
-}
-
-TEST_CASE("storage-uring: close and destroy wait for queued reads") {
-  REQUIRE_URING();
-  DataFile file("drain.bin");
-  std::vector<uint8_t> buf(256 * 4096);
-  CallbackSink sink;
-  {
-    StorageInstance st(lib(), {{"queue_depth", "8"}, {"direct_io", "true"}});
-    REQUIRE(st.set_callback(&CallbackSink::on_done, &sink) == PMOE_OK);
-    pmoe_file* f = st.must_open(file.path, 0);
-    std::vector<pmoe_read_req> reqs;
-    for (uint32_t i = 0; i < 128; ++i)
-      reqs.push_back({f, i * 4096ull + 7, 4000, buf.data() + i * 4096, i, i % 3, 0});
-    pmoe_error err{};
-    REQUIRE(st.submit(reqs, &err) == PMOE_OK);
-    st.close(f);
-    CHECK(sink.count() == 128);  // close returned only after the file's reads completed
-
-    pmoe_file* g = st.must_open(file.path, 0);
-    for (auto& r : reqs) {
-      r.file = g;
-      r.dest = static_cast<uint8_t*>(r.dest) + 128 * 4096;
-    }
-    REQUIRE(st.submit(reqs, &err) == PMOE_OK);
-  }  // destroy: every accepted read completes first
-  CHECK(sink.count() == 256);
-  for (uint32_t i = 0; i < 256; ++i)
-    CHECK(std::memcmp(buf.data() + i * 4096, file.data.data() + (i % 128) * 4096 + 7, 4000) == 0);
 }
 
 TEST_CASE("storage-uring: reads outlive the threads that submitted them") {
