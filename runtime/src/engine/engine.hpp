@@ -69,7 +69,7 @@ class Engine {
     size_t next = 0;                  // next span (expert) to acquire
     std::vector<uint64_t> pending;    // acquired, not yet computed
     std::vector<size_t> pending_span;
-    StreamState(ExpertCache* c) : cache(c) {}
+    explicit StreamState(ExpertCache* c) : cache(c) {}
     StreamState(const StreamState&) = delete;
     StreamState& operator=(const StreamState&) = delete;
     ~StreamState() {  // after an error: unpin what was acquired, so the session can go on
