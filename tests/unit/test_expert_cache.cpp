@@ -13,6 +13,7 @@
 #include <future>
 #include <thread>
 #include <filesystem>
+#include <memory>
 #include <fstream>
 
 using namespace pmoe;
@@ -104,7 +105,7 @@ TEST_CASE("offloading never changes a bit: storage x policy x budget x lookahead
     for (uint64_t budget : {2 * slot, 5 * slot, 48 * slot + slot})
       for (const auto& storage : storages)
         for (const char* direct : {"false", "true"})
-          for (uint32_t lookahead : {0u, 2u})
+          for (uint32_t lookahead : {0u, 3u})  // 3: the first layer routes 3 ahead, later ones 2
             for (const auto& policy : policies) {
               const std::string cfg = write_config(
                   "matrix", "storage: { plugin: " + storage + ", direct_io: " + direct + " }\n" +
@@ -159,6 +160,48 @@ TEST_CASE("statistics add up") {
     CHECK(r.stats.hits + r.stats.misses == r.stats.uses);
     CHECK(r.stats.bytes_read == (r.stats.misses + r.stats.prefetches) * (r.stats.bytes_read / (r.stats.misses + r.stats.prefetches)));
   }
+}
+
+TEST_CASE("a prefetch never evicts an expert predicted for this step; the prediction expires with it") {
+  // Four slots, plain LRU. In decode's cyclic layer order the least recently used entries are
+  // those of the next layers, so without the protection the prefetch below would evict (0, 0).
+  auto session = [](uint64_t budget) {
+    SessionOptions o;
+    o.model_path = kFix + "/models/st-a-q8_0.gguf";
+    o.config_path = write_config("expected", "cache: { policy: lru, budget: " + std::to_string(budget) + " }\n");
+    o.load_tokenizer = false;
+    return std::make_unique<Session>(o);
+  };
+  const uint64_t slot = session(64 << 20)->expert_cache()->slot_bytes();
+  auto s = session(4 * slot);
+  ExpertCache& c = *s->expert_cache();
+  REQUIRE(c.capacity() == 4);
+  auto use = [&](uint32_t layer, uint32_t expert) {
+    REQUIRE(c.acquire(layer, expert));
+    const uint64_t key = PMOE_EXPERT_KEY(layer, expert);
+    c.wait_any(std::span(&key, 1));
+    c.release(layer, expert);
+  };
+  for (uint32_t e = 0; e < 4; ++e) use(0, e);  // full; LRU order (0,0) (0,1) (0,2) (0,3)
+  auto misses = [&] { return c.total_stats().misses; };
+
+  c.prefetch(0, 0, 1);  // resident: now expected in this step
+  use(1, 5);            // evicts (0,1), the oldest entry not expected
+  const uint64_t before = misses();
+  use(0, 0);
+  CHECK(misses() == before);  // (0,0) survived
+  use(0, 1);
+  CHECK(misses() == before + 1);  // (0,1) was the victim
+
+  // now (0,3) (1,5) (0,0) (0,1), oldest first
+  c.prefetch(0, 0, 1);  // expected again, and not used in this step
+  c.next_tick();        // the prediction is stale now: (0,0) is an ordinary entry again
+  use(1, 5);
+  use(0, 3);  // hits: (0,0) (0,1) (1,5) (0,3)
+  use(2, 7);  // evicts (0,0)
+  const uint64_t after = misses();
+  use(0, 0);
+  CHECK(misses() == after + 1);
 }
 
 TEST_CASE("a budget below one layer's top-k is an error that states the minimum") {

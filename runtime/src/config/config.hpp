@@ -40,9 +40,9 @@ struct Config {
   uint32_t prefetch_lookahead = 0;   // prefetch.lookahead: layers routed ahead
   uint32_t prefill_chunk = 8;        // prefetch.prefill_chunk: tokens per prefill batch (>= 1)
   uint32_t read_timeout_ms = 30000;  // prefetch.read_timeout_ms: a slower expert read is an error
-  uint32_t read_retries = 2;
+  uint32_t read_retries = 2;         // prefetch.read_retries: retries of a retryable read error
   bool pre_attention = true;         // prefetch.pre_attention: read experts while attention runs
-                                     // (false: only when the FFN needs them, the baseline)         // prefetch.read_retries: retries of a retryable read error
+                                     // (false: no prefetching, only when the FFN needs them)
   std::vector<std::string> plugin_paths;  // resolved against the config file's directory
 };
 

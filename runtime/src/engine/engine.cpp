@@ -166,27 +166,31 @@ void Engine::route(uint32_t il, uint32_t n) {
   if (observer_) observer_({il, n, n_past_, sel_, sel_w_});
 }
 
-void Engine::prefetch_ahead(uint32_t il, uint32_t n, const pmoe_tensor& x) {
-  // Later layers' routers applied to this layer's input: their residual stream is not known yet,
-  // but it stays close, so their choice is a good guess (the reads are low priority). All of them
-  // go in one execute and one readback.
-  const Hparams& h = model_.hp();
-  const uint32_t ahead = std::min(lookahead_, h.n_layer - 1 - il), E = h.n_expert;
-  if (ahead == 0) return;
-  const uint64_t block = uint64_t(n) * E;  // floats of one layer's router logits
-  std::vector<pmoe_op> ops;
-  for (uint32_t j = 0; j < ahead; ++j)
-    ops.push_back(make_op(PMOE_OP_MATMUL, pmoe_tensor_2d(ahead_, j * block * 4, PMOE_DTYPE_F32, E, n),
-                          {weight(*model_.layer(il + 1 + j).router), x}));
-  compute_.execute(ops);
-  compute_.sync();
-  std::vector<float> logits(ahead * block);
+std::vector<uint32_t> Engine::lookahead_layers(uint32_t il) const {
+  // The first layer routes all `lookahead_` layers ahead; later ones only the new farthest layer
+  // and, as a refined guess, the next one (its reads are the most urgent). So a layer reads at
+  // most two extra routers whatever the lookahead: each is a dense f32 matrix, and reading N of
+  // them per layer cost more decode time than the reads they hid.
+  std::vector<uint32_t> layers;
+  if (!cache_ || !pre_attention_) return layers;  // no prefetching at all: the A/B baseline
+  for (uint32_t j = 1; j <= lookahead_ && il + j < model_.hp().n_layer; ++j)
+    if (il == 0 || j == 1 || j == lookahead_) layers.push_back(il + j);
+  return layers;
+}
+
+void Engine::prefetch_ahead(std::span<const uint32_t> layers, uint32_t n) {
+  // Later layers' routers were applied to this layer's input with its own router: their residual
+  // stream is not known yet, but it stays close, so their choice is a good guess.
+  const uint64_t block = uint64_t(n) * model_.hp().n_expert;  // floats of one layer's router logits
+  std::vector<float> logits(layers.size() * block);
   compute_.read(ahead_, 0, logits.data(), logits.size() * 4);
   std::vector<int32_t> sel;
   std::vector<float> w;
-  for (uint32_t j = 0; j < ahead; ++j) {
-    top_k(logits.data() + j * block, n, sel, w, nullptr);
-    for (int32_t e : sel) cache_->prefetch(il + 1 + j, uint32_t(e), j + 1);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    top_k(logits.data() + i * block, n, sel, w, nullptr);
+    // Priority = the layer that needs it, so storage serves the earliest-needed read first (an
+    // older guess for a nearer layer before a newer one for a farther layer).
+    for (int32_t e : sel) cache_->prefetch(layers[i], uint32_t(e), layers[i] + 1);
   }
 }
 
@@ -238,8 +242,12 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
   for (uint32_t il = 0; il < h.n_layer; ++il) {
     const LayerTensors& L = model_.layer(il);
     const LayerSpec& spec = h.layers[il];
-    // 1. the router reads the raw layer input, before attention
+    // 1. the router reads the raw layer input, before attention (so do the lookahead layers' ones)
     ops.assign({make_op(PMOE_OP_MATMUL, act(router_, PMOE_DTYPE_F32, E, n), {weight(*L.router), x})});
+    const std::vector<uint32_t> ahead = lookahead_layers(il);
+    for (size_t i = 0; i < ahead.size(); ++i)
+      ops.push_back(make_op(PMOE_OP_MATMUL, pmoe_tensor_2d(ahead_, i * n * E * 4, PMOE_DTYPE_F32, E, n),
+                            {weight(*model_.layer(ahead[i]).router), x}));
     compute_.execute(ops);
     compute_.sync();
     route(il, n);
@@ -265,7 +273,7 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
     StreamState stream(cache_);
     if (cache_ && pre_attention_) {
       acquire_more(il, spans, stream);
-      if (lookahead_) prefetch_ahead(il, n, x);
+      if (!ahead.empty()) prefetch_ahead(ahead, n);
     }
 
     // 2. attention block

@@ -81,7 +81,10 @@ class Engine {
   /// The MOE_EXPERT op of span `s`, with the expert's weights `w` (mapped file or cache slot).
   pmoe_op expert_op(const ExpertSpans& spans, size_t s, const ExpertView& w, const pmoe_tensor& n2) const;
   ExpertView resident_expert(uint32_t il, uint32_t e) const;
-  void prefetch_ahead(uint32_t il, uint32_t n, const pmoe_tensor& x);
+  /// Layers whose routers run ahead at layer `il` (empty without a cache or lookahead).
+  std::vector<uint32_t> lookahead_layers(uint32_t il) const;
+  /// Prefetch the top-k experts of `layers` from their router logits in `ahead_`.
+  void prefetch_ahead(std::span<const uint32_t> layers, uint32_t n);
   pmoe_tensor weight(const GgufTensorInfo& t) const;
   pmoe_tensor act(Region r, uint32_t dtype, int64_t ne0, int64_t ne1, uint64_t row_offset = 0) const;
   pmoe_tensor kv(uint32_t il, bool v, uint32_t first, uint32_t n) const;

@@ -100,32 +100,34 @@ std::vector<ExpertCache::Part> ExpertCache::parts_of(uint64_t key) const {
   return parts;
 }
 
-int64_t ExpertCache::claim_slot(uint64_t key, size_t keep) {
+int64_t ExpertCache::claim_slot(uint64_t key, size_t keep, bool speculative) {
   uint32_t s;
-  // (A scan per miss: it costs well under a microsecond next to the read that follows.)
+  // (Scans per miss: they cost well under a microsecond next to the read that follows.)
   const size_t n_busy = size_t(std::count_if(slots_.begin(), slots_.end(), busy));
-  if (n_busy + keep >= slots_.size()) return -1;
+  const size_t n_held = n_busy + size_t(std::count_if(slots_.begin(), slots_.end(), [&](const Slot& x) {
+                          return !busy(x) && expected(x);
+                        }));
+  if ((speculative ? n_held : n_busy) + keep >= slots_.size()) return -1;
   if (!free_.empty()) {
     s = free_.back();
     free_.pop_back();
   } else {
-    // Ask for enough candidates to get past pinned and loading entries.
-    std::vector<uint64_t> cand(n_busy + 1);
+    // Ask for enough candidates to get past pinned, loading and expected entries.
+    std::vector<uint64_t> cand(n_held + 1);
     cand.resize(policy_.victims(cand));
-    int64_t victim = -1;
-    for (uint64_t k : cand) {
-      auto it = where_.find(k);
-      if (it == where_.end()) continue;  // the policy proposed a key we do not hold: skip it
-      if (!busy(slots_[it->second])) {
-        victim = it->second;
-        break;
+    auto pick = [&](bool spare_expected) -> int64_t {
+      auto usable = [&](const Slot& c) { return !busy(c) && !(spare_expected && expected(c)); };
+      for (uint64_t k : cand) {  // (a key the policy proposes that we do not hold is skipped)
+        const auto it = where_.find(k);
+        if (it != where_.end() && usable(slots_[it->second])) return it->second;
       }
-    }
-    if (victim < 0) {  // policy gave nothing usable: evict any unpinned, settled entry
-      for (uint32_t i = 0; i < slots_.size() && victim < 0; ++i)
-        if (!busy(slots_[i])) victim = i;
-      if (victim < 0) return -1;
-    }
+      for (uint32_t i = 0; i < slots_.size(); ++i)  // the policy gave nothing usable: any will do
+        if (usable(slots_[i])) return i;
+      return -1;
+    };
+    int64_t victim = pick(true);
+    if (victim < 0 && !speculative) victim = pick(false);  // a demand read outranks a guess
+    if (victim < 0) return -1;
     s = uint32_t(victim);
     Slot& v = slots_[s];
     if (v.prefetched_unused) ++stats_[PMOE_KEY_LAYER(v.key)].prefetch_wasted;
@@ -196,6 +198,7 @@ bool ExpertCache::acquire(uint32_t layer, uint32_t expert) {
   if (it != where_.end() && (slots_[it->second].state != State::Failed || slots_[it->second].parts_left > 0)) {
     Slot& s = slots_[it->second];
     ++s.pins;
+    s.expected_tick = kNever;
     ++st.uses, ++st.hits;
     if (s.prefetched_unused) ++st.prefetch_hits, s.prefetched_unused = false;
   } else {
@@ -217,25 +220,38 @@ bool ExpertCache::acquire(uint32_t layer, uint32_t expert) {
 
 void ExpertCache::prefetch(uint32_t layer, uint32_t expert, uint32_t priority) {
   const uint64_t key = PMOE_EXPERT_KEY(layer, expert);
+  uint64_t tick;
   {
     std::lock_guard lock(mu_);  // resident already (the common case): no need to wake the strand
-    if (where_.count(key)) return;
+    const auto it = where_.find(key);
+    if (it != where_.end()) {
+      slots_[it->second].expected_tick = tick_;
+      return;
+    }
+    tick = tick_;
   }
-  boost::asio::post(strand_, [this, key, priority] { prefetch_now(key, priority); });
+  boost::asio::post(strand_, [this, key, priority, tick] { prefetch_now(key, priority, tick); });
 }
 
-void ExpertCache::prefetch_now(uint64_t key, uint32_t priority) {
+void ExpertCache::prefetch_now(uint64_t key, uint32_t priority, uint64_t tick) {
   std::lock_guard lock(mu_);
-  if (closing_ || where_.count(key)) return;
-  const int64_t s = claim_slot(key, model_.hp().n_expert_used);
+  // A guess made in an earlier step is stale: the engine has moved on.
+  if (closing_ || tick != tick_ || where_.count(key)) return;
+  const int64_t s = claim_slot(key, model_.hp().n_expert_used, true);
   if (s < 0) return;
   slots_[size_t(s)].prefetched_unused = true;
+  slots_[size_t(s)].expected_tick = tick;
   ++stats_[PMOE_KEY_LAYER(key)].prefetches;
   try {
     submit_reads(uint32_t(s), std::max<uint32_t>(priority, 1));
   } catch (const Error&) {
     // A refused prefetch is not fatal: the slot is Failed, and a demand read tries again.
   }
+}
+
+void ExpertCache::next_tick() {
+  std::lock_guard lock(mu_);
+  ++tick_;
 }
 
 void ExpertCache::on_read_done(void* ctx, const pmoe_read_done* done) {

@@ -73,9 +73,10 @@ class ExpertCache {
   /// Block until some slot can be claimed (free, or settled and unpinned). For a caller that holds
   /// no pins while every slot is loading (prefetches took them): those reads all have deadlines.
   void wait_for_slot();
-  /// Speculative: start a read with `priority` > 0 if a slot can be had without touching pinned or
-  /// loading entries, leaving top-k slots for demand reads. Never blocks: the work is posted to the
-  /// cache's strand.
+  /// Speculative: the expert is expected later in this step. A resident one is kept from eviction
+  /// until it is used or the step ends; otherwise a read starts with `priority` > 0 if a slot can
+  /// be had without touching pinned, loading or expected entries, leaving top-k slots for demand
+  /// reads. Never blocks: the read is posted to the cache's strand.
   void prefetch(uint32_t layer, uint32_t expert, uint32_t priority);
   /// Index into `keys` (PMOE_EXPERT_KEY) of an acquired expert that is loaded, waiting if none is.
   /// Throws pmoe::Error naming file, offset and expert when its read failed for good.
@@ -85,8 +86,8 @@ class ExpertCache {
   void release(uint32_t layer, uint32_t expert);
   /// Router probabilities for the policy (optional use by router-aware policies).
   void on_routing(uint32_t layer, const float* probs, uint32_t n_tokens, uint32_t n_experts);
-  /// One decode step or prefill chunk ends.
-  void next_tick() { ++tick_; }
+  /// One decode step or prefill chunk ends (predictions made in it expire).
+  void next_tick();
 
   std::vector<CacheStats> layer_stats() const;
   CacheStats total_stats() const;
@@ -108,6 +109,7 @@ class ExpertCache {
     uint32_t attempts = 0;
     uint64_t submission = 0;  // id of the latest submit_reads (ids are cache-wide, never reused)
     bool prefetched_unused = false;
+    uint64_t expected_tick = kNever;  // the step a prediction expects it in, until it is used
     bool short_read = false;
     bool timed_out = false;
     pmoe_status error = PMOE_OK;
@@ -115,18 +117,24 @@ class ExpertCache {
     std::chrono::steady_clock::time_point submitted;
     std::shared_ptr<Timer> timer;  // the read deadline, or the retry back-off
   };
+  static constexpr uint64_t kNever = ~uint64_t(0);
   /// Pinned, loading or with reads in flight: never a victim.
   static bool busy(const Slot& s) { return s.pins > 0 || s.state == State::Loading || s.parts_left > 0; }
+  /// Predicted for a later layer of this step and not used yet: a prefetch never evicts it, a
+  /// demand read only when nothing else can go. (In the cyclic layer order of decoding, the least
+  /// recently used entries are exactly those of the next layers, so plain LRU victims would be the
+  /// experts about to be used.) Under the lock.
+  bool expected(const Slot& s) const { return s.expected_tick == tick_; }
   static void on_read_done(void* ctx, const pmoe_read_done* done);
   // Strand handlers.
   void complete(const pmoe_read_done& done);
   void deadline_passed(uint32_t slot, uint64_t submission);
   void retry(uint32_t slot);
-  void prefetch_now(uint64_t key, uint32_t priority);
+  void prefetch_now(uint64_t key, uint32_t priority, uint64_t tick);
   std::vector<Part> parts_of(uint64_t key) const;
   // Under the lock: a slot for `key` (free, or evicted from an unpinned ready entry) while more
-  // than `keep` slots stay claimable, or -1.
-  int64_t claim_slot(uint64_t key, size_t keep = 0);
+  // than `keep` slots stay claimable, or -1. A speculative claim never evicts expected entries.
+  int64_t claim_slot(uint64_t key, size_t keep = 0, bool speculative = false);
   void submit_reads(uint32_t slot, uint32_t priority);  // under the lock
   /// Under the lock: arm the slot's timer to call `handler` on the strand after `after`.
   template <class Handler>
