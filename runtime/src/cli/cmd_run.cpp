@@ -85,13 +85,14 @@ int cmd_run(int argc, char** argv) {
     const double prompt_tps = double(ids.size()) / prompt_s, gen_tps = generated / std::max(gen_s, 1e-9);
     const uint64_t rss = peak_rss_bytes();
     const CacheStats decode = cache_totals(s) - at_decode_start;
+    const double decode_stall = decode.stall_seconds / std::max(gen_s, 1e-9);  // share of decode time
     std::cerr << std::fixed << std::setprecision(2) << "\nprompt: " << ids.size() << " tokens, "
               << prompt_tps << " tok/s | generated: " << generated << " tokens, " << gen_tps
               << " tok/s | peak RSS " << double(rss) / (1 << 20) << " MiB\n"
               << cache_summary(s, expert_uses);
     if (s.expert_cache())
       std::cerr << " | decode: hit rate " << (decode.uses ? 100.0 * double(decode.hits) / double(decode.uses) : 100.0)
-                << "%, stall " << 100.0 * decode.stall_seconds / std::max(gen_s, 1e-9) << "% of decode time";
+                << "%, stall " << 100.0 * decode_stall << "% of decode time";
     std::cerr << "\n";
     if (!stats_json.empty()) {
       nlohmann::json j = cache_stats_json(s, expert_uses);
@@ -102,7 +103,7 @@ int cmd_run(int argc, char** argv) {
       j["decode_seconds"] = gen_s;
       j["decode_tokens_per_second"] = gen_tps;
       j["decode"] = cache_counters_json(decode);  // the cache during decode alone (prefill excluded)
-      j["decode"]["stall_fraction"] = decode.stall_seconds / std::max(gen_s, 1e-9);
+      j["decode"]["stall_fraction"] = decode_stall;
       j["peak_rss_bytes"] = rss;
       std::ofstream f(stats_json);
       f << j.dump(2) << "\n";

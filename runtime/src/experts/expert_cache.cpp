@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 
 namespace pmoe {
 
@@ -18,18 +19,25 @@ constexpr ExpertMatrix kMatrices[3] = {ExpertMatrix::Gate, ExpertMatrix::Up, Exp
 using Clock = std::chrono::steady_clock;
 }  // namespace
 
+namespace {
+/// a.f = op(a.f, b.f) for every counter: the one list of CacheStats' fields.
+template <class Op>
+void fieldwise(CacheStats& a, const CacheStats& b, Op op) {
+  for (uint64_t CacheStats::*f : {&CacheStats::uses, &CacheStats::hits, &CacheStats::misses, &CacheStats::prefetches,
+                                  &CacheStats::prefetch_hits, &CacheStats::prefetch_wasted, &CacheStats::bytes_read})
+    a.*f = op(a.*f, b.*f);
+  for (double CacheStats::*f : {&CacheStats::read_seconds, &CacheStats::stall_seconds}) a.*f = op(a.*f, b.*f);
+}
+}  // namespace
+
 CacheStats& CacheStats::operator+=(const CacheStats& o) {
-  uses += o.uses, hits += o.hits, misses += o.misses, prefetches += o.prefetches;
-  prefetch_hits += o.prefetch_hits, prefetch_wasted += o.prefetch_wasted;
-  bytes_read += o.bytes_read, read_seconds += o.read_seconds, stall_seconds += o.stall_seconds;
+  fieldwise(*this, o, std::plus<>{});
   return *this;
 }
 
 CacheStats CacheStats::operator-(const CacheStats& o) const {
   CacheStats d = *this;
-  d.uses -= o.uses, d.hits -= o.hits, d.misses -= o.misses, d.prefetches -= o.prefetches;
-  d.prefetch_hits -= o.prefetch_hits, d.prefetch_wasted -= o.prefetch_wasted;
-  d.bytes_read -= o.bytes_read, d.read_seconds -= o.read_seconds, d.stall_seconds -= o.stall_seconds;
+  fieldwise(d, o, std::minus<>{});
   return d;
 }
 
@@ -102,11 +110,15 @@ std::vector<ExpertCache::Part> ExpertCache::parts_of(uint64_t key) const {
 
 int64_t ExpertCache::claim_slot(uint64_t key, size_t keep, bool speculative) {
   uint32_t s;
-  // (Scans per miss: they cost well under a microsecond next to the read that follows.)
-  const size_t n_busy = size_t(std::count_if(slots_.begin(), slots_.end(), busy));
-  const size_t n_held = n_busy + size_t(std::count_if(slots_.begin(), slots_.end(), [&](const Slot& x) {
-                          return !busy(x) && expected(x);
-                        }));
+  // (A scan per miss: it costs well under a microsecond next to the read that follows.)
+  size_t n_busy = 0, n_expected = 0;  // expected: settled, unpinned, predicted for this step
+  for (const Slot& x : slots_) {
+    if (busy(x))
+      ++n_busy;
+    else if (expected(x))
+      ++n_expected;
+  }
+  const size_t n_held = n_busy + n_expected;
   if ((speculative ? n_held : n_busy) + keep >= slots_.size()) return -1;
   if (!free_.empty()) {
     s = free_.back();
