@@ -7,118 +7,23 @@
 // lm_head, and the KV cache rows attention reads), and their ratio. DESIGN.md §8 asks >= 90%.
 // Also prints the best run and the load average: on a shared machine the OpenMP threads of the
 // compute backend lose badly to other jobs, and the best run is then the better estimate.
-#include <algorithm>
 #include <boost/program_options.hpp>
-#include <chrono>
-#include <pthread.h>
-#include <sched.h>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <random>
 #include <sstream>
-#include <string>
-#include <thread>
-#include <vector>
 
 #include "common/error.hpp"
 #include "engine/sampler.hpp"
 #include "engine/session.hpp"
 #include "synth/synth.hpp"
+#include "bench_common.hpp"
 
 namespace fs = std::filesystem;
 namespace po = boost::program_options;
 using namespace pmoe;
-using Clock = std::chrono::steady_clock;
-
-namespace {
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-std::string list(const std::vector<double>& v, const char* fmt) {
-  std::string s;
-  char buf[32];
-  for (double x : v) {
-    std::snprintf(buf, sizeof buf, fmt, x);
-    if (!s.empty()) s += ' ';
-    s += buf;
-  }
-  return s;
-}
-
-// Read bandwidth: `threads` threads each sum their slice of a 1 GiB buffer; bytes / wall time.
-std::vector<double> read_bandwidth(unsigned threads, int runs) {
-  const size_t n = (size_t(1) << 30) / sizeof(uint64_t);
-  std::vector<uint64_t> buf(n);
-  for (size_t i = 0; i < n; ++i) buf[i] = i;  // touch every page
-  std::vector<uint64_t> sink(threads);
-  std::vector<double> gbs;
-  for (int r = 0; r <= runs; ++r) {  // run 0 warms up
-    const auto t0 = Clock::now();
-    std::vector<std::thread> pool;
-    for (unsigned t = 0; t < threads; ++t)
-      pool.emplace_back([&, t] {
-        // on its own core, as the compute threads are (OMP_PROC_BIND)
-        cpu_set_t one;
-        CPU_ZERO(&one);
-        CPU_SET(t % std::max(1u, std::thread::hardware_concurrency()), &one);
-        pthread_setaffinity_np(pthread_self(), sizeof one, &one);
-        const uint64_t* p = buf.data() + n / threads * t;
-        const size_t m = n / threads;
-        uint64_t a[8] = {};
-        for (size_t i = 0; i < m; i += 8)
-          for (int j = 0; j < 8; ++j) a[j] += p[i + j];
-        sink[t] = a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
-      });
-    for (auto& t : pool) t.join();
-    if (r)
-      gbs.push_back(double(n / threads * threads * sizeof(uint64_t)) / seconds_since(t0) / 1e9);
-  }
-  if (std::find(sink.begin(), sink.end(), 42) != sink.end()) std::puts("");  // keep the sums
-  return gbs;
-}
-
-double load_average() {  // 1-minute load average; 0 if unknown
-  double l = 0;
-  std::ifstream("/proc/loadavg") >> l;
-  return l;
-}
-
-struct ActiveBytes {
-  double weights = 0, kv = 0;
-};
-
-// Bytes one decode step reads, averaged over the steps at positions [first, first + steps).
-ActiveBytes active_bytes(const Model& m, uint32_t first, uint32_t steps) {
-  const Hparams& h = m.hp();
-  ActiveBytes a;
-  a.weights =
-      double(m.token_embd().size) / h.n_vocab + double(m.output_norm().size + m.output().size);
-  for (uint32_t il = 0; il < h.n_layer; ++il) {
-    const LayerTensors& L = m.layer(il);
-    for (const GgufTensorInfo* t : {L.attn_norm, L.wq, L.wk, L.wv, L.wo, L.ffn_norm, L.router})
-      a.weights += double(t->size);
-    a.weights += double(h.n_expert_used) * double(m.expert_bytes(il));
-    for (uint32_t p = first; p < first + steps; ++p) {  // f32 K and V rows of the visible keys
-      const uint32_t w = h.layers[il].window;
-      const uint32_t keys = w ? std::min(p + 1, w) : p + 1;
-      a.kv += 2.0 * keys * h.kv_dim() * 4 / steps;
-    }
-  }
-  return a;
-}
-
-}  // namespace
+using namespace pmoe::bench;
 
 int main(int argc, char** argv) try {
   // Bind the compute threads to cores (unless the caller chose): on a small shared machine an
@@ -198,12 +103,7 @@ int main(int argc, char** argv) try {
     Session s(sopt);
     Engine& eng = s.engine();
     const Model& m = s.model();
-    {  // fault the whole mapping in, so run 1 does not pay for the page cache
-      const uint8_t* p = m.file().base();
-      uint64_t acc = 0;
-      for (uint64_t off = 0; off < m.file().file_size(); off += 4096) acc += p[off];
-      if (acc == 42) std::puts("");
-    }
+    fault_in(m);
 
     std::mt19937 rng(7);
     std::vector<int32_t> toks(prompt);

@@ -48,7 +48,7 @@ struct Run {
 Run run(const std::string& model, const std::string& config, const std::vector<int32_t>& toks, bool sequential,
         uint32_t ubatch = 8) {
   SessionOptions o;
-  o.model_path = kFix + "/models/" + model + ".gguf";
+  o.model_path = model.find('/') != std::string::npos ? model : kFix + "/models/" + model + ".gguf";
   o.config_path = config;
   o.load_tokenizer = false;
   o.engine.n_ctx = uint32_t(toks.size());
@@ -202,6 +202,35 @@ TEST_CASE("a prefetch never evicts an expert predicted for this step; the predic
   const uint64_t after = misses();
   use(0, 0);
   CHECK(misses() == after + 1);
+}
+
+TEST_CASE("downloaded file types stream bit for bit: K-quant mixes under a small budget, both storage plugins") {
+  // llama-quantize's Q4_K_M (q4_K, q5_K, q6_K and q8_0 tensors, down in two types across layers)
+  // and Q2_K (q2_K, q3_K, ...): expert slices of every type read on their own into cache slots
+  std::ifstream tf(kFix + "/quant/logits/st-k.random.tokens.json");
+  REQUIRE(tf.good());
+  const std::vector<int32_t> toks = nlohmann::json::parse(tf).get<std::vector<int32_t>>();
+  std::vector<std::string> storages = {"storage-posix"};
+  {
+    PluginRegistry reg;
+    if (reg.find("storage-uring", PMOE_KIND_STORAGE)) storages.push_back("storage-uring");
+  }
+  for (const char* name : {"st-k-q4_k_m", "st-k-q2_k"}) {
+    const std::string model = kFix + "/quant/models/" + name + ".gguf";
+    const Run ref_batch = run(model, "", toks, false), ref_seq = run(model, "", toks, true);
+    const uint64_t slot = expert_slot_bytes(model);
+    for (const auto& storage : storages)
+      for (const char* direct : {"false", "true"}) {
+        const std::string cfg = write_config("kquant", "storage: { plugin: " + storage + ", direct_io: " + direct + " }\n" +
+                                                           "cache: { policy: lru, budget: " + std::to_string(3 * slot) + " }\n" +
+                                                           "prefetch: { lookahead: 2 }\n");
+        INFO(name << " " << storage << " direct_io=" << std::string(direct));
+        const Run b = run(model, cfg, toks, false), q = run(model, cfg, toks, true);
+        CHECK(same_bits(b.logits, ref_batch.logits));
+        CHECK(same_bits(q.logits, ref_seq.logits));
+        CHECK(b.stats.misses > 0);  // really streamed
+      }
+  }
 }
 
 TEST_CASE("a budget below one layer's top-k is an error that states the minimum") {

@@ -16,6 +16,7 @@
 #include "common/error.hpp"
 #include "gguf/gguf.hpp"
 #include "gguf/gguf_writer.hpp"
+#include "model/model.hpp"
 
 namespace fs = std::filesystem;
 using namespace pmoe;
@@ -366,6 +367,8 @@ TEST_CASE("gguf: writer round trip of every value type and every supported tenso
     const std::vector<T> ts = {{"f32", PMOE_DTYPE_F32, {7, 3}},        {"f16", PMOE_DTYPE_F16, {5}},
                                {"bf16", PMOE_DTYPE_BF16, {4, 2, 3}},   {"q8_0", PMOE_DTYPE_Q8_0, {64, 3}},
                                {"q4_0", PMOE_DTYPE_Q4_0, {32, 2, 2, 2}}, {"empty", PMOE_DTYPE_Q8_0, {32, 0}},
+                               {"q4_K", PMOE_DTYPE_Q4_K, {256, 3}},     {"q6_K", PMOE_DTYPE_Q6_K, {512, 1, 2}},
+                               {"iq4_nl", PMOE_DTYPE_IQ4_NL, {64, 2}},  {"q5_1", PMOE_DTYPE_Q5_1, {96}},
                                {"last", PMOE_DTYPE_F32, {3}}};
     for (const T& t : ts)
       w.add_tensor(t.name, t.type, t.ne, [n = t.name](uint8_t* d, uint64_t s) { pattern_fill(n, d, s); });
@@ -515,7 +518,7 @@ TEST_CASE("gguf: writer rejects bad input and leaves no temporary file behind") 
   CHECK_THROWS_AS(w.add_tensor("q", PMOE_DTYPE_F32, {}, {}), Error);
   CHECK_THROWS_AS(w.add_tensor("q", PMOE_DTYPE_F32, {1, 1, 1, 1, 1}, {}), Error);
   CHECK_THROWS_AS(w.add_tensor("q", PMOE_DTYPE_F32, {-1}, {}), Error);
-  CHECK_THROWS_AS(w.add_tensor("q", 12, {256}, {}), Error);
+  CHECK_THROWS_AS(w.add_tensor("q", 16, {256}, {}), Error);
   w.add_tensor("t", PMOE_DTYPE_F32, {4}, [](uint8_t*, uint64_t) { throw std::runtime_error("fill failed"); });
   CHECK_THROWS_AS(w.add_tensor("t", PMOE_DTYPE_F32, {4}, {}), Error);
   const fs::path out = tmp_dir() / "failed.gguf";
@@ -538,7 +541,9 @@ TEST_CASE("gguf: open errors name the file") {
 
 TEST_CASE("gguf: unsupported tensor types are named with tensor and type") {
   for (auto [type, text] : std::vector<std::pair<uint32_t, std::string>>{
-           {12, "has type q4_K (id 12), which pocketmoe does not support; supported: f32, f16, bf16, q8_0, q4_0"},
+           {16, "has type iq2_xxs (id 16), which pocketmoe does not support; supported: f32, f16, q4_0, q4_1, q5_0, "
+                "q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl, iq4_xs, bf16"},
+           {34, "has type tq1_0 (id 34), which pocketmoe does not support"},
            {26, "has type i32 (id 26), which pocketmoe does not support"},
            {39, "has type mxfp4 (id 39)"},
            {4000, "has unknown type id 4000"}}) {
@@ -552,6 +557,27 @@ TEST_CASE("gguf: unsupported tensor types are named with tensor and type") {
     CHECK(msg.rfind(out.string() + ": ", 0) == 0);
     CHECK(contains(msg, "tensor 'blk.0.ffn_up_exps.weight' " + text));
   }
+}
+
+TEST_CASE("model: PowerInfer's transposed ffn_down_exps is refused, saying so") {
+  // st-a-f32 rewritten with every down tensor stored {n_embd, n_ff, n_expert} (--transpose-down)
+  auto f = GgufFile::open(fixture("models/st-a-f32.gguf"));
+  GgufWriter w;
+  for (const std::string& k : f->keys()) w.copy_key(*f, k);
+  for (const GgufTensorInfo& t : f->tensors()) {
+    std::vector<int64_t> ne(t.ne, t.ne + t.n_dims);
+    const bool down = t.name.find("ffn_down_exps") != std::string::npos;
+    if (down) std::swap(ne[0], ne[1]);
+    const uint8_t* src = f->tensor_data(t);
+    w.add_tensor(t.name, t.type, ne, [src](uint8_t* d, uint64_t s) { std::memcpy(d, src, s); });
+  }
+  const fs::path out = tmp_dir() / "transposed-down.gguf";
+  w.write(out.string());
+  const std::string msg = error_of([&] { Model::load(out.string()); });
+  INFO(msg);
+  CHECK(contains(msg, "tensor 'blk.0.ffn_down_exps.weight' is stored transposed (shape {128, 64, 8}"));
+  CHECK(contains(msg, "PowerInfer's --transpose-down"));
+  CHECK(contains(msg, "{64, 128, 8}"));
 }
 
 TEST_CASE("gguf: opening never modifies the file") {
@@ -711,8 +737,8 @@ TEST_CASE("gguf: corruption corpus on a small written file") {
       if (t.type != PMOE_DTYPE_F32)
         expect_error(with([&](Bytes& b) { poke<int64_t>(b, t.ne_at, 33); }), name, "ne[0] = 33 is not a multiple of the",
                      "block size");
-      expect_error(with([&](Bytes& b) { poke<uint32_t>(b, t.type_at, 12); }), name,
-                   tn + " has type q4_K (id 12), which pocketmoe does not support", "q4_K");
+      expect_error(with([&](Bytes& b) { poke<uint32_t>(b, t.type_at, 18); }), name,
+                   tn + " has type iq3_xxs (id 18), which pocketmoe does not support", "iq3_xxs");
       expect_error(with([&](Bytes& b) { poke<uint32_t>(b, t.type_at, 0xFFFFFFFF); }), name,
                    "byte " + std::to_string(t.type_at) + ": " + tn + " has unknown type id 4294967295", "type");
       const auto off = peek<uint64_t>(good, t.offset_at);
@@ -767,8 +793,8 @@ TEST_CASE("gguf: corruption corpus on a fixture model") {
   }
   for (const Layout::Tensor& t : l.tensors) {
     Bytes b = good;
-    poke<uint32_t>(b, t.type_at, 12);
-    expect_error(b, name, "tensor '" + t.name + "' has type q4_K (id 12)", t.name);
+    poke<uint32_t>(b, t.type_at, 16);
+    expect_error(b, name, "tensor '" + t.name + "' has type iq2_xxs (id 16)", t.name);
   }
 
   // Random damage to the header, metadata and tensor directory: either still a valid file

@@ -46,6 +46,10 @@ static_assert(PMOE_OK == 0 && PMOE_ERR_INVALID_ARGUMENT == 1 && PMOE_ERR_NOT_SUP
 static_assert(PMOE_KIND_COMPUTE == 1 && PMOE_KIND_STORAGE == 2 && PMOE_KIND_CACHE_POLICY == 3);
 static_assert(PMOE_DTYPE_F32 == 0 && PMOE_DTYPE_F16 == 1 && PMOE_DTYPE_Q4_0 == 2 &&
               PMOE_DTYPE_Q8_0 == 8 && PMOE_DTYPE_I32 == 26 && PMOE_DTYPE_BF16 == 30);
+// ABI 1.1: the block types of downloaded GGUF files, with GGML's ids
+static_assert(PMOE_DTYPE_Q4_1 == 3 && PMOE_DTYPE_Q5_0 == 6 && PMOE_DTYPE_Q5_1 == 7 && PMOE_DTYPE_Q2_K == 10 &&
+              PMOE_DTYPE_Q3_K == 11 && PMOE_DTYPE_Q4_K == 12 && PMOE_DTYPE_Q5_K == 13 && PMOE_DTYPE_Q6_K == 14 &&
+              PMOE_DTYPE_IQ4_NL == 20 && PMOE_DTYPE_IQ4_XS == 23);
 static_assert(PMOE_OP_GET_ROWS == 1 && PMOE_OP_MOE_EXPERT == 7 && PMOE_OP_COPY == 8);
 static_assert(PMOE_OPEN_DIRECT == 1u && PMOE_BUFFER_HOST_VISIBLE == 1u && PMOE_BUFFER_READ_ONLY == 2u);
 

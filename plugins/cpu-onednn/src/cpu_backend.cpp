@@ -1,6 +1,7 @@
-// cpu-onednn: the default compute backend. oneDNN runs the f32 matrix products of batched
-// (prefill) work; the plugin's own kernels (kernels.cpp) handle the GGUF block types, decode-sized
-// products and the small element-wise ops. Threads come from OpenMP, which oneDNN shares.
+// cpu-onednn: the default compute backend. oneDNN runs the f32/bf16 matrix products of batched
+// (prefill) work; the plugin's own kernels (kernels*.cpp) handle the GGUF block types, for one
+// token and for batches alike (tiles of one weight row by several tokens), and the small
+// element-wise ops. Threads come from OpenMP, which oneDNN shares.
 #include "kernels.hpp"
 
 #include <pocketmoe/cpp/plugin.hpp>
@@ -134,10 +135,11 @@ class CpuBackend final : public sdk::Compute {
       fail(std::string(role) + ": view exceeds its buffer");
     return reinterpret_cast<T*>(buf->data + t.offset);
   }
+  static std::string type_name(uint32_t t) {
+    return pmoe_dtype_name(t) ? pmoe_dtype_name(t) : "dtype " + std::to_string(t);
+  }
   static void need_type(const pmoe_tensor& t, uint32_t type, const char* role) {
-    if (t.dtype != type)
-      fail(std::string(role) + " must be " + pmoe_dtype_name(type) + ", got " +
-           (pmoe_dtype_name(t.dtype) ? pmoe_dtype_name(t.dtype) : std::to_string(t.dtype)));
+    if (t.dtype != type) fail(std::string(role) + " must be " + pmoe_dtype_name(type) + ", got " + type_name(t.dtype));
   }
 
   // ---- matrix products --------------------------------------------------------------------
@@ -160,25 +162,38 @@ class CpuBackend final : public sdk::Compute {
               const float* x, int64_t xs, int64_t T, float* y, int64_t ys, bool acc) {
     uint64_t xrow = 0;
     const uint8_t* xa = prepare(wtype, x, in, T, xs, act_scratch_, xrow);
-    if (!acc && T >= dnnl_min_rows_ && matmul_onednn(w, wtype, w_row, in, out, xa, xrow, T, y, ys)) return;
-    const DotFn dot = dot_kernel(wtype);
+    if (!acc && wtype == PMOE_DTYPE_BF16 && T >= dnnl_min_rows_ && matmul_onednn(w, wtype, w_row, in, out, xa, xrow, T, y, ys))
+      return;
+    const TileFn tile = tile_kernel(wtype);
+    // llama.cpp's MUL_MAT runs a repacked weight's gemm on all but the last T % 4 tokens
+    const Order order = sum_order(wtype, out);
+    int64_t gemm_cols = order == Order::gemv && T >= 4 ? T - T % 4 : 0;
+    if (wtype == PMOE_DTYPE_F32 && T >= 2 && in % 16 == 0) gemm_cols = T;  // llamafile's tinyBLAS
     const int64_t n_blocks = (out + kRowBlock - 1) / kRowBlock;
     // Fork only for work worth it: a parallel region costs microseconds, more when cores are shared.
     const bool par = threads_ > 1 && out * in * T >= kMinParallelWork;
 #pragma omp parallel for schedule(static) num_threads(threads_) if (par)
     for (int64_t b = 0; b < n_blocks; ++b)
-      dot_rows(dot, w, w_row, in, b * kRowBlock, std::min(out, (b + 1) * kRowBlock), xa, xrow, T, y, ys, acc);
+      tile_rows(tile, order, gemm_cols, w, w_row, in, b * kRowBlock, std::min(out, (b + 1) * kRowBlock), xa, xrow, T, y, ys, acc);
   }
 
-  /// Y[t][o] (+)= W[o] · X[t] for o in [o0, o1): the one inner loop of every product.
-  static void dot_rows(DotFn dot, const uint8_t* w, uint64_t w_row, int64_t in, int64_t o0, int64_t o1,
-                       const uint8_t* xa, uint64_t xrow, int64_t T, float* y, int64_t ys, bool acc) {
-    for (int64_t t = 0; t < T; ++t) {
-      const uint8_t* xr = xa + uint64_t(t) * xrow;
-      float* yr = y + t * ys;
+  /// Y[t][o] (+)= W[o] · X[t] for o in [o0, o1): the one inner loop of every product. The block
+  /// of weight rows stays in L1 while tiles of kTileCols tokens go by; each tile decodes a weight
+  /// row once for all its tokens. Tokens before `gemm_cols` are summed in llama.cpp's gemm order.
+  static void tile_rows(TileFn tile, Order order, int64_t gemm_cols, const uint8_t* w, uint64_t w_row, int64_t in,
+                        int64_t o0, int64_t o1, const uint8_t* xa, uint64_t xrow, int64_t T, float* y, int64_t ys,
+                        bool acc) {
+    static_assert(kTileCols == 4, "a tile must not straddle the gemm/gemv boundary (a multiple of 4)");
+    float part[kTileCols];
+    for (int64_t t0 = 0; t0 < T; t0 += kTileCols) {
+      const int nc = int(std::min<int64_t>(kTileCols, T - t0));
+      const Order o_tile = t0 < gemm_cols ? Order::gemm : order;
       for (int64_t o = o0; o < o1; ++o) {
-        const float v = dot(w + uint64_t(o) * w_row, xr, in);
-        yr[o] = acc ? yr[o] + v : v;
+        tile(w + uint64_t(o) * w_row, xa + uint64_t(t0) * xrow, xrow, nc, in, o_tile, part);
+        for (int c = 0; c < nc; ++c) {
+          float& dst = y[(t0 + c) * ys + o];
+          dst = acc ? dst + part[c] : part[c];
+        }
       }
     }
   }
@@ -278,7 +293,7 @@ class CpuBackend final : public sdk::Compute {
       fail("shape mismatch: W {" + std::to_string(w.ne[0]) + ", " + std::to_string(w.ne[1]) +
            "} x {" + std::to_string(x.ne[0]) + ", " + std::to_string(x.ne[1]) + "} -> {" +
            std::to_string(dst.ne[0]) + ", " + std::to_string(dst.ne[1]) + "}");
-    if (!dot_kernel(w.dtype)) fail("unsupported weight type " + std::to_string(w.dtype));
+    if (!tile_kernel(w.dtype)) fail("unsupported weight type " + type_name(w.dtype));
     matmul(ptr(w, "weights"), w.dtype, w.nb[1], w.ne[0], w.ne[1], ptr<float>(x, "src1"),
            int64_t(x.nb[1] / 4), x.ne[1], ptr<float>(dst, "dst"), int64_t(dst.nb[1] / 4), op.i[0] != 0);
   }
@@ -364,36 +379,79 @@ class CpuBackend final : public sdk::Compute {
     const int64_t group = n_head / n_head_kv;
     const int64_t qs = int64_t(q.nb[1] / 4), ks = int64_t(k.nb[1] / 4), vs = int64_t(v.nb[1] / 4),
                   ds = int64_t(dst.nb[1] / 4);
-    const DotFn dot = dot_kernel(PMOE_DTYPE_F32);
+    // llama.cpp's attention without flash attention, in its order: KQ is vec_dot (the permuted q
+    // is not contiguous, so llamafile passes), the softmax runs over the keys in blocks of 16 with
+    // ggml's exp, masked keys count as exact zeros, and KQV is llamafile's tinyBLAS for a batch of
+    // queries and vec_dot for one.
+    const TileFn dot = tile_kernel(PMOE_DTYPE_F32);
+    const bool batch = T >= 2;
+    const Order kq_order = Order::vec_dot;
     const bool par = threads_ > 1 && T * n_head * (pp[T - 1] + 1) * hd >= kMinParallelWork;
 #pragma omp parallel num_threads(threads_) if (par)
     {
-      std::vector<float> w;
+      std::vector<float> w, lanes;
+      std::vector<double> wide;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t th = 0; th < T * n_head; ++th) {
         const int64_t t = th / n_head, h = th % n_head, kvh = h / group;
         const int64_t p = pp[t];
         const int64_t j0 = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
+        const int64_t n16 = (p / 16 + 1) * 16, c0 = j0 / 16 * 16;  // the blocks of 16 keys that matter
         const float* qv = pq + t * qs + h * hd;
-        w.resize(size_t(p - j0 + 1));
+        w.assign(size_t(n16), -INFINITY);
         float mx = -INFINITY;
         for (int64_t j = j0; j <= p; ++j) {
-          const float s = dot(pk + j * ks + kvh * hd, qv, hd) * scale;
-          w[size_t(j - j0)] = s;
-          mx = std::max(mx, s);
+          float s;
+          dot(reinterpret_cast<const uint8_t*>(pk + j * ks + kvh * hd), reinterpret_cast<const uint8_t*>(qv), 0, 1, hd,
+              kq_order, &s);
+          w[size_t(j)] = s * scale;
+          mx = std::max(mx, w[size_t(j)]);
         }
         double sum = 0.0;
-        for (auto& x : w) {
-          x = std::exp(x - mx);
-          sum += x;
+        for (int64_t c = c0; c < n16; c += 16) {
+          float x[16];
+          for (int i = 0; i < 16; ++i) x[i] = w[size_t(c + i)] - mx;
+          expf16(x, &w[size_t(c)]);
+          sum += double(hsum16(&w[size_t(c)]));
         }
         const float inv = float(1.0 / sum);
+        for (int64_t j = j0; j <= p; ++j) w[size_t(j)] *= inv;
         float* out = pd + t * ds + h * hd;
-        std::fill(out, out + hd, 0.f);
-        for (int64_t j = j0; j <= p; ++j) {
-          const float pj = w[size_t(j - j0)] * inv;
-          const float* vr = pv + j * vs + kvh * hd;
-          for (int64_t i = 0; i < hd; ++i) out[i] += pj * vr[i];
+        if (batch) {  // tinyBLAS: lane j % 16 of a 16-lane chain per output, then reduced
+          lanes.assign(size_t(16 * hd), 0.f);
+          for (int64_t j = j0; j <= p; ++j) {
+            const float* vr = pv + j * vs + kvh * hd;
+            float* l = &lanes[size_t(j % 16 * hd)];
+            for (int64_t i = 0; i < hd; ++i) l[i] = std::fma(vr[i], w[size_t(j)], l[i]);
+          }
+          for (int64_t i = 0; i < hd; ++i) {
+            float a[16];
+            for (int q16 = 0; q16 < 16; ++q16) a[q16] = lanes[size_t(q16 * hd + i)];
+            out[i] = hsum16(a);
+          }
+        } else {  // vec_dot over llama.cpp's padded key count (32 at a time): chains of 64, rest in double
+          const int64_t n = std::min<int64_t>(n_kv, (p / 32 + 1) * 32), np = n / 64 * 64;
+          lanes.assign(size_t(64 * hd), 0.f);
+          wide.assign(size_t(hd), 0.0);
+          for (int64_t j = j0; j <= p && j < np; ++j) {
+            const float* vr = pv + j * vs + kvh * hd;
+            float* l = &lanes[size_t(j % 64 * hd)];
+            for (int64_t i = 0; i < hd; ++i) l[i] = std::fma(vr[i], w[size_t(j)], l[i]);
+          }
+          if (np)  // chains c and c + 2 added, then 1 + 3, then both, then reduced
+            for (int64_t i = 0; i < hd; ++i) {
+              float a[16];
+              for (int q16 = 0; q16 < 16; ++q16) {
+                auto L = [&](int c) { return lanes[size_t((16 * c + q16) * hd + i)]; };
+                a[q16] = (L(0) + L(2)) + (L(1) + L(3));
+              }
+              wide[size_t(i)] = hsum16(a);
+            }
+          for (int64_t j = std::max(j0, np); j <= p; ++j) {
+            const float* vr = pv + j * vs + kvh * hd;
+            for (int64_t i = 0; i < hd; ++i) wide[size_t(i)] += double(vr[i] * w[size_t(j)]);
+          }
+          for (int64_t i = 0; i < hd; ++i) out[i] = float(wide[size_t(i)]);
         }
       }
     }
@@ -407,9 +465,10 @@ class CpuBackend final : public sdk::Compute {
       const pmoe_tensor *g, *u, *d;
       const uint8_t *gp, *up_w, *dp;  // validated before the parallel region (no throws inside)
       int64_t R, n_embd, n_ff;
-      std::vector<uint8_t> xq, aq;
+      std::vector<uint8_t> xq, xuq, aq;  // x prepared for gate (and for up when its type differs)
+      const uint8_t* xu = nullptr;
       const uint8_t* a = nullptr;  // the down projection's input, prepared (aq, or gate itself)
-      uint64_t xrow = 0, arow = 0;
+      uint64_t xrow = 0, xurow = 0, arow = 0;
       std::vector<float> gate, up;
       float* y;
       int64_t ys;
@@ -425,8 +484,8 @@ class CpuBackend final : public sdk::Compute {
       if (g.ne[0] != n_embd || u.ne[0] != n_embd || u.ne[1] != n_ff || dn.ne[0] != n_ff ||
           dn.ne[1] != n_embd || dst.ne[0] != n_embd || dst.ne[1] != R)
         fail(where("shape mismatch"));
-      if (g.dtype != u.dtype || !dot_kernel(g.dtype) || !dot_kernel(dn.dtype))
-        fail(where("unsupported or mixed weight types"));
+      for (const pmoe_tensor* t : {&g, &u, &dn})
+        if (!tile_kernel(t->dtype)) fail(where("unsupported weight type " + type_name(t->dtype)));
       Job& j = jobs[k];
       j.g = &g, j.u = &u, j.d = &dn, j.R = R, j.n_embd = n_embd, j.n_ff = n_ff;
       j.gp = ptr(g, "gate"), j.up_w = ptr(u, "up"), j.dp = ptr(dn, "down");
@@ -439,6 +498,11 @@ class CpuBackend final : public sdk::Compute {
       }
       const uint8_t* xa = prepare(g.dtype, xs.data(), n_embd, R, n_embd, j.xq, j.xrow);
       if (xa != j.xq.data()) j.xq.assign(xa, xa + j.xrow * uint64_t(R));  // f32: keep our own copy
+      j.xu = j.xq.data(), j.xurow = j.xrow;
+      if (u.dtype != g.dtype) {  // files mix types per tensor; each gets its own activation format
+        j.xu = prepare(u.dtype, xs.data(), n_embd, R, n_embd, j.xuq, j.xurow);
+        if (j.xu != j.xuq.data()) j.xuq.assign(j.xu, j.xu + j.xurow * uint64_t(R)), j.xu = j.xuq.data();
+      }
       j.gate.resize(size_t(R * n_ff));
       j.up.resize(size_t(R * n_ff));
       j.y = ptr<float>(dst, "dst");
@@ -459,9 +523,11 @@ class CpuBackend final : public sdk::Compute {
       for (size_t i = 0; i < t1.size(); ++i) {
         Job& j = jobs[t1[i].first];
         const int64_t o0 = t1[i].second * kRowBlock, o1 = std::min(j.n_ff, o0 + kRowBlock);
-        const DotFn dot = dot_kernel(j.g->dtype);
-        dot_rows(dot, j.gp, j.g->nb[1], j.n_embd, o0, o1, j.xq.data(), j.xrow, j.R, j.gate.data(), j.n_ff, false);
-        dot_rows(dot, j.up_w, j.u->nb[1], j.n_embd, o0, o1, j.xq.data(), j.xrow, j.R, j.up.data(), j.n_ff, false);
+        // experts are llama.cpp's MUL_MAT_ID: the gemv order for every token
+        tile_rows(tile_kernel(j.g->dtype), sum_order(j.g->dtype, j.n_ff), 0, j.gp, j.g->nb[1], j.n_embd, o0, o1, j.xq.data(),
+                  j.xrow, j.R, j.gate.data(), j.n_ff, false);
+        tile_rows(tile_kernel(j.u->dtype), sum_order(j.u->dtype, j.n_ff), 0, j.up_w, j.u->nb[1], j.n_embd, o0, o1, j.xu,
+                  j.xurow, j.R, j.up.data(), j.n_ff, false);
       }
 #pragma omp for schedule(static)
       for (size_t k = 0; k < jobs.size(); ++k) {
@@ -473,7 +539,8 @@ class CpuBackend final : public sdk::Compute {
       for (size_t i = 0; i < t2.size(); ++i) {
         Job& j = jobs[t2[i].first];
         const int64_t o0 = t2[i].second * kRowBlock, o1 = std::min(j.n_embd, o0 + kRowBlock);
-        dot_rows(dot_kernel(j.d->dtype), j.dp, j.d->nb[1], j.n_ff, o0, o1, j.a, j.arow, j.R, j.y, j.ys, false);
+        tile_rows(tile_kernel(j.d->dtype), sum_order(j.d->dtype, j.n_embd), 0, j.dp, j.d->nb[1], j.n_ff, o0, o1, j.a,
+                  j.arow, j.R, j.y, j.ys, false);
       }
     }
   }
@@ -521,4 +588,4 @@ class CpuBackend final : public sdk::Compute {
 
 PMOE_PLUGIN("cpu-onednn", PMOE_PLUGIN_VERSION,
             pmoe::sdk::compute_impl<pmoe::cpu::CpuBackend>(
-                "cpu-onednn", "CPU: oneDNN f32 matmul + AVX2 kernels for Q8_0/Q4_0/F16/BF16"))
+                "cpu-onednn", "CPU: oneDNN f32/bf16 matmul + AVX2/AVX-512 kernels for the GGUF block types (Q4_0..Q8_0, K-quants, IQ4)"))

@@ -1,14 +1,21 @@
-// Vector kernels of the CPU backend: dot products of a weight row of any supported type with an
-// activation row, row dequantization, and Q8_0 quantization of activations.
+// Vector kernels of the CPU backend: products of weight rows of any supported type with activation
+// rows, row dequantization, and the quantization of activations.
 //
-// Quantized weights (Q8_0, Q4_0) are multiplied with activations quantized to Q8_0 first, as
-// ggml's CPU backend does: the integer dot is the fast path and it reproduces llama.cpp's numbers.
-// Each kernel has a portable scalar version, an AVX2/FMA/F16C one and, for the block types, an
-// AVX-512 VNNI one (Q4_0: VNNI + VBMI), picked at run time from what the CPU reports. A kernel is
-// chosen per weight type for the whole process, so how rows are batched never changes a bit.
+// Quantized weights are multiplied with activations quantized first, as ggml's CPU backend does:
+// Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants and IQ4_XS. The
+// integer dot is the fast path and it reproduces llama.cpp's numbers.
+//
+// One kernel shape serves decode and prefill: a tile is one weight row against up to kTileCols
+// activation rows. The weight block is decoded once and used for every column.
+//
+// Every kernel sums exactly as llama.cpp's CPU backend does on x86 (docs/quant-types.md): the
+// same integer partial sums, converted and scaled in the same order, so the logits agree bit for
+// bit wherever the rest of the graph does, and the scalar, AVX2 and AVX-512 sets give identical
+// results. Random-weight MoE models are chaotic (a last-bit difference can flip an expert), so
+// this is what makes the comparison with llama.cpp meaningful.
 #pragma once
 
-#include <pocketmoe/dtype.h>
+#include "blocks.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -17,34 +24,31 @@
 
 namespace pmoe::cpu {
 
-struct BlockQ8_0 {
-  uint16_t d;  // f16 scale
-  int8_t qs[32];
-};
-struct BlockQ4_0 {
-  uint16_t d;
-  uint8_t qs[16];  // byte j: element j (low nibble), element j + 16 (high nibble)
-};
-static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18);
+/// Activation rows prepared for one weight type, at most this many per kernel call.
+constexpr int kTileCols = 4;
 
-/// Four Q8_0 activation blocks arranged for the AVX-512 VBMI Q4_0 kernel, which reads a Q4_0 row
-/// in its GGUF layout four blocks at a time: the low nibbles of 4 blocks meet `lo`, the high ones
-/// `hi`, and the -8 offset of Q4_0 is pre-summed into `corr`, so a group costs two vpdpbusd.
-struct GroupQ8x4 {
-  int8_t lo[64];     // elements 0..15 of each of the 4 blocks
-  int8_t hi[64];     // elements 16..31 of each block
-  int32_t corr[16];  // -8 * (sum of the block's values) in the block's first lane, 0 elsewhere
-  float d[16];       // each block's scale (as rounded to f16), repeated in its 4 lanes
-};
-static_assert(sizeof(GroupQ8x4) == 256);
+/// Which of llama.cpp's summation orders a product follows. Tensors of Q4_0, IQ4_NL, Q4_K and Q2_K
+/// with a multiple of 8 rows are repacked by llama.cpp: one activation row then goes through its
+/// gemv, and the first rows of a batch of 4 or more (all but n % 4) through its gemm; experts
+/// (MUL_MAT_ID) always take the gemv. Every other type and shape uses vec_dot.
+enum class Order : uint8_t { vec_dot, gemv, gemm };
 
-/// Quantize `n` floats (n % 32 == 0) to Q8_0 blocks: d = amax/127 (stored f16), q = round(x*127/amax).
-void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n);
+/// The order for `weight_type` with `rows` output rows: vec_dot, or gemv for a repacked tensor
+/// (the caller switches to gemm for batch columns where llama.cpp does).
+Order sum_order(uint32_t weight_type, int64_t rows);
 
-/// Bytes of one activation row of `n` values prepared for `weight_type`'s dot kernel; 0 when the
-/// kernel reads the floats as they are (F32, F16 weights). As in ggml, block types get Q8_0
-/// values (in the layout the chosen kernel reads) and BF16 weights bf16 activations, which is also
-/// what oneDNN's bf16 matmul takes, so batched and one-row products see the same inputs.
+/// out[c] = W_row · X_c for c < nc (1 <= nc <= kTileCols): `w` one weight row of n values, `x` the
+/// first of nc prepared activation rows `x_stride` bytes apart, summed in `order`.
+using TileFn = void (*)(const uint8_t* w, const uint8_t* x, uint64_t x_stride, int nc, int64_t n, Order order,
+                        float* out);
+
+/// The kernel for `weight_type` in the kernel set in use, or nullptr for a type it cannot multiply.
+TileFn tile_kernel(uint32_t weight_type);
+
+/// Bytes of one activation row of `n` values prepared for `weight_type`'s kernel (the same layout
+/// for every kernel set: ggml's Q8_0, Q8_1 or Q8_K blocks); 0 when the kernel reads the floats as
+/// they are (F32, F16 weights). BF16 weights get bf16 activations, as in ggml, which is also what
+/// oneDNN's bf16 matmul takes.
 uint64_t prepared_row_bytes(uint32_t weight_type, int64_t n);
 
 /// Convert `n` floats into prepared_row_bytes(weight_type, n) bytes at `dst`.
@@ -53,10 +57,17 @@ void prepare_row(uint32_t weight_type, const float* x, uint8_t* dst, int64_t n);
 /// Dequantize one row of `n` values of `type` to floats.
 void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n);
 
-/// Dot product of a weight row (`type`, n values) with an activation row prepared for that type
-/// (prepare_row, or plain floats where prepared_row_bytes is 0).
-using DotFn = float (*)(const void* w, const void* x, int64_t n);
-DotFn dot_kernel(uint32_t weight_type);
+/// Activation quantizers, bit-identical to ggml's on x86 (round half to even):
+/// Q8_0/Q8_1: d = amax/127 (f16), q = round(x * 127/amax); Q8_1 adds s = f16(d * sum(q)).
+/// Q8_K: per 256, the value of largest magnitude `max` gives iscale = -127/max, q = min(127,
+/// round(iscale * x)), d = 1/iscale (float), and bsums the sums of each 16 q.
+void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n);
+void quantize_row_q8_1(const float* x, BlockQ8_1* y, int64_t n);
+void quantize_row_q8_k(const float* x, BlockQ8K* y, int64_t n);
+
+/// exp of 16 floats as ggml's softmax computes it on an AVX-512 build (ggml_v_expf: a polynomial
+/// within 1.5 ulp of expf, 0 below -103.97, inf above 88.38), bit for bit on every kernel set.
+void expf16(const float* x, float* y);
 
 /// Kernel sets, each needing the CPU features of the one before and more.
 enum class Isa { scalar, avx2, avx512_vnni, avx512_vbmi };
@@ -66,5 +77,37 @@ std::optional<Isa> parse_isa(std::string_view name);
 /// The kernel set in use: the best the CPU runs, capped by $PMOE_CPU_MAX_ISA when set (tests and
 /// A/B runs use the cap to cover every set on one machine). Fixed for the life of the process.
 Isa kernel_isa();
+
+// ---- per-ISA kernel tables (kernels_*.cpp) ------------------------------------------------------
+/// The tile kernel of each set for a type; nullptr where the set has none (the next lower set's
+/// kernel is used then).
+TileFn scalar_tile(uint32_t type);
+TileFn avx2_tile(uint32_t type);
+TileFn avx512_tile(uint32_t type);
+
+// ---- for the kernel files -------------------------------------------------------------------------
+/// K<NC>::run(w, x, x_stride, n, order, out) for NC = 1..kTileCols; by_cols<K> picks it from nc.
+using FixedTileFn = void (*)(const uint8_t* w, const uint8_t* x, uint64_t x_stride, int64_t n, Order order, float* out);
+template <FixedTileFn F1, FixedTileFn F2, FixedTileFn F3, FixedTileFn F4>
+void tile_by_cols(const uint8_t* w, const uint8_t* x, uint64_t xs, int nc, int64_t n, Order order, float* out) {
+  switch (nc) {
+    case 1: return F1(w, x, xs, n, order, out);
+    case 2: return F2(w, x, xs, n, order, out);
+    case 3: return F3(w, x, xs, n, order, out);
+    default: return F4(w, x, xs, n, order, out);
+  }
+}
+static_assert(kTileCols == 4, "tile_by_cols covers 1..4 columns");
+template <template <int> class K>
+constexpr TileFn by_cols = tile_by_cols<K<1>::run, K<2>::run, K<3>::run, K<4>::run>;
+
+/// ggml's hsum_float_8: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
+inline float hsum8(const float a[8]) { return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); }
+/// _mm512_reduce_add_ps as GCC builds it: halves added down to 4 lanes, then (0 + 2) + (1 + 3).
+inline float hsum16(const float a[16]) {
+  float t[4];
+  for (int i = 0; i < 4; ++i) t[i] = (a[i + 12] + a[i + 4]) + (a[i + 8] + a[i]);
+  return (t[0] + t[2]) + (t[1] + t[3]);
+}
 
 }  // namespace pmoe::cpu

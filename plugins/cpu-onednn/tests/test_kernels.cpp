@@ -1,6 +1,7 @@
 // The plugin's vector kernels against plain references, under whichever kernel set is in use
 // (ctest runs this once per set, capping it with PMOE_CPU_MAX_ISA).
 #include "kernels.hpp"
+#include "../../../tests/unit/quant_reference.hpp"
 
 #include <doctest/doctest.h>
 
@@ -38,4 +39,97 @@ TEST_CASE("an unknown PMOE_CPU_MAX_ISA name is recognised as unknown") {
   CHECK(parse_isa("avx512_vbmi") == Isa::avx512_vbmi);
   CHECK_FALSE(parse_isa("avx512"));
   CHECK_FALSE(parse_isa(""));
+}
+
+TEST_CASE("Q8_1 keeps Q8_0's values and adds s = f16(d * sum q)") {
+  std::vector<float> x(64);
+  for (int j = 0; j < 64; ++j) x[size_t(j)] = float(j % 7) - 2.5f;
+  std::vector<BlockQ8_0> a(2);
+  std::vector<BlockQ8_1> b(2);
+  quantize_row_q8_0(x.data(), a.data(), 64);
+  quantize_row_q8_1(x.data(), b.data(), 64);
+  for (int k = 0; k < 2; ++k) {
+    CHECK(a[size_t(k)].d == b[size_t(k)].d);
+    CHECK(std::memcmp(a[size_t(k)].qs, b[size_t(k)].qs, 32) == 0);
+    int sum = 0;
+    for (int j = 0; j < 32; ++j) sum += b[size_t(k)].qs[j];
+    CHECK(b[size_t(k)].s == pmoe_fp32_to_fp16(3.5f / 127.f * float(sum)));  // amax 3.5
+  }
+}
+
+TEST_CASE("Q8_K quantization matches hand-checked blocks: sign of the largest value, ties, zeros") {
+  std::vector<float> x(768, 0.f);
+  // block 0: the largest magnitude is negative (-127), so iscale = -127 / -127 = +1: q = round(x)
+  x[0] = -127.f, x[1] = 50.f, x[2] = 0.5f, x[3] = -0.5f, x[4] = 1.5f, x[5] = 2.5f, x[17] = 127.f;
+  // block 1: +4 first, -4 later: the first occurrence sets the sign (iscale = -127 / 4 = -31.75)
+  x[256] = 4.f, x[257] = -4.f, x[258] = 2.f;
+  // block 2: all zero
+  std::vector<BlockQ8K> y(3);
+  quantize_row_q8_k(x.data(), y.data(), 768);
+  CHECK(y[0].d == 1.f);
+  CHECK(y[0].qs[0] == -127);
+  CHECK(y[0].qs[1] == 50);
+  CHECK(y[0].qs[2] == 0);   //  0.5 rounds to even
+  CHECK(y[0].qs[3] == 0);   // -0.5 rounds to even
+  CHECK(y[0].qs[4] == 2);   //  1.5 rounds to even
+  CHECK(y[0].qs[5] == 2);   //  2.5 rounds to even
+  CHECK(y[0].qs[17] == 127);
+  CHECK(y[0].bsums[0] == -127 + 50 + 2 + 2);
+  CHECK(y[0].bsums[1] == 127);
+  CHECK(y[1].d == 1.f / -31.75f);
+  CHECK(y[1].qs[0] == -127);
+  CHECK(y[1].qs[1] == 127);
+  CHECK(y[1].qs[2] == -64);  // -63.5 rounds to even
+  CHECK(y[2].d == 0.f);
+  for (int j = 0; j < 256; ++j) CHECK(y[2].qs[j] == 0);
+  for (int g = 0; g < 16; ++g) CHECK(y[2].bsums[g] == 0);
+}
+
+// Every kernel set must sum exactly like the scalar one (ctest runs this file once per set).
+TEST_CASE("the kernel set in use gives the scalar kernels' bits for every type, order and column count") {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const uint32_t types[] = {PMOE_DTYPE_F32,  PMOE_DTYPE_F16,  PMOE_DTYPE_BF16, PMOE_DTYPE_Q4_0, PMOE_DTYPE_Q4_1,
+                            PMOE_DTYPE_Q5_0, PMOE_DTYPE_Q5_1, PMOE_DTYPE_Q8_0, PMOE_DTYPE_Q2_K, PMOE_DTYPE_Q3_K,
+                            PMOE_DTYPE_Q4_K, PMOE_DTYPE_Q5_K, PMOE_DTYPE_Q6_K, PMOE_DTYPE_IQ4_NL, PMOE_DTYPE_IQ4_XS};
+  for (uint32_t type : types)
+    for (int64_t n : {768, 1024}) {  // 1024: one more 64-chunk for F32's vec_dot
+      const uint64_t row = pmoe_dtype_row_bytes(type, uint64_t(n));
+      std::vector<uint8_t> w = pmoe::testref::random_blocks(rng, type, size_t(row / pmoe_dtype_block_bytes(type)));
+      if (pmoe_dtype_block_elems(type) == 1)  // float weights: random values of the type
+        for (int64_t i = 0; i < n; ++i) {
+          const float v = nd(rng) * 0.1f;
+          if (type == PMOE_DTYPE_F32) std::memcpy(&w[size_t(i) * 4], &v, 4);
+          const uint16_t h = type == PMOE_DTYPE_F16 ? pmoe_fp32_to_fp16(v) : pmoe_fp32_to_bf16(v);
+          if (type != PMOE_DTYPE_F32) std::memcpy(&w[size_t(i) * 2], &h, 2);
+        }
+      std::vector<float> x(size_t(n) * kTileCols);
+      for (auto& v : x) v = nd(rng);
+      const uint64_t xb = prepared_row_bytes(type, n), stride = xb ? xb : uint64_t(n) * 4;
+      std::vector<uint8_t> xp(stride * kTileCols);
+      for (int c = 0; c < kTileCols; ++c) {
+        if (xb) prepare_row(type, x.data() + c * n, xp.data() + c * stride, n);
+        else std::memcpy(xp.data() + c * stride, x.data() + c * n, size_t(n) * 4);
+      }
+      for (Order order : {Order::vec_dot, Order::gemv, Order::gemm})
+        for (int nc = 1; nc <= kTileCols; ++nc) {
+          float ref[kTileCols], got[kTileCols];
+          scalar_tile(type)(w.data(), xp.data(), stride, nc, n, order, ref);
+          tile_kernel(type)(w.data(), xp.data(), stride, nc, n, order, got);
+          INFO(std::string(isa_name(kernel_isa())) << " " << std::string(pmoe_dtype_name(type)) << " n " << n << " order " << int(order) << " nc " << nc);
+          INFO("scalar " << ref[0] << " vs " << got[0]);
+          CHECK(std::memcmp(ref, got, size_t(nc) * 4) == 0);
+        }
+    }
+}
+
+TEST_CASE("ggml's exp for the softmax: exact at 0, zero below -104, and within 2 ulp of expf") {
+  float x[16], y[16];
+  for (int i = 0; i < 16; ++i) x[i] = -0.7f * float(i);
+  x[15] = -INFINITY, x[14] = -200.f;
+  expf16(x, y);
+  CHECK(y[0] == 1.f);
+  CHECK(y[15] == 0.f);
+  CHECK(y[14] == 0.f);
+  for (int i = 1; i < 14; ++i) CHECK(std::fabs(y[i] - std::exp(x[i])) <= 2.5e-7f * std::exp(x[i]));
 }

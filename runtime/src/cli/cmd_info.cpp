@@ -6,6 +6,7 @@
 
 #include <iomanip>
 #include <map>
+#include <optional>
 
 namespace pmoe::cli {
 
@@ -48,16 +49,33 @@ int cmd_info(int argc, char** argv) {
               << "output:       " << (m->tied_output() ? "tied to token_embd" : "output.weight") << "\n"
               << "layer kinds: ";
     for (uint32_t il = 0; il < h.n_layer; ++il) std::cout << " " << il << ":" << describe(h.layers[il]);
-    std::map<std::string, uint64_t> types;
-    for (const auto& t : m->file().tensors()) types[pmoe_dtype_name(t.type)] += t.size;
-    std::cout << "\ntensor types:";
-    for (const auto& [name, bytes] : types) std::cout << " " << name << " " << mib(bytes) << ";";
-    std::cout << "\ndense bytes:  " << mib(m->dense_bytes()) << " (resident)\n"
-              << "expert bytes: " << mib(m->total_expert_bytes()) << " (" << mib(m->expert_bytes(0))
-              << " per expert)\n"
+    // like llama.cpp's loader summary: the file type, then tensors and bytes per type
+    struct PerType {
+      uint32_t tensors = 0;
+      uint64_t bytes = 0;
+    };
+    std::map<uint32_t, PerType> types;
+    uint64_t weights = 0, tensor_bytes = 0;
+    for (const auto& t : m->file().tensors()) {
+      types[t.type].tensors++;
+      types[t.type].bytes += t.size;
+      weights += t.n_elements();
+      tensor_bytes += t.size;
+    }
+    const std::optional<uint32_t> ftype = m->file().get_u32_opt("general.file_type");
+    std::cout << "\nfile type:    " << (ftype ? llama_ftype_name(*ftype) : std::string("not stored (general.file_type)"))
+              << "\ntensors:      " << m->file().tensors().size() << ", " << mib(tensor_bytes) << ", "
+              << std::fixed << std::setprecision(2) << double(tensor_bytes) * 8 / double(weights)
+              << " bits per weight\n";
+    std::cout.unsetf(std::ios::floatfield);
+    for (const auto& [type, n] : types)
+      std::cout << "  type " << std::left << std::setw(7) << pmoe_dtype_name(type) << std::right << std::setw(4)
+                << n.tensors << " tensors " << std::setw(11) << mib(n.bytes) << "\n";
+    std::cout << "dense bytes:  " << mib(m->dense_bytes()) << " (resident)\n"
+              << "expert bytes: " << mib(m->total_expert_bytes()) << " ("
+              << mib(m->total_expert_bytes() / (uint64_t(h.n_layer) * h.n_expert)) << " per expert on average)\n"
               << "active bytes per token: "
-              << mib(m->dense_bytes() +
-                     uint64_t(h.n_expert_used) * m->expert_bytes(0) * h.n_layer)
+              << mib(m->dense_bytes() + m->total_expert_bytes() / h.n_expert * h.n_expert_used)
               << " upper bound (dense + top-k experts)\n";
     if (keys)
       for (const auto& k : m->file().keys()) std::cout << "  " << k << " = " << m->file().value_summary(k) << "\n";

@@ -146,12 +146,12 @@ void Engine::top_k(const float* logits, uint32_t n, std::vector<int32_t>& sel, s
     }
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return p[a] > p[b]; });
-    float sum = 0.f;
+    double sum = 0.0;  // as ggml_sum_rows
     for (uint32_t j = 0; j < K; ++j) sum += p[order[j]];
-    sum = std::max(sum, 6.103515625e-5f);
+    const float wsum = std::max(float(sum), 6.103515625e-5f);
     for (uint32_t j = 0; j < K; ++j) {
       sel[size_t(t) * K + j] = order[j];
-      w[size_t(t) * K + j] = p[order[j]] / sum;
+      w[size_t(t) * K + j] = p[order[j]] / wsum;
     }
     if (probs) std::copy(p.begin(), p.end(), probs->begin() + long(size_t(t) * E));
   }

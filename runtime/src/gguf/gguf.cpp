@@ -216,12 +216,40 @@ const char* ggml_type_name(uint32_t type) {
   return type < std::size(kNames) ? kNames[type] : nullptr;
 }
 
+namespace {
+// The tensor types pocketmoe computes with, in GGML id order.
+constexpr uint32_t kSupportedTypes[] = {
+    PMOE_DTYPE_F32,  PMOE_DTYPE_F16,  PMOE_DTYPE_Q4_0, PMOE_DTYPE_Q4_1, PMOE_DTYPE_Q5_0,   PMOE_DTYPE_Q5_1,
+    PMOE_DTYPE_Q8_0, PMOE_DTYPE_Q2_K, PMOE_DTYPE_Q3_K, PMOE_DTYPE_Q4_K, PMOE_DTYPE_Q5_K,   PMOE_DTYPE_Q6_K,
+    PMOE_DTYPE_IQ4_NL, PMOE_DTYPE_IQ4_XS, PMOE_DTYPE_BF16};
+}  // namespace
+
 bool gguf_type_supported(uint32_t type) {
-  switch (type) {
-    case PMOE_DTYPE_F32: case PMOE_DTYPE_F16: case PMOE_DTYPE_BF16: case PMOE_DTYPE_Q8_0:
-    case PMOE_DTYPE_Q4_0: return true;
-    default: return false;
-  }
+  return std::find(std::begin(kSupportedTypes), std::end(kSupportedTypes), type) != std::end(kSupportedTypes);
+}
+
+std::string gguf_supported_types() {
+  std::string s;
+  for (uint32_t t : kSupportedTypes) s += (s.empty() ? "" : ", ") + std::string(pmoe_dtype_name(t));
+  return s;
+}
+
+std::string llama_ftype_name(uint32_t ftype) {
+  // llama.h's llama_ftype; 1024 marks a type guessed from the tensors
+  static const std::map<uint32_t, const char*> kNames = {
+      {0, "all F32"},           {1, "F16"},           {2, "Q4_0"},           {3, "Q4_1"},
+      {7, "Q8_0"},              {8, "Q5_0"},          {9, "Q5_1"},           {10, "Q2_K - Medium"},
+      {11, "Q3_K - Small"},     {12, "Q3_K - Medium"}, {13, "Q3_K - Large"},  {14, "Q4_K - Small"},
+      {15, "Q4_K - Medium"},    {16, "Q5_K - Small"}, {17, "Q5_K - Medium"}, {18, "Q6_K"},
+      {19, "IQ2_XXS - 2.0625 bpw"}, {20, "IQ2_XS - 2.3125 bpw"}, {21, "Q2_K - Small"},
+      {22, "IQ3_XS - 3.3 bpw"}, {23, "IQ3_XXS - 3.0625 bpw"}, {24, "IQ1_S - 1.5625 bpw"},
+      {25, "IQ4_NL - 4.5 bpw"}, {26, "IQ3_S - 3.4375 bpw"}, {27, "IQ3_S mix - 3.66 bpw"},
+      {28, "IQ2_S - 2.5 bpw"},  {29, "IQ2_M - 2.7 bpw"}, {30, "IQ4_XS - 4.25 bpw"},
+      {31, "IQ1_M - 1.75 bpw"}, {32, "BF16"},         {36, "TQ1_0 - 1.69 bpw ternary"},
+      {37, "TQ2_0 - 2.06 bpw ternary"}, {38, "MXFP4 MoE"}};
+  const auto it = kNames.find(ftype & ~1024u);
+  if (it == kNames.end()) return "unknown (" + std::to_string(ftype) + ")";
+  return std::string(it->second) + (ftype & 1024u ? " (guessed)" : "");
 }
 
 uint64_t GgufTensorInfo::n_elements() const {
@@ -413,7 +441,7 @@ void GgufFile::parse() {
       const char* gn = ggml_type_name(t.type);
       if (!gn) c.fail(type_at, tn + " has unknown type id " + std::to_string(t.type));
       throw Error(path_ + ": " + tn + " has type " + gn + " (id " + std::to_string(t.type) +
-                  "), which pocketmoe does not support; supported: f32, f16, bf16, q8_0, q4_0");
+                  "), which pocketmoe does not support; supported: " + gguf_supported_types());
     }
     const uint32_t be = pmoe_dtype_block_elems(t.type);
     if (t.ne[0] % be != 0)

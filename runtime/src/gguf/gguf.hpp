@@ -21,8 +21,14 @@ enum class GgufValueType : uint32_t {
 std::string gguf_type_name(GgufValueType t);
 // GGML's name of a tensor type id ("f32", "q4_K", ...) or nullptr if GGML has no such type.
 const char* ggml_type_name(uint32_t type);
-// True for the tensor types pocketmoe computes with: f32, f16, bf16, q8_0, q4_0.
+// True for the tensor types pocketmoe computes with (f32, f16, bf16, the legacy block types
+// Q4_0..Q8_0, the K-quants Q2_K..Q6_K, IQ4_NL and IQ4_XS).
 bool gguf_type_supported(uint32_t type);
+// Their names, comma-separated, for error messages.
+std::string gguf_supported_types();
+// llama.cpp's name of a `general.file_type` value ("Q4_K - Medium", "Q8_0", ...), as its loader
+// prints it; "unknown (<n>)" for a value it does not define.
+std::string llama_ftype_name(uint32_t ftype);
 
 struct GgufTensorInfo {
   std::string name;

@@ -359,12 +359,12 @@ LoadedImpl PluginRegistry::load(std::string_view impl_name, uint32_t kind) {
                 pmoe_kind_name(spec->kind) + " implementation, not " + pmoe_kind_name(kind));
   if (m->builtin) {
     const pmoe_impl* impl = &builtin_lru();
-    return {impl, impl->vtable, m, spec};
+    return {impl, impl->vtable, m, spec, PMOE_ABI_MINOR};
   }
   Library& lib = open_library(*m);
   for (size_t i = 0; i < lib.desc->n_impls; ++i)
     if (impl_name == lib.desc->impls[i].name)
-      return {&lib.desc->impls[i], lib.desc->impls[i].vtable, m, spec};
+      return {&lib.desc->impls[i], lib.desc->impls[i].vtable, m, spec, lib.desc->abi_minor};
   throw Error("internal: '" + std::string(impl_name) + "' vanished from " + m->library_path);
 }
 

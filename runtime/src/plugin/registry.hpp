@@ -30,6 +30,7 @@ struct LoadedImpl {
   const void* vtable;            // impl->vtable, validated for the kind
   const PluginManifest* manifest;
   const ImplManifest* spec;
+  uint16_t abi_minor;            // the ABI minor the library was built with (what it can know)
 };
 
 class PluginRegistry {

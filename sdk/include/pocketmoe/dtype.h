@@ -11,6 +11,26 @@
  *   Q8_0  32 values: { f16 d; int8 q[32] }           x = q * d
  *   Q4_0  32 values: { f16 d; uint8 qs[16] }          byte j: element j in the low nibble,
  *                                                     element j+16 in the high one; x = (nib-8)*d
+ *
+ * Added in ABI 1.1 (the types of the GGUF files people download; layouts exactly as GGML's
+ * ggml-common.h, little-endian, no padding):
+ *
+ *   Q4_1    32 values, 20 bytes: { f16 d; f16 m; uint8 qs[16] }        x = nib*d + m (nibbles as Q4_0)
+ *   Q5_0    32 values, 22 bytes: { f16 d; uint8 qh[4]; uint8 qs[16] }  x = (nib | hbit<<4) - 16) * d,
+ *                                hbit of element j = bit j of the little-endian u32 qh
+ *   Q5_1    32 values, 24 bytes: { f16 d; f16 m; uint8 qh[4]; uint8 qs[16] }  x = (nib | hbit<<4)*d + m
+ *   Q2_K   256 values, 84 bytes: { uint8 scales[16]; uint8 qs[64]; f16 d; f16 dmin }
+ *   Q3_K   256 values, 110 bytes: { uint8 hmask[32]; uint8 qs[64]; uint8 scales[12]; f16 d }
+ *   Q4_K   256 values, 144 bytes: { f16 d; f16 dmin; uint8 scales[12]; uint8 qs[128] }
+ *   Q5_K   256 values, 176 bytes: { f16 d; f16 dmin; uint8 scales[12]; uint8 qh[32]; uint8 qs[128] }
+ *   Q6_K   256 values, 210 bytes: { uint8 ql[128]; uint8 qh[64]; int8 scales[16]; f16 d }
+ *   IQ4_NL  32 values, 18 bytes: { f16 d; uint8 qs[16] }   x = kvalues[nib] * d (nibbles as Q4_0)
+ *   IQ4_XS 256 values, 136 bytes: { f16 d; u16 scales_h; uint8 scales_l[4]; uint8 qs[128] }
+ *
+ * The K-quants ("super-blocks" of 256) hold 16-value (Q2_K, Q3_K, Q6_K) or 32-value (Q4_K, Q5_K,
+ * IQ4_XS) sub-blocks with their own small integer scales; docs/quant-types.md spells out the bit
+ * packing. A row of a K-quant tensor is a whole number of super-blocks, so a slice of whole rows
+ * (one expert of a 3-D tensor) is contiguous and can be read on its own.
  */
 #ifndef POCKETMOE_DTYPE_H
 #define POCKETMOE_DTYPE_H
@@ -28,7 +48,17 @@ typedef enum pmoe_dtype {
   PMOE_DTYPE_F32 = 0,
   PMOE_DTYPE_F16 = 1,
   PMOE_DTYPE_Q4_0 = 2,
+  PMOE_DTYPE_Q4_1 = 3,   /**< ABI 1.1 */
+  PMOE_DTYPE_Q5_0 = 6,   /**< ABI 1.1 */
+  PMOE_DTYPE_Q5_1 = 7,   /**< ABI 1.1 */
   PMOE_DTYPE_Q8_0 = 8,
+  PMOE_DTYPE_Q2_K = 10,  /**< ABI 1.1 */
+  PMOE_DTYPE_Q3_K = 11,  /**< ABI 1.1 */
+  PMOE_DTYPE_Q4_K = 12,  /**< ABI 1.1 */
+  PMOE_DTYPE_Q5_K = 13,  /**< ABI 1.1 */
+  PMOE_DTYPE_Q6_K = 14,  /**< ABI 1.1 */
+  PMOE_DTYPE_IQ4_NL = 20, /**< ABI 1.1 */
+  PMOE_DTYPE_IQ4_XS = 23, /**< ABI 1.1 */
   PMOE_DTYPE_I32 = 26,
   PMOE_DTYPE_BF16 = 30,
   PMOE_DTYPE_INVALID = 0x7fffffff
@@ -38,7 +68,10 @@ typedef enum pmoe_dtype {
 static inline uint32_t pmoe_dtype_block_elems(uint32_t t) {
   switch (t) {
     case PMOE_DTYPE_F32: case PMOE_DTYPE_F16: case PMOE_DTYPE_BF16: case PMOE_DTYPE_I32: return 1;
-    case PMOE_DTYPE_Q4_0: case PMOE_DTYPE_Q8_0: return 32;
+    case PMOE_DTYPE_Q4_0: case PMOE_DTYPE_Q4_1: case PMOE_DTYPE_Q5_0: case PMOE_DTYPE_Q5_1:
+    case PMOE_DTYPE_Q8_0: case PMOE_DTYPE_IQ4_NL: return 32;
+    case PMOE_DTYPE_Q2_K: case PMOE_DTYPE_Q3_K: case PMOE_DTYPE_Q4_K: case PMOE_DTYPE_Q5_K:
+    case PMOE_DTYPE_Q6_K: case PMOE_DTYPE_IQ4_XS: return 256;
     default: return 0;
   }
 }
@@ -49,12 +82,22 @@ static inline uint32_t pmoe_dtype_block_bytes(uint32_t t) {
     case PMOE_DTYPE_F32: case PMOE_DTYPE_I32: return 4;
     case PMOE_DTYPE_F16: case PMOE_DTYPE_BF16: return 2;
     case PMOE_DTYPE_Q4_0: return 18;
+    case PMOE_DTYPE_Q4_1: return 20;
+    case PMOE_DTYPE_Q5_0: return 22;
+    case PMOE_DTYPE_Q5_1: return 24;
     case PMOE_DTYPE_Q8_0: return 34;
+    case PMOE_DTYPE_Q2_K: return 84;
+    case PMOE_DTYPE_Q3_K: return 110;
+    case PMOE_DTYPE_Q4_K: return 144;
+    case PMOE_DTYPE_Q5_K: return 176;
+    case PMOE_DTYPE_Q6_K: return 210;
+    case PMOE_DTYPE_IQ4_NL: return 18;
+    case PMOE_DTYPE_IQ4_XS: return 136;
     default: return 0;
   }
 }
 
-/** Short name ("f32", "q4_0", ...) or NULL for an unknown type. */
+/** GGML's name ("f32", "q4_0", "q4_K", "iq4_xs", ...) or NULL for a type this SDK does not know. */
 static inline const char* pmoe_dtype_name(uint32_t t) {
   switch (t) {
     case PMOE_DTYPE_F32: return "f32";
@@ -62,6 +105,16 @@ static inline const char* pmoe_dtype_name(uint32_t t) {
     case PMOE_DTYPE_BF16: return "bf16";
     case PMOE_DTYPE_Q4_0: return "q4_0";
     case PMOE_DTYPE_Q8_0: return "q8_0";
+    case PMOE_DTYPE_Q4_1: return "q4_1";
+    case PMOE_DTYPE_Q5_0: return "q5_0";
+    case PMOE_DTYPE_Q5_1: return "q5_1";
+    case PMOE_DTYPE_Q2_K: return "q2_K";
+    case PMOE_DTYPE_Q3_K: return "q3_K";
+    case PMOE_DTYPE_Q4_K: return "q4_K";
+    case PMOE_DTYPE_Q5_K: return "q5_K";
+    case PMOE_DTYPE_Q6_K: return "q6_K";
+    case PMOE_DTYPE_IQ4_NL: return "iq4_nl";
+    case PMOE_DTYPE_IQ4_XS: return "iq4_xs";
     case PMOE_DTYPE_I32: return "i32";
     default: return NULL;
   }

@@ -1,0 +1,449 @@
+// AVX2 kernels (with FMA and F16C). Blocks are decoded once into 32-byte vectors of small integers
+// and used for each of the tile's columns. Products go through maddubs (unsigned x signed bytes),
+// so weights are unsigned (K-quants, Q4_1, Q5_1) or their signs move onto the activations; then
+// madd forms ggml's 8 integer lanes (lane l: values 4l..4l+3 of a 32-value chunk, times its
+// sub-block scale), which are summed in llama.cpp's order (kernels_scalar.cpp says which).
+#include "kernels.hpp"
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <type_traits>
+
+// GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_* in inlined intrinsics, GCC bug
+// 105593); the values are fully overwritten.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC target("avx2,fma,f16c")
+
+namespace pmoe::cpu {
+namespace {
+
+inline float f16(uint16_t h) { return _cvtsh_ss(h); }
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/// 16-bit products of w and signed x bytes, summed in pairs (no saturation for our ranges); signed
+/// w is multiplied as |w| times x with w's sign.
+template <bool Signed>
+inline __m256i pairs(__m256i w, __m256i x) {
+  if constexpr (Signed) return _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+  return _mm256_maddubs_epi16(w, x);
+}
+/// ggml's 8 integer lanes of a 32-value chunk: lane l = sum of values 4l..4l+3 (times `scale`).
+inline __m256i lanes(__m256i p16, __m256i scale = _mm256_set1_epi16(1)) { return _mm256_madd_epi16(p16, scale); }
+inline int hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+  return _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)));
+}
+
+inline __m256i nibbles32(const uint8_t* p) {  // 16 bytes -> low nibbles, then high nibbles
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
+}
+/// Byte j = 0xFF where bit j of the 32-bit word at p is set.
+inline __m256i bits32(const uint8_t* p) {
+  uint32_t u;
+  __builtin_memcpy(&u, p, 4);
+  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(int(u)), _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                                                                         0x0101010101010101, 0));
+  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ull));
+  return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+}
+inline __m256i iq4_lookup(__m256i nib) {
+  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values));
+  return _mm256_shuffle_epi8(_mm256_set_m128i(t, t), nib);
+}
+
+// ---- 32-value blocks ---------------------------------------------------------------------------------
+// A decoder gives the block's values (signed where kSigned, else unsigned with x = v*d + m).
+struct DecQ4_0 {
+  static constexpr uint32_t kType = PMOE_DTYPE_Q4_0;
+  using Block = BlockQ4_0;
+  static constexpr bool kSigned = true;
+  static __m256i values(const Block& b) { return _mm256_sub_epi8(nibbles32(b.qs), _mm256_set1_epi8(8)); }
+};
+struct DecQ5_0 {
+  static constexpr uint32_t kType = PMOE_DTYPE_Q5_0;
+  using Block = BlockQ5_0;
+  static constexpr bool kSigned = true;
+  // a clear 5th bit makes the byte nib | 0xF0 = nib - 16; a set one leaves nib = (nib + 16) - 16
+  static __m256i values(const Block& b) {
+    return _mm256_or_si256(nibbles32(b.qs), _mm256_andnot_si256(bits32(b.qh), _mm256_set1_epi8(char(0xF0))));
+  }
+};
+struct DecQ8_0 {
+  static constexpr uint32_t kType = PMOE_DTYPE_Q8_0;
+  using Block = BlockQ8_0;
+  static constexpr bool kSigned = true;
+  static __m256i values(const Block& b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+};
+struct DecIQ4NL {
+  static constexpr uint32_t kType = PMOE_DTYPE_IQ4_NL;
+  using Block = BlockIQ4NL;
+  static constexpr bool kSigned = true;
+  static __m256i values(const Block& b) { return iq4_lookup(nibbles32(b.qs)); }
+};
+struct DecQ4_1 {
+  static constexpr uint32_t kType = PMOE_DTYPE_Q4_1;
+  using Block = BlockQ4_1;
+  static constexpr bool kSigned = false;
+  static __m256i values(const Block& b) { return nibbles32(b.qs); }
+};
+struct DecQ5_1 {
+  static constexpr uint32_t kType = PMOE_DTYPE_Q5_1;
+  using Block = BlockQ5_1;
+  static constexpr bool kSigned = false;
+  static __m256i values(const Block& b) {
+    return _mm256_or_si256(nibbles32(b.qs), _mm256_and_si256(bits32(b.qh), _mm256_set1_epi8(0x10)));
+  }
+};
+
+template <class Dec, int NC>
+void blocks_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Order order, float* out) {
+  if (Dec::kType == PMOE_DTYPE_IQ4_NL && order == Order::vec_dot)  // a rare shape with its own order
+    return scalar_tile(Dec::kType)(w, x, xs, NC, n, order, out);
+  if (Dec::kType != PMOE_DTYPE_Q4_0 && Dec::kType != PMOE_DTYPE_IQ4_NL) order = Order::vec_dot;  // never repacked
+  using XBlock = std::conditional_t<Dec::kSigned, BlockQ8_0, BlockQ8_1>;
+  const auto* a = reinterpret_cast<const typename Dec::Block*>(w);
+  __m256 acc[NC];
+  float chain[NC], summs[NC];
+  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps(), chain[c] = summs[c] = 0.f;
+  for (int64_t k = 0; k < n / 32; ++k) {
+    const __m256i q = Dec::values(a[k]);
+    const float dw = f16(a[k].d);
+    for (int c = 0; c < NC; ++c) {
+      const XBlock& b = reinterpret_cast<const XBlock*>(x + uint64_t(c) * xs)[k];
+      const __m256i i8 = lanes(pairs<Dec::kSigned>(q, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs))));
+      const float d = dw * f16(b.d);
+      if (order == Order::vec_dot)
+        acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(i8), acc[c]);
+      else  // repacked Q4_0 / IQ4_NL
+        chain[c] = std::fma(float(hsum_i32(i8)), d, chain[c]);
+      if constexpr (!Dec::kSigned) summs[c] = std::fma(f16(a[k].m), f16(b.s), summs[c]);
+    }
+  }
+  for (int c = 0; c < NC; ++c) out[c] = order == Order::vec_dot ? hsum(acc[c]) + summs[c] : chain[c];
+}
+
+// ---- 256-value super-blocks ------------------------------------------------------------------------
+/// A super-block decoded for the dot: 8 chunks of 32 values (unsigned, less kOffset, or signed),
+/// the 16-bit scale of every 16-bit lane of each chunk's pair products, and per-16 mins
+/// (x -= dmin * min). Q4_K and Q2_K are summed as llama.cpp's repacked kernels do (kChain).
+struct SuperDec {
+  __m256i q[8], sc[8], mins, g16;  // g16: Q6_K's per-16 scales
+  float d, dmin;
+};
+
+inline void set_scales(SuperDec& s, const int16_t g[16]) {
+  for (int k = 0; k < 8; ++k)
+    s.sc[k] = _mm256_set_m128i(_mm_set1_epi16(g[2 * k + 1]), _mm_set1_epi16(g[2 * k]));
+}
+
+struct DecQ2K {
+  static constexpr uint32_t kType = PMOE_DTYPE_Q2_K;
+  using Block = BlockQ2K;
+  static constexpr bool kSigned = false, kMins = true;
+  static constexpr int kOffset = 0;
+  static void decode(const Block& b, SuperDec& s) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * h));
+      for (int j = 0; j < 4; ++j) s.q[4 * h + j] = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+    }
+    int16_t g[16], m[16];
+    for (int i = 0; i < 16; ++i) g[i] = int16_t(b.scales[i] & 0xF), m[i] = int16_t(b.scales[i] >> 4);
+    set_scales(s, g);
+    s.mins = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m));
+    s.d = f16(b.d), s.dmin = f16(b.dmin);
+  }
+};
+
+struct DecQ3K {
+  static constexpr uint32_t kType = PMOE_DTYPE_Q3_K;
+  using Block = BlockQ3K;
+  static constexpr bool kSigned = false, kMins = false;
+  static constexpr int kOffset = 4;  // stored low2 + 4*hbit, the value is that - 4
+  static void decode(const Block& b, SuperDec& s) {
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.hmask));
+    for (int h = 0; h < 2; ++h) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * h));
+      for (int j = 0; j < 4; ++j) {
+        const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + j), one);
+        s.q[4 * h + j] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3), _mm256_slli_epi16(hb, 2));
+      }
+    }
+    int8_t sc[16];
+    q3k_scales(b.scales, sc);
+    int16_t g[16];
+    for (int i = 0; i < 16; ++i) g[i] = sc[i];
+    set_scales(s, g);
+    s.d = f16(b.d), s.dmin = 0.f;
+  }
+};
+
+template <class Block>
+inline void q45k_scales(const Block& b, SuperDec& s) {
+  int16_t g[16], m[16];
+  for (int j = 0; j < 8; ++j) {
+    int sc, mn;
+    q4k_scale_min(b.scales, j, sc, mn);
+    g[2 * j] = g[2 * j + 1] = int16_t(sc);
+    m[2 * j] = m[2 * j + 1] = int16_t(mn);
+  }
+  set_scales(s, g);
+  s.mins = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m));
+  s.d = f16(b.d), s.dmin = f16(b.dmin);
+}
+
+struct DecQ4K {
+  static constexpr uint32_t kType = PMOE_DTYPE_Q4_K;
+  using Block = BlockQ4K;
+  static constexpr bool kSigned = false, kMins = true;
+  static constexpr int kOffset = 0;
+  static void decode(const Block& b, SuperDec& s) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    for (int j = 0; j < 4; ++j) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * j));
+      s.q[2 * j] = _mm256_and_si256(q, m4);
+      s.q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    }
+    q45k_scales(b, s);
+  }
+};
+
+struct DecQ5K {
+  static constexpr uint32_t kType = PMOE_DTYPE_Q5_K;
+  using Block = BlockQ5K;
+  static constexpr bool kSigned = false, kMins = true;
+  static constexpr int kOffset = 0;
+  static void decode(const Block& b, SuperDec& s) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh));
+    for (int j = 0; j < 4; ++j) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * j));
+      const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j), one), 4);
+      const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j + 1), one), 4);
+      s.q[2 * j] = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
+      s.q[2 * j + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
+    }
+    q45k_scales(b, s);
+  }
+};
+
+struct DecQ6K {
+  static constexpr uint32_t kType = PMOE_DTYPE_Q6_K;
+  using Block = BlockQ6K;
+  static constexpr bool kSigned = false, kMins = false;
+  static constexpr int kOffset = 32;  // stored 0..63, the value is that - 32
+  static void decode(const Block& b, SuperDec& s) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.ql + 64 * h));
+      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.ql + 64 * h + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh + 32 * h));
+      auto high = [&](int shift) { return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, shift), m3), 4); };
+      s.q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4), high(0));
+      s.q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), high(2));
+      s.q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), high(4));
+      s.q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), high(6));
+    }
+    int16_t g[16];
+    for (int i = 0; i < 16; ++i) g[i] = b.scales[i];
+    set_scales(s, g);
+    s.g16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g));
+    s.d = f16(b.d), s.dmin = 0.f;
+  }
+};
+
+struct DecIQ4XS {
+  static constexpr uint32_t kType = PMOE_DTYPE_IQ4_XS;
+  using Block = BlockIQ4XS;
+  static constexpr bool kSigned = true, kMins = false;
+  static constexpr int kOffset = 0;
+  static void decode(const Block& b, SuperDec& s) {
+    int16_t g[16];
+    for (int k = 0; k < 8; ++k) {
+      s.q[k] = iq4_lookup(nibbles32(b.qs + 16 * k));
+      g[2 * k] = g[2 * k + 1] = int16_t(iq4xs_scale(b, k));
+    }
+    set_scales(s, g);
+    s.d = f16(b.d), s.dmin = 0.f;
+  }
+};
+
+template <class Dec, int NC>
+void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Order order, float* out) {
+  constexpr bool kChain = Dec::kType == PMOE_DTYPE_Q4_K || Dec::kType == PMOE_DTYPE_Q2_K;
+  if (kChain && order == Order::vec_dot)  // a rare shape with its own order
+    return scalar_tile(Dec::kType)(w, x, xs, NC, n, order, out);
+  // chain: parts of a super-block with their own fma (gemm: Q4_K 4 of 64 values, Q2_K 2 of 128)
+  const int parts = order == Order::gemm ? (Dec::kType == PMOE_DTYPE_Q4_K ? 4 : 2) : 1;
+  const auto* a = reinterpret_cast<const typename Dec::Block*>(w);
+  __m256 acc[NC];
+  float summs[NC], chain[NC], chain_min[NC];
+  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps(), summs[c] = chain[c] = chain_min[c] = 0.f;
+  SuperDec s;
+  for (int64_t k = 0; k < n / 256; ++k) {
+    Dec::decode(a[k], s);
+    for (int c = 0; c < NC; ++c) {
+      const BlockQ8K& b = reinterpret_cast<const BlockQ8K*>(x + uint64_t(c) * xs)[k];
+      __m256i sum = _mm256_setzero_si256(), part[4];
+      for (int j = 0; j < 8; ++j) {
+        const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * j));
+        __m256i p16 = pairs<Dec::kSigned>(s.q[j], xq);
+        if constexpr (Dec::kOffset == 4)  // Q3_K, as ggml: the offset comes off each pair
+          p16 = _mm256_sub_epi16(p16, _mm256_maddubs_epi16(_mm256_set1_epi8(Dec::kOffset), xq));
+        sum = _mm256_add_epi32(sum, lanes(p16, s.sc[j]));
+        if (kChain && (j + 1) % (8 / parts) == 0) part[(j * parts) / 8] = sum, sum = _mm256_setzero_si256();
+      }
+      if constexpr (kChain) {
+        alignas(32) int32_t m[8];  // lane j: groups 2j, 2j + 1
+        _mm256_store_si256(reinterpret_cast<__m256i*>(m), lanes(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.bsums)), s.mins));
+        for (int p = 0; p < parts; ++p) {
+          int mins = 0;
+          for (int l = 8 * p / parts; l < 8 * (p + 1) / parts; ++l) mins += m[l];
+          chain[c] = std::fma(float(hsum_i32(part[p])), s.d * b.d, chain[c]);
+          chain_min[c] = std::fma(float(mins), s.dmin * b.d, chain_min[c]);
+        }
+        continue;
+      }
+      if constexpr (Dec::kOffset == 32)  // Q6_K, as ggml: 32 * scale * bsum off lane j (groups 2j, 2j + 1)
+        sum = _mm256_sub_epi32(sum, _mm256_slli_epi32(lanes(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.bsums)), s.g16), 5));
+      acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(b.d * s.d), _mm256_cvtepi32_ps(sum), acc[c]);
+      if constexpr (Dec::kMins)  // Q5_K: one float sum of the mins per super-block
+        summs[c] += -b.d * s.dmin * float(hsum_i32(lanes(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.bsums)), s.mins)));
+    }
+  }
+  for (int c = 0; c < NC; ++c) out[c] = kChain ? chain[c] - chain_min[c] : hsum(acc[c]) + summs[c];
+}
+
+// ---- float weights -------------------------------------------------------------------------------
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p, bool bf16) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)) : _mm256_cvtph_ps(h);
+}
+
+/// One 16-lane float accumulator as two registers (ggml's AVX-512 vectors, lane for lane).
+struct F16Lanes {
+  __m256 lo, hi;
+  F16Lanes() : lo(_mm256_setzero_ps()), hi(_mm256_setzero_ps()) {}
+  void fma(const float* a, const float* b) {
+    lo = _mm256_fmadd_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(b), lo);
+    hi = _mm256_fmadd_ps(_mm256_loadu_ps(a + 8), _mm256_loadu_ps(b + 8), hi);
+  }
+  float reduce() const {  // as hsum16
+    const __m256 t8 = _mm256_add_ps(hi, lo);
+    const __m128 t4 = _mm_add_ps(_mm256_extractf128_ps(t8, 1), _mm256_castps256_ps128(t8));
+    const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+    return _mm_cvtss_f32(_mm_add_ss(t2, _mm_movehdup_ps(t2)));
+  }
+};
+
+/// 16 weights as floats (F32 / F16 / BF16) and 16 activations (floats, or bf16 for BF16 weights).
+template <uint32_t Type>
+inline void load16(const void* p, int64_t i, __m256& lo, __m256& hi) {
+  if constexpr (Type == PMOE_DTYPE_F32) {
+    lo = _mm256_loadu_ps(static_cast<const float*>(p) + i), hi = _mm256_loadu_ps(static_cast<const float*>(p) + i + 8);
+  } else {
+    const uint16_t* h = static_cast<const uint16_t*>(p) + i;
+    lo = load8(h, Type == PMOE_DTYPE_BF16), hi = load8(h + 8, Type == PMOE_DTYPE_BF16);
+  }
+}
+
+/// As dot_floats in kernels_scalar.cpp: F32 in llama.cpp's vec_dot or tinyBLAS order, F16 and BF16
+/// in the vec_dot order.
+template <uint32_t Type, int NC>
+void floats_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Order order, float* out) {
+  constexpr uint32_t XType = Type == PMOE_DTYPE_BF16 ? PMOE_DTYPE_BF16 : PMOE_DTYPE_F32;
+  auto xc = [&](int c) { return static_cast<const void*>(x + c * xs); };
+  auto scalar = [](const void* p, int64_t i, uint32_t t) {
+    if (t == PMOE_DTYPE_F32) return static_cast<const float*>(p)[i];
+    const uint16_t h = static_cast<const uint16_t*>(p)[i];
+    return t == PMOE_DTYPE_F16 ? f16(h) : pmoe_bf16_to_fp32(h);
+  };
+  if (Type == PMOE_DTYPE_F32 && order == Order::gemm) {
+    F16Lanes acc[NC];
+    for (int64_t i = 0; i < n; i += 16) {
+      __m256 wl, wh;
+      load16<Type>(w, i, wl, wh);
+      for (int c = 0; c < NC; ++c) {
+        __m256 xl, xh;
+        load16<XType>(xc(c), i, xl, xh);
+        acc[c].lo = _mm256_fmadd_ps(wl, xl, acc[c].lo), acc[c].hi = _mm256_fmadd_ps(wh, xh, acc[c].hi);
+      }
+    }
+    for (int c = 0; c < NC; ++c) out[c] = acc[c].reduce();
+    return;
+  }
+  const int64_t np = n & ~int64_t(63);
+  F16Lanes s[NC][4];
+  for (int64_t i = 0; i < np; i += 64)
+    for (int j = 0; j < 4; ++j) {
+      __m256 wl, wh;
+      load16<Type>(w, i + 16 * j, wl, wh);
+      for (int c = 0; c < NC; ++c) {
+        __m256 xl, xh;
+        load16<XType>(xc(c), i + 16 * j, xl, xh);
+        s[c][j].lo = _mm256_fmadd_ps(wl, xl, s[c][j].lo), s[c][j].hi = _mm256_fmadd_ps(wh, xh, s[c][j].hi);
+      }
+    }
+  for (int c = 0; c < NC; ++c) {
+    s[c][0].lo = _mm256_add_ps(_mm256_add_ps(s[c][0].lo, s[c][2].lo), _mm256_add_ps(s[c][1].lo, s[c][3].lo));
+    s[c][0].hi = _mm256_add_ps(_mm256_add_ps(s[c][0].hi, s[c][2].hi), _mm256_add_ps(s[c][1].hi, s[c][3].hi));
+    double sum = s[c][0].reduce();
+    for (int64_t i = np; i < n; ++i) sum += double(scalar(w, i, Type) * scalar(xc(c), i, XType));
+    out[c] = float(sum);
+  }
+}
+
+template <class Dec>
+struct Blocks {
+  template <int NC>
+  struct K {
+    static constexpr FixedTileFn run = blocks_tile<Dec, NC>;
+  };
+};
+template <class Dec>
+struct Super {
+  template <int NC>
+  struct K {
+    static constexpr FixedTileFn run = super_tile<Dec, NC>;
+  };
+};
+template <int NC> struct F32K { static constexpr FixedTileFn run = floats_tile<PMOE_DTYPE_F32, NC>; };
+template <int NC> struct F16K { static constexpr FixedTileFn run = floats_tile<PMOE_DTYPE_F16, NC>; };
+template <int NC> struct BF16K { static constexpr FixedTileFn run = floats_tile<PMOE_DTYPE_BF16, NC>; };
+
+}  // namespace
+
+TileFn avx2_tile(uint32_t type) {
+  switch (type) {
+    case PMOE_DTYPE_F32: return by_cols<F32K>;
+    case PMOE_DTYPE_F16: return by_cols<F16K>;
+    case PMOE_DTYPE_BF16: return by_cols<BF16K>;
+    case PMOE_DTYPE_Q4_0: return by_cols<Blocks<DecQ4_0>::K>;
+    case PMOE_DTYPE_Q5_0: return by_cols<Blocks<DecQ5_0>::K>;
+    case PMOE_DTYPE_Q8_0: return by_cols<Blocks<DecQ8_0>::K>;
+    case PMOE_DTYPE_IQ4_NL: return by_cols<Blocks<DecIQ4NL>::K>;
+    case PMOE_DTYPE_Q4_1: return by_cols<Blocks<DecQ4_1>::K>;
+    case PMOE_DTYPE_Q5_1: return by_cols<Blocks<DecQ5_1>::K>;
+    case PMOE_DTYPE_Q2_K: return by_cols<Super<DecQ2K>::K>;
+    case PMOE_DTYPE_Q3_K: return by_cols<Super<DecQ3K>::K>;
+    case PMOE_DTYPE_Q4_K: return by_cols<Super<DecQ4K>::K>;
+    case PMOE_DTYPE_Q5_K: return by_cols<Super<DecQ5K>::K>;
+    case PMOE_DTYPE_Q6_K: return by_cols<Super<DecQ6K>::K>;
+    case PMOE_DTYPE_IQ4_XS: return by_cols<Super<DecIQ4XS>::K>;
+    default: return nullptr;
+  }
+}
+
+}  // namespace pmoe::cpu
