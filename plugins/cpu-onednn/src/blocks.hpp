@@ -97,6 +97,18 @@ struct BlockQ8K {
 };
 static_assert(sizeof(BlockQ8_1) == 36 && sizeof(BlockQ8K) == 292);
 
+/// Four Q8_0 activation blocks arranged for the AVX-512 kernel of repacked Q4_0/IQ4_NL, which
+/// reads four weight blocks at a time with values 0..15 of each block in one register and 16..31
+/// in another (their nibble order): `lo`/`hi` hold the activations the same way, so one block's
+/// integer sum lands in its own 4 lanes.
+struct GroupQ8x4 {
+  int8_t lo[64];    // elements 0..15 of each of the 4 blocks
+  int8_t hi[64];    // elements 16..31 of each block
+  int32_t sum[16];  // -8 * the block's sum of q in its first lane, 0 in the other 3 (Q4_0's offset)
+  float d[16];      // each block's scale (as rounded to f16), repeated in its 4 lanes
+};
+static_assert(sizeof(GroupQ8x4) == 256);
+
 
 // ---- sub-block scales of the K-quants, as GGML unpacks them -------------------------------------
 /// Q4_K/Q5_K: scale and min of 32-value sub-block j (0..7), 6 bits each.

@@ -145,28 +145,40 @@ class CpuBackend final : public sdk::Compute {
   // ---- matrix products --------------------------------------------------------------------
   /// Prepare `T` activation rows (floats, row stride `xs` floats) for `wtype`'s dot kernel;
   /// returns them and their row stride in bytes (the floats themselves where no conversion is needed).
-  static const uint8_t* prepare(uint32_t wtype, const float* x, int64_t in, int64_t T, int64_t xs,
+  static const uint8_t* prepare(uint32_t wtype, Order order, const float* x, int64_t in, int64_t T, int64_t xs,
                                 std::vector<uint8_t>& scratch, uint64_t& row_bytes) {
-    row_bytes = prepared_row_bytes(wtype, in);
+    row_bytes = prepared_row_bytes(wtype, in, order);
     if (row_bytes == 0) {
       row_bytes = uint64_t(xs) * 4;
       return reinterpret_cast<const uint8_t*>(x);
     }
     scratch.resize(row_bytes * uint64_t(T));
-    for (int64_t t = 0; t < T; ++t) prepare_row(wtype, x + t * xs, scratch.data() + uint64_t(t) * row_bytes, in);
+    for (int64_t t = 0; t < T; ++t) prepare_row(wtype, order, x + t * xs, scratch.data() + uint64_t(t) * row_bytes, in);
     return scratch.data();
+  }
+  /// prepare() with the rows split among the threads (a batch's activations, before its product).
+  const uint8_t* prepare_parallel(uint32_t wtype, Order order, const float* x, int64_t in, int64_t T, int64_t xs,
+                                  std::vector<uint8_t>& scratch, uint64_t& row_bytes) {
+    row_bytes = prepared_row_bytes(wtype, in, order);
+    if (row_bytes == 0 || T < 8 || threads_ < 2) return prepare(wtype, order, x, in, T, xs, scratch, row_bytes);
+    scratch.resize(row_bytes * uint64_t(T));
+    uint8_t* dst = scratch.data();
+    const uint64_t rb = row_bytes;
+#pragma omp parallel for schedule(static) num_threads(threads_)
+    for (int64_t t = 0; t < T; ++t) prepare_row(wtype, order, x + t * xs, dst + uint64_t(t) * rb, in);
+    return dst;
   }
 
   /// Y[t][o] (+)= W[o] · X[t] for o < out, t < T. X rows of `in` floats with stride xs; Y stride ys.
   void matmul(const uint8_t* w, uint32_t wtype, uint64_t w_row, int64_t in, int64_t out,
               const float* x, int64_t xs, int64_t T, float* y, int64_t ys, bool acc) {
+    // llama.cpp's MUL_MAT runs a repacked weight's gemm on all but the last T % 4 tokens
+    const Order order = sum_order(wtype, out);
     uint64_t xrow = 0;
-    const uint8_t* xa = prepare(wtype, x, in, T, xs, act_scratch_, xrow);
+    const uint8_t* xa = prepare_parallel(wtype, order, x, in, T, xs, act_scratch_, xrow);
     if (!acc && wtype == PMOE_DTYPE_BF16 && T >= dnnl_min_rows_ && matmul_onednn(w, wtype, w_row, in, out, xa, xrow, T, y, ys))
       return;
     const TileFn tile = tile_kernel(wtype);
-    // llama.cpp's MUL_MAT runs a repacked weight's gemm on all but the last T % 4 tokens
-    const Order order = sum_order(wtype, out);
     int64_t gemm_cols = order == Order::gemv && T >= 4 ? T - T % 4 : 0;
     if (wtype == PMOE_DTYPE_F32 && T >= 2 && in % 16 == 0) gemm_cols = T;  // llamafile's tinyBLAS
     const int64_t n_blocks = (out + kRowBlock - 1) / kRowBlock;
@@ -383,98 +395,53 @@ class CpuBackend final : public sdk::Compute {
     // is not contiguous, so llamafile passes), the softmax runs over the keys in blocks of 16 with
     // ggml's exp, masked keys count as exact zeros, and KQV is llamafile's tinyBLAS for a batch of
     // queries and vec_dot for one.
-    const TileFn dot = tile_kernel(PMOE_DTYPE_F32);
+    const AttendFn attend = attend_kernel();
     const bool batch = T >= 2;
-    const Order kq_order = Order::vec_dot;
     const bool par = threads_ > 1 && T * n_head * (pp[T - 1] + 1) * hd >= kMinParallelWork;
 #pragma omp parallel num_threads(threads_) if (par)
     {
-      std::vector<float> w, lanes;
-      std::vector<double> wide;
+      std::vector<float> w(size_t(pp[T - 1] + 17)), lanes(size_t(64 * hd));
+      std::vector<double> wide(static_cast<size_t>(hd));
+      const AttendScratch scratch{w.data(), lanes.data(), wide.data()};
 #pragma omp for schedule(dynamic, 1)
       for (int64_t th = 0; th < T * n_head; ++th) {
         const int64_t t = th / n_head, h = th % n_head, kvh = h / group;
         const int64_t p = pp[t];
         const int64_t j0 = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
-        const int64_t n16 = (p / 16 + 1) * 16, c0 = j0 / 16 * 16;  // the blocks of 16 keys that matter
-        const float* qv = pq + t * qs + h * hd;
-        w.assign(size_t(n16), -INFINITY);
-        float mx = -INFINITY;
-        for (int64_t j = j0; j <= p; ++j) {
-          float s;
-          dot(reinterpret_cast<const uint8_t*>(pk + j * ks + kvh * hd), reinterpret_cast<const uint8_t*>(qv), 0, 1, hd,
-              kq_order, &s);
-          w[size_t(j)] = s * scale;
-          mx = std::max(mx, w[size_t(j)]);
-        }
-        double sum = 0.0;
-        for (int64_t c = c0; c < n16; c += 16) {
-          float x[16];
-          for (int i = 0; i < 16; ++i) x[i] = w[size_t(c + i)] - mx;
-          expf16(x, &w[size_t(c)]);
-          sum += double(hsum16(&w[size_t(c)]));
-        }
-        const float inv = float(1.0 / sum);
-        for (int64_t j = j0; j <= p; ++j) w[size_t(j)] *= inv;
-        float* out = pd + t * ds + h * hd;
-        if (batch) {  // tinyBLAS: lane j % 16 of a 16-lane chain per output, then reduced
-          lanes.assign(size_t(16 * hd), 0.f);
-          for (int64_t j = j0; j <= p; ++j) {
-            const float* vr = pv + j * vs + kvh * hd;
-            float* l = &lanes[size_t(j % 16 * hd)];
-            for (int64_t i = 0; i < hd; ++i) l[i] = std::fma(vr[i], w[size_t(j)], l[i]);
-          }
-          for (int64_t i = 0; i < hd; ++i) {
-            float a[16];
-            for (int q16 = 0; q16 < 16; ++q16) a[q16] = lanes[size_t(q16 * hd + i)];
-            out[i] = hsum16(a);
-          }
-        } else {  // vec_dot over llama.cpp's padded key count (32 at a time): chains of 64, rest in double
-          const int64_t n = std::min<int64_t>(n_kv, (p / 32 + 1) * 32), np = n / 64 * 64;
-          lanes.assign(size_t(64 * hd), 0.f);
-          wide.assign(size_t(hd), 0.0);
-          for (int64_t j = j0; j <= p && j < np; ++j) {
-            const float* vr = pv + j * vs + kvh * hd;
-            float* l = &lanes[size_t(j % 64 * hd)];
-            for (int64_t i = 0; i < hd; ++i) l[i] = std::fma(vr[i], w[size_t(j)], l[i]);
-          }
-          if (np)  // chains c and c + 2 added, then 1 + 3, then both, then reduced
-            for (int64_t i = 0; i < hd; ++i) {
-              float a[16];
-              for (int q16 = 0; q16 < 16; ++q16) {
-                auto L = [&](int c) { return lanes[size_t((16 * c + q16) * hd + i)]; };
-                a[q16] = (L(0) + L(2)) + (L(1) + L(3));
-              }
-              wide[size_t(i)] = hsum16(a);
-            }
-          for (int64_t j = std::max(j0, np); j <= p; ++j) {
-            const float* vr = pv + j * vs + kvh * hd;
-            for (int64_t i = 0; i < hd; ++i) wide[size_t(i)] += double(vr[i] * w[size_t(j)]);
-          }
-          for (int64_t i = 0; i < hd; ++i) out[i] = float(wide[size_t(i)]);
-        }
+        // one query alone sums over llama.cpp's key count, padded to 32 (and capped by the cache)
+        const int64_t n_vec = std::min<int64_t>(n_kv, (p / 32 + 1) * 32);
+        attend(pq + t * qs + h * hd, pk + kvh * hd, ks, pv + kvh * hd, vs, hd, j0, p, scale, batch, n_vec,
+               pd + t * ds + h * hd, scratch);
       }
     }
   }
 
-  /// Experts of one layer: gate and up of all of them in one parallel pass, ReGLU, then down.
-  /// Each expert's rows are computed the same way whether it runs alone or in a group, so the
-  /// result does not depend on how the host batches experts.
+  /// One expert's work in moe_experts: validated pointers, and buffers kept across calls (a
+  /// batch's hot expert can take hundreds of tokens; fresh allocations would fault in pages).
+  struct ExpertJob {
+    const pmoe_tensor *g, *u, *d;
+    const uint8_t *gp, *up_w, *dp;
+    const float* x;
+    const int32_t* tok;
+    int64_t xs, R, n_embd, n_ff;
+    Order og, ou, od;                  // llama.cpp's MUL_MAT_ID order of each matrix
+    std::vector<float> xr;             // the routed tokens' rows
+    std::vector<uint8_t> xq, xuq, aq;  // prepared for gate, for up when its format differs, for down
+    const uint8_t* xu = nullptr;
+    const uint8_t* a = nullptr;
+    uint64_t xrow = 0, xurow = 0, arow = 0;
+    std::vector<float> gate, up;
+    float* y;
+    int64_t ys;
+  };
+
+  /// Experts of one layer: their inputs prepared, gate and up of all of them, ReGLU, then down,
+  /// each stage one parallel pass. Each expert's rows are computed the same way whether it runs
+  /// alone or in a group, so the result does not depend on how the host batches experts.
   void moe_experts(std::span<const pmoe_op> group, size_t first_index) {
-    struct Job {
-      const pmoe_tensor *g, *u, *d;
-      const uint8_t *gp, *up_w, *dp;  // validated before the parallel region (no throws inside)
-      int64_t R, n_embd, n_ff;
-      std::vector<uint8_t> xq, xuq, aq;  // x prepared for gate (and for up when its type differs)
-      const uint8_t* xu = nullptr;
-      const uint8_t* a = nullptr;  // the down projection's input, prepared (aq, or gate itself)
-      uint64_t xrow = 0, xurow = 0, arow = 0;
-      std::vector<float> gate, up;
-      float* y;
-      int64_t ys;
-    };
-    std::vector<Job> jobs(group.size());
-    for (size_t k = 0; k < group.size(); ++k) {
+    if (jobs_.size() < group.size()) jobs_.resize(group.size());
+    int64_t work = 0;
+    for (size_t k = 0; k < group.size(); ++k) {  // validation first: nothing throws in parallel
       const pmoe_op& op = group[k];
       const pmoe_tensor &g = op.src[0], &u = op.src[1], &dn = op.src[2], &x = op.src[3], &tok = op.src[4], &dst = op.dst;
       auto where = [&](const std::string& what) { return "op " + std::to_string(first_index + k) + " (moe_expert): " + what; };
@@ -486,61 +453,65 @@ class CpuBackend final : public sdk::Compute {
         fail(where("shape mismatch"));
       for (const pmoe_tensor* t : {&g, &u, &dn})
         if (!tile_kernel(t->dtype)) fail(where("unsupported weight type " + type_name(t->dtype)));
-      Job& j = jobs[k];
+      ExpertJob& j = jobs_[k];
       j.g = &g, j.u = &u, j.d = &dn, j.R = R, j.n_embd = n_embd, j.n_ff = n_ff;
       j.gp = ptr(g, "gate"), j.up_w = ptr(u, "up"), j.dp = ptr(dn, "down");
-      const float* px = ptr<float>(x, "x");
-      const int32_t* pt = ptr<int32_t>(tok, "tok");
-      std::vector<float> xs(size_t(R * n_embd));
-      for (int64_t r = 0; r < R; ++r) {
-        if (pt[r] < 0 || pt[r] >= x.ne[1]) fail(where("token row " + std::to_string(pt[r]) + " out of range"));
-        std::memcpy(&xs[size_t(r * n_embd)], px + pt[r] * int64_t(x.nb[1] / 4), size_t(n_embd) * 4);
-      }
-      const uint8_t* xa = prepare(g.dtype, xs.data(), n_embd, R, n_embd, j.xq, j.xrow);
-      if (xa != j.xq.data()) j.xq.assign(xa, xa + j.xrow * uint64_t(R));  // f32: keep our own copy
-      j.xu = j.xq.data(), j.xurow = j.xrow;
-      if (u.dtype != g.dtype) {  // files mix types per tensor; each gets its own activation format
-        j.xu = prepare(u.dtype, xs.data(), n_embd, R, n_embd, j.xuq, j.xurow);
-        if (j.xu != j.xuq.data()) j.xuq.assign(j.xu, j.xu + j.xurow * uint64_t(R)), j.xu = j.xuq.data();
-      }
-      j.gate.resize(size_t(R * n_ff));
-      j.up.resize(size_t(R * n_ff));
+      j.x = ptr<float>(x, "x"), j.xs = int64_t(x.nb[1] / 4), j.tok = ptr<int32_t>(tok, "tok");
+      for (int64_t r = 0; r < R; ++r)
+        if (j.tok[r] < 0 || j.tok[r] >= x.ne[1]) fail(where("token row " + std::to_string(j.tok[r]) + " out of range"));
+      // experts are llama.cpp's MUL_MAT_ID: the gemv order (for a repacked type) for every token
+      j.og = sum_order(g.dtype, n_ff), j.ou = sum_order(u.dtype, n_ff), j.od = sum_order(dn.dtype, n_embd);
       j.y = ptr<float>(dst, "dst");
       j.ys = int64_t(dst.nb[1] / 4);
+      j.gate.resize(size_t(R * n_ff));
+      j.up.resize(size_t(R * n_ff));
+      work += 3 * R * n_ff * n_embd;
     }
+    const std::span<ExpertJob> jobs(jobs_.data(), group.size());
     // task lists: (job, row block) for gate+up, and for down
     std::vector<std::pair<size_t, int64_t>> t1, t2;
-    int64_t work = 0;
     for (size_t k = 0; k < jobs.size(); ++k) {
       for (int64_t b = 0; b < (jobs[k].n_ff + kRowBlock - 1) / kRowBlock; ++b) t1.emplace_back(k, b);
       for (int64_t b = 0; b < (jobs[k].n_embd + kRowBlock - 1) / kRowBlock; ++b) t2.emplace_back(k, b);
-      work += 3 * jobs[k].R * jobs[k].n_ff * jobs[k].n_embd;
     }
     const bool par = threads_ > 1 && work >= kMinParallelWork;
 #pragma omp parallel num_threads(threads_) if (par)
     {
-#pragma omp for schedule(static)
-      for (size_t i = 0; i < t1.size(); ++i) {
-        Job& j = jobs[t1[i].first];
-        const int64_t o0 = t1[i].second * kRowBlock, o1 = std::min(j.n_ff, o0 + kRowBlock);
-        // experts are llama.cpp's MUL_MAT_ID: the gemv order for every token
-        tile_rows(tile_kernel(j.g->dtype), sum_order(j.g->dtype, j.n_ff), 0, j.gp, j.g->nb[1], j.n_embd, o0, o1, j.xq.data(),
-                  j.xrow, j.R, j.gate.data(), j.n_ff, false);
-        tile_rows(tile_kernel(j.u->dtype), sum_order(j.u->dtype, j.n_ff), 0, j.up_w, j.u->nb[1], j.n_embd, o0, o1, j.xu,
-                  j.xurow, j.R, j.up.data(), j.n_ff, false);
+#pragma omp for schedule(dynamic, 1)
+      for (size_t k = 0; k < jobs.size(); ++k) {
+        ExpertJob& j = jobs[k];
+        j.xr.resize(size_t(j.R * j.n_embd));
+        for (int64_t r = 0; r < j.R; ++r)
+          std::memcpy(&j.xr[size_t(r * j.n_embd)], j.x + j.tok[r] * j.xs, size_t(j.n_embd) * 4);
+        j.xq.resize(0);
+        const uint8_t* xa = prepare(j.g->dtype, j.og, j.xr.data(), j.n_embd, j.R, j.n_embd, j.xq, j.xrow);
+        if (xa != j.xq.data()) j.xq.assign(xa, xa + j.xrow * uint64_t(j.R));  // f32: keep our own copy
+        j.xu = j.xq.data(), j.xurow = j.xrow;
+        if (j.u->dtype != j.g->dtype || j.ou != j.og) {  // each its own format
+          j.xu = prepare(j.u->dtype, j.ou, j.xr.data(), j.n_embd, j.R, j.n_embd, j.xuq, j.xurow);
+          if (j.xu != j.xuq.data()) j.xuq.assign(j.xu, j.xu + j.xurow * uint64_t(j.R)), j.xu = j.xuq.data();
+        }
       }
 #pragma omp for schedule(static)
+      for (size_t i = 0; i < t1.size(); ++i) {
+        ExpertJob& j = jobs[t1[i].first];
+        const int64_t o0 = t1[i].second * kRowBlock, o1 = std::min(j.n_ff, o0 + kRowBlock);
+        tile_rows(tile_kernel(j.g->dtype), j.og, 0, j.gp, j.g->nb[1], j.n_embd, o0, o1, j.xq.data(), j.xrow, j.R,
+                  j.gate.data(), j.n_ff, false);
+        tile_rows(tile_kernel(j.u->dtype), j.ou, 0, j.up_w, j.u->nb[1], j.n_embd, o0, o1, j.xu, j.xurow, j.R, j.up.data(),
+                  j.n_ff, false);
+      }
+#pragma omp for schedule(dynamic, 1)
       for (size_t k = 0; k < jobs.size(); ++k) {
-        Job& j = jobs[k];
+        ExpertJob& j = jobs[k];
         for (size_t i = 0; i < j.gate.size(); ++i) j.gate[i] = std::max(j.gate[i], 0.f) * j.up[i];  // ReGLU
-        j.a = prepare(j.d->dtype, j.gate.data(), j.n_ff, j.R, j.n_ff, j.aq, j.arow);
+        j.a = prepare(j.d->dtype, j.od, j.gate.data(), j.n_ff, j.R, j.n_ff, j.aq, j.arow);
       }
 #pragma omp for schedule(static)
       for (size_t i = 0; i < t2.size(); ++i) {
-        Job& j = jobs[t2[i].first];
+        ExpertJob& j = jobs[t2[i].first];
         const int64_t o0 = t2[i].second * kRowBlock, o1 = std::min(j.n_embd, o0 + kRowBlock);
-        tile_rows(tile_kernel(j.d->dtype), sum_order(j.d->dtype, j.n_embd), 0, j.dp, j.d->nb[1], j.n_ff, o0, o1, j.a,
-                  j.arow, j.R, j.y, j.ys, false);
+        tile_rows(tile_kernel(j.d->dtype), j.od, 0, j.dp, j.d->nb[1], j.n_ff, o0, o1, j.a, j.arow, j.R, j.y, j.ys, false);
       }
     }
   }
@@ -581,6 +552,7 @@ class CpuBackend final : public sdk::Compute {
   dnnl::stream stream_;
   std::map<std::tuple<uint32_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, dnnl::matmul> dnnl_cache_;
   std::vector<uint8_t> act_scratch_;
+  std::vector<ExpertJob> jobs_;
 };
 
 }  // namespace

@@ -74,7 +74,52 @@ void quantize_row_q8_1(const float* x, BlockQ8_1* y, int64_t n) {
   }
 }
 
+namespace {
+// Same arithmetic as the scalar version: the first value of largest magnitude sets the sign,
+// cvtps rounds half to even as nearbyint does, and 127 * (1 + ulp) still rounds to 127.
+__attribute__((target("avx2,fma,f16c"))) void quantize_q8k_avx2(const float* x, BlockQ8K* y, int64_t n) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  for (int64_t b = 0; b < n / 256; ++b, x += 256) {
+    __m256 m = _mm256_setzero_ps();
+    for (int k = 0; k < 32; ++k) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    BlockQ8K& o = y[b];
+    if (amax == 0.f) {
+      std::memset(&o, 0, sizeof o);
+      continue;
+    }
+    int first = 0;
+    for (int k = 0; k < 32; ++k) {
+      const int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)), _mm256_set1_ps(amax), _CMP_EQ_OQ));
+      if (hit) {
+        first = 8 * k + __builtin_ctz(unsigned(hit));
+        break;
+      }
+    }
+    const float iscale = -127.f / x[first];
+    const __m256 s = _mm256_set1_ps(iscale);
+    const __m256i top = _mm256_set1_epi32(127);
+    for (int g = 0; g < 16; ++g) {
+      const __m256i q0 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16 * g), s)), top);
+      const __m256i q1 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16 * g + 8), s)), top);
+      const __m256i p16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);  // values in order
+      const __m128i p8 = _mm_packs_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o.qs + 16 * g), p8);
+      __m256i t = _mm256_add_epi32(q0, q1);
+      __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+      t4 = _mm_add_epi32(t4, _mm_unpackhi_epi64(t4, t4));
+      o.bsums[g] = int16_t(_mm_cvtsi128_si32(_mm_add_epi32(t4, _mm_shuffle_epi32(t4, 1))));
+    }
+    o.d = 1.f / iscale;
+  }
+}
+}  // namespace
+
 void quantize_row_q8_k(const float* x, BlockQ8K* y, int64_t n) {
+  if (kernel_isa() >= Isa::avx2) return quantize_q8k_avx2(x, y, n);
   for (int64_t b = 0; b < n / 256; ++b, x += 256) {
     float amax = 0.f, max = 0.f;  // the value of largest magnitude, the first one on ties
     for (int j = 0; j < 256; ++j)
@@ -113,24 +158,57 @@ Act act_of(uint32_t t) {
 
 }  // namespace
 
-uint64_t prepared_row_bytes(uint32_t weight_type, int64_t n) {
+namespace {
+// AVX-512 reads repacked Q4_0/IQ4_NL four blocks at a time (GroupQ8x4).
+bool grouped(uint32_t t, Order order, Isa isa) {
+  return (t == PMOE_DTYPE_Q4_0 || t == PMOE_DTYPE_IQ4_NL) && order != Order::vec_dot && isa >= Isa::avx512_vnni;
+}
+
+void prepare_groups(const float* x, GroupQ8x4* g, int64_t ng) {
+  for (int64_t i = 0; i < ng; ++i) {
+    BlockQ8_0 b[4];
+    quantize_row_q8_0(x + i * 128, b, 128);
+    for (int k = 0; k < 4; ++k) {
+      int32_t sum = 0;
+      for (int j = 0; j < 32; ++j) sum += b[k].qs[j];
+      std::memcpy(g[i].lo + 16 * k, b[k].qs, 16);
+      std::memcpy(g[i].hi + 16 * k, b[k].qs + 16, 16);
+      for (int l = 0; l < 4; ++l) {
+        g[i].sum[4 * k + l] = l == 0 ? -8 * sum : 0;
+        g[i].d[4 * k + l] = pmoe_fp16_to_fp32(b[k].d);
+      }
+    }
+  }
+}
+}  // namespace
+
+uint64_t prepared_row_bytes(uint32_t weight_type, int64_t n, Order order, Isa isa) {
+  const uint64_t nb = uint64_t(n / 32);
   switch (act_of(weight_type)) {
     case Act::floats: return 0;
     case Act::bf16: return uint64_t(n) * 2;
-    case Act::q8_0: return uint64_t(n / 32) * sizeof(BlockQ8_0);
-    case Act::q8_1: return uint64_t(n / 32) * sizeof(BlockQ8_1);
+    case Act::q8_0:  // grouped rows stay 64-byte multiples, so the groups stay aligned
+      return grouped(weight_type, order, isa) ? (nb / 4 * sizeof(GroupQ8x4) + nb % 4 * sizeof(BlockQ8_0) + 63) / 64 * 64
+                                              : nb * sizeof(BlockQ8_0);
+    case Act::q8_1: return nb * sizeof(BlockQ8_1);
     case Act::q8_k: return uint64_t(n / 256) * sizeof(BlockQ8K);
   }
   return 0;
 }
 
-void prepare_row(uint32_t weight_type, const float* x, uint8_t* dst, int64_t n) {
+void prepare_row(uint32_t weight_type, Order order, const float* x, uint8_t* dst, int64_t n, Isa isa) {
   switch (act_of(weight_type)) {
     case Act::floats: return;
     case Act::bf16:
       for (int64_t i = 0; i < n; ++i) reinterpret_cast<uint16_t*>(dst)[i] = pmoe_fp32_to_bf16(x[i]);
       return;
-    case Act::q8_0: return quantize_row_q8_0(x, reinterpret_cast<BlockQ8_0*>(dst), n);
+    case Act::q8_0:
+      if (grouped(weight_type, order, isa)) {
+        const int64_t ng = n / 128;
+        prepare_groups(x, reinterpret_cast<GroupQ8x4*>(dst), ng);
+        return quantize_row_q8_0(x + ng * 128, reinterpret_cast<BlockQ8_0*>(dst + ng * sizeof(GroupQ8x4)), n - ng * 128);
+      }
+      return quantize_row_q8_0(x, reinterpret_cast<BlockQ8_0*>(dst), n);
     case Act::q8_1: return quantize_row_q8_1(x, reinterpret_cast<BlockQ8_1*>(dst), n);
     case Act::q8_k: return quantize_row_q8_k(x, reinterpret_cast<BlockQ8K*>(dst), n);
   }
@@ -193,7 +271,10 @@ float expf_ggml(float x) {  // ggml_v_expf, one lane
 }  // namespace
 
 void expf16(const float* x, float* y) {
+  if (kernel_isa() >= Isa::avx2) return expf16_avx2(x, y);
   for (int i = 0; i < 16; ++i) y[i] = expf_ggml(x[i]);
 }
+
+AttendFn attend_kernel() { return kernel_isa() >= Isa::avx2 ? attend_avx2 : attend_scalar; }
 
 }  // namespace pmoe::cpu

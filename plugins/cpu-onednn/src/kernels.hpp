@@ -24,6 +24,15 @@
 
 namespace pmoe::cpu {
 
+/// Kernel sets, each needing the CPU features of the one before and more.
+enum class Isa { scalar, avx2, avx512_vnni, avx512_vbmi };
+const char* isa_name(Isa isa);
+std::optional<Isa> parse_isa(std::string_view name);
+
+/// The kernel set in use: the best the CPU runs, capped by $PMOE_CPU_MAX_ISA when set (tests and
+/// A/B runs use the cap to cover every set on one machine). Fixed for the life of the process.
+Isa kernel_isa();
+
 /// Activation rows prepared for one weight type, at most this many per kernel call.
 constexpr int kTileCols = 4;
 
@@ -45,14 +54,15 @@ using TileFn = void (*)(const uint8_t* w, const uint8_t* x, uint64_t x_stride, i
 /// The kernel for `weight_type` in the kernel set in use, or nullptr for a type it cannot multiply.
 TileFn tile_kernel(uint32_t weight_type);
 
-/// Bytes of one activation row of `n` values prepared for `weight_type`'s kernel (the same layout
-/// for every kernel set: ggml's Q8_0, Q8_1 or Q8_K blocks); 0 when the kernel reads the floats as
-/// they are (F32, F16 weights). BF16 weights get bf16 activations, as in ggml, which is also what
-/// oneDNN's bf16 matmul takes.
-uint64_t prepared_row_bytes(uint32_t weight_type, int64_t n);
+/// Bytes of one activation row of `n` values prepared for `weight_type`'s kernel in `order`, for
+/// kernel set `isa`: ggml's Q8_0, Q8_1 or Q8_K blocks, except that AVX-512 reads repacked
+/// Q4_0/IQ4_NL (gemv, gemm) against GroupQ8x4 groups (then the n/32 % 4 last blocks as Q8_0).
+/// 0 when the kernel reads the floats as they are (F32, F16 weights). BF16 weights get bf16
+/// activations, as in ggml, which is also what oneDNN's bf16 matmul takes.
+uint64_t prepared_row_bytes(uint32_t weight_type, int64_t n, Order order, Isa isa = kernel_isa());
 
-/// Convert `n` floats into prepared_row_bytes(weight_type, n) bytes at `dst`.
-void prepare_row(uint32_t weight_type, const float* x, uint8_t* dst, int64_t n);
+/// Convert `n` floats into prepared_row_bytes(weight_type, n, order, isa) bytes at `dst`.
+void prepare_row(uint32_t weight_type, Order order, const float* x, uint8_t* dst, int64_t n, Isa isa = kernel_isa());
 
 /// Dequantize one row of `n` values of `type` to floats.
 void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n);
@@ -69,14 +79,26 @@ void quantize_row_q8_k(const float* x, BlockQ8K* y, int64_t n);
 /// within 1.5 ulp of expf, 0 below -103.97, inf above 88.38), bit for bit on every kernel set.
 void expf16(const float* x, float* y);
 
-/// Kernel sets, each needing the CPU features of the one before and more.
-enum class Isa { scalar, avx2, avx512_vnni, avx512_vbmi };
-const char* isa_name(Isa isa);
-std::optional<Isa> parse_isa(std::string_view name);
-
-/// The kernel set in use: the best the CPU runs, capped by $PMOE_CPU_MAX_ISA when set (tests and
-/// A/B runs use the cap to cover every set on one machine). Fixed for the life of the process.
-Isa kernel_isa();
+/// Work memory of attend(): w n_keys + 16 floats, lanes 64 * hd floats, wide hd doubles.
+struct AttendScratch {
+  float* w;
+  float* lanes;
+  double* wide;
+};
+/// One query head's attention as llama.cpp computes it without flash attention: the scores
+/// q . k_j of keys j0..p (vec_dot order: llamafile passes over the non-contiguous permuted q) times
+/// `scale`; the softmax over blocks of 16 keys with ggml's exp, keys outside j0..p exact zeros; the
+/// sum of the v rows weighted by it, in tinyBLAS order for a query of a batch (`batch`) and in
+/// vec_dot order over llama.cpp's `n_vec` (padded) keys for a single one. k and v rows are `ks`
+/// and `vs` floats apart; `hd` values are used from each.
+using AttendFn = void (*)(const float* q, const float* k, int64_t ks, const float* v, int64_t vs, int64_t hd, int64_t j0,
+                          int64_t p, float scale, bool batch, int64_t n_vec, float* out, const AttendScratch& s);
+AttendFn attend_kernel();
+void attend_scalar(const float* q, const float* k, int64_t ks, const float* v, int64_t vs, int64_t hd, int64_t j0,
+                   int64_t p, float scale, bool batch, int64_t n_vec, float* out, const AttendScratch& s);
+void attend_avx2(const float* q, const float* k, int64_t ks, const float* v, int64_t vs, int64_t hd, int64_t j0,
+                 int64_t p, float scale, bool batch, int64_t n_vec, float* out, const AttendScratch& s);
+void expf16_avx2(const float* x, float* y);
 
 // ---- per-ISA kernel tables (kernels_*.cpp) ------------------------------------------------------
 /// The tile kernel of each set for a type; nullptr where the set has none (the next lower set's

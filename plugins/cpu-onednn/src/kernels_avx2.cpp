@@ -105,31 +105,61 @@ struct DecQ5_1 {
   }
 };
 
+/// Lane c = the sum of v[c]'s 8 lanes (integers, so exact in any order).
+template <int NC>
+inline __m128i sums_of(const __m256i* v) {
+  const __m256i z = _mm256_setzero_si256();
+  const __m256i ab = _mm256_hadd_epi32(v[0], NC > 1 ? v[1] : z), cd = _mm256_hadd_epi32(NC > 2 ? v[2] : z, NC > 3 ? v[3] : z);
+  const __m256i abcd = _mm256_hadd_epi32(ab, cd);
+  return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
+
+/// Repacked Q4_0 / IQ4_NL: one float chain per output, fma(block sum, dw * dx, acc); the columns'
+/// chains run side by side in one vector, so a block costs one fma for all of them.
+template <class Dec, int NC>
+void chain_blocks_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, float* out) {
+  const auto* a = reinterpret_cast<const typename Dec::Block*>(w);
+  __m128 acc = _mm_setzero_ps();
+  for (int64_t k = 0; k < n / 32; ++k) {
+    const __m256i q = Dec::values(a[k]);
+    __m256i i8[NC];
+    alignas(16) uint16_t dx[8] = {};
+    for (int c = 0; c < NC; ++c) {
+      const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(x + uint64_t(c) * xs)[k];
+      i8[c] = lanes(pairs<true>(q, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs))));
+      dx[c] = b.d;
+    }
+    const __m128 d = _mm_mul_ps(_mm_set1_ps(f16(a[k].d)), _mm_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dx))));
+    acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sums_of<NC>(i8)), d, acc);
+  }
+  alignas(16) float r[4];
+  _mm_store_ps(r, acc);
+  for (int c = 0; c < NC; ++c) out[c] = r[c];
+}
+
 template <class Dec, int NC>
 void blocks_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Order order, float* out) {
   if (Dec::kType == PMOE_DTYPE_IQ4_NL && order == Order::vec_dot)  // a rare shape with its own order
     return scalar_tile(Dec::kType)(w, x, xs, NC, n, order, out);
-  if (Dec::kType != PMOE_DTYPE_Q4_0 && Dec::kType != PMOE_DTYPE_IQ4_NL) order = Order::vec_dot;  // never repacked
+  if constexpr (Dec::kType == PMOE_DTYPE_Q4_0 || Dec::kType == PMOE_DTYPE_IQ4_NL) {
+    if (order != Order::vec_dot) return chain_blocks_tile<Dec, NC>(w, x, xs, n, out);
+  }
   using XBlock = std::conditional_t<Dec::kSigned, BlockQ8_0, BlockQ8_1>;
   const auto* a = reinterpret_cast<const typename Dec::Block*>(w);
   __m256 acc[NC];
-  float chain[NC], summs[NC];
-  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps(), chain[c] = summs[c] = 0.f;
+  float summs[NC];
+  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps(), summs[c] = 0.f;
   for (int64_t k = 0; k < n / 32; ++k) {
     const __m256i q = Dec::values(a[k]);
     const float dw = f16(a[k].d);
     for (int c = 0; c < NC; ++c) {
       const XBlock& b = reinterpret_cast<const XBlock*>(x + uint64_t(c) * xs)[k];
       const __m256i i8 = lanes(pairs<Dec::kSigned>(q, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs))));
-      const float d = dw * f16(b.d);
-      if (order == Order::vec_dot)
-        acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(i8), acc[c]);
-      else  // repacked Q4_0 / IQ4_NL
-        chain[c] = std::fma(float(hsum_i32(i8)), d, chain[c]);
+      acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * f16(b.d)), _mm256_cvtepi32_ps(i8), acc[c]);
       if constexpr (!Dec::kSigned) summs[c] = std::fma(f16(a[k].m), f16(b.s), summs[c]);
     }
   }
-  for (int c = 0; c < NC; ++c) out[c] = order == Order::vec_dot ? hsum(acc[c]) + summs[c] : chain[c];
+  for (int c = 0; c < NC; ++c) out[c] = hsum(acc[c]) + summs[c];
 }
 
 // ---- 256-value super-blocks ------------------------------------------------------------------------
@@ -423,7 +453,108 @@ template <int NC> struct F32K { static constexpr FixedTileFn run = floats_tile<P
 template <int NC> struct F16K { static constexpr FixedTileFn run = floats_tile<PMOE_DTYPE_F16, NC>; };
 template <int NC> struct BF16K { static constexpr FixedTileFn run = floats_tile<PMOE_DTYPE_BF16, NC>; };
 
+
+// ---- attention ------------------------------------------------------------------------------------
+/// ggml_v_expf on 8 lanes; vscalefps emulated with two exact power-of-two multiplies.
+inline __m256 expf8(__m256 x) {
+  const __m256 r = _mm256_set1_ps(0x1.8p23f);
+  const __m256 n = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r), r);
+  const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f), _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+  const __m256 u = _mm256_mul_ps(b, b);
+  const __m256 j = _mm256_fmadd_ps(
+      _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                      _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+      u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
+  // j * 2^n, rounded once: j * 2^n1 is exact for n1 >= -125 (j >= 0.7), then a power of two <= 1
+  auto pow2 = [](__m256i e) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(127)), 23)); };
+  const __m256i ni = _mm256_cvtps_epi32(n);
+  const __m256i n1 = _mm256_min_epi32(_mm256_max_epi32(ni, _mm256_set1_epi32(-125)), _mm256_set1_epi32(127));
+  const __m256 res = _mm256_mul_ps(_mm256_mul_ps(j, pow2(n1)), pow2(_mm256_sub_epi32(ni, n1)));
+  const __m256 big = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(192.f), _CMP_GT_OQ);
+  const __m256 alt = _mm256_blendv_ps(_mm256_set1_ps(INFINITY), _mm256_setzero_ps(), _mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ));
+  return _mm256_blendv_ps(res, alt, big);
+}
+
+/// hsum16 of 16 floats held as lo (lanes 0..7) and hi (8..15), as F16Lanes::reduce.
+inline __m256 tree4(__m256 a0, __m256 a4, __m256 a8, __m256 a12) { return _mm256_add_ps(_mm256_add_ps(a12, a4), _mm256_add_ps(a8, a0)); }
+
 }  // namespace
+
+void expf16_avx2(const float* x, float* y) {
+  _mm256_storeu_ps(y, expf8(_mm256_loadu_ps(x)));
+  _mm256_storeu_ps(y + 8, expf8(_mm256_loadu_ps(x + 8)));
+}
+
+void attend_avx2(const float* q, const float* k, int64_t ks, const float* v, int64_t vs, int64_t hd, int64_t j0, int64_t p,
+                 float scale, bool batch, int64_t n_vec, float* out, const AttendScratch& sc) {
+  if (hd % 8) return attend_scalar(q, k, ks, v, vs, hd, j0, p, scale, batch, n_vec, out, sc);
+  const int64_t n16 = (p / 16 + 1) * 16, c0 = j0 / 16 * 16;
+  float* w = sc.w;
+  for (int64_t j = c0; j < n16; ++j) w[j] = -INFINITY;
+  float mx = -INFINITY;
+  for (int64_t j = j0; j <= p; ++j) {
+    float s;
+    floats_tile<PMOE_DTYPE_F32, 1>(reinterpret_cast<const uint8_t*>(k + j * ks), reinterpret_cast<const uint8_t*>(q), 0, hd,
+                                   Order::vec_dot, &s);
+    w[j] = s * scale;
+    mx = std::max(mx, w[j]);
+  }
+  double sum = 0.0;
+  const __m256 vmx = _mm256_set1_ps(mx);
+  for (int64_t c = c0; c < n16; c += 16) {
+    F16Lanes e;
+    e.lo = expf8(_mm256_sub_ps(_mm256_loadu_ps(w + c), vmx));
+    e.hi = expf8(_mm256_sub_ps(_mm256_loadu_ps(w + c + 8), vmx));
+    _mm256_storeu_ps(w + c, e.lo);
+    _mm256_storeu_ps(w + c + 8, e.hi);
+    sum += double(e.reduce());
+  }
+  const float inv = float(1.0 / sum);
+  for (int64_t j = j0; j <= p; ++j) w[j] *= inv;
+  // lane l of a chain of `width` lanes takes the keys j = l (mod width)
+  float* lanes = sc.lanes;
+  const int64_t width = batch ? 16 : 64;
+  const int64_t jend = batch ? p + 1 : std::min(p + 1, n_vec / 64 * 64);  // keys summed in the chains
+  const bool any = jend > j0;
+  if (any) {
+    std::fill(lanes, lanes + width * hd, 0.f);
+    for (int64_t j = j0; j < jend; ++j) {
+      float* l = lanes + j % width * hd;
+      const __m256 wj = _mm256_set1_ps(w[j]);
+      for (int64_t i = 0; i < hd; i += 8)
+        _mm256_storeu_ps(l + i, _mm256_fmadd_ps(_mm256_loadu_ps(v + j * vs + i), wj, _mm256_loadu_ps(l + i)));
+    }
+  }
+  auto L = [&](int64_t l, int64_t i) { return _mm256_loadu_ps(lanes + l * hd + i); };
+  if (batch) {  // tinyBLAS: the 16 chains reduced as hsum16
+    for (int64_t i = 0; i < hd; i += 8) {
+      __m256 t[4];
+      for (int l = 0; l < 4; ++l) t[l] = tree4(L(l, i), L(l + 4, i), L(l + 8, i), L(l + 12, i));
+      _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_add_ps(t[0], t[2]), _mm256_add_ps(t[1], t[3])));
+    }
+    return;
+  }
+  // vec_dot: chains c and c + 2 added, then 1 + 3, both, reduced as hsum16; the rest in double
+  for (int64_t i = 0; i < hd; i += 8) {
+    __m256 r = _mm256_setzero_ps();
+    if (any) {
+      __m256 a[16];
+      for (int l = 0; l < 16; ++l)
+        a[l] = _mm256_add_ps(_mm256_add_ps(L(l, i), L(l + 32, i)), _mm256_add_ps(L(l + 16, i), L(l + 48, i)));
+      __m256 t[4];
+      for (int l = 0; l < 4; ++l) t[l] = tree4(a[l], a[l + 4], a[l + 8], a[l + 12]);
+      r = _mm256_add_ps(_mm256_add_ps(t[0], t[2]), _mm256_add_ps(t[1], t[3]));
+    }
+    __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(r)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(r, 1));
+    for (int64_t j = std::max(j0, jend); j <= p; ++j) {
+      const __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(v + j * vs + i), _mm256_set1_ps(w[j]));
+      lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(prod)));
+      hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(prod, 1)));
+    }
+    _mm_storeu_ps(out + i, _mm256_cvtpd_ps(lo));
+    _mm_storeu_ps(out + i + 4, _mm256_cvtpd_ps(hi));
+  }
+}
 
 TileFn avx2_tile(uint32_t type) {
   switch (type) {

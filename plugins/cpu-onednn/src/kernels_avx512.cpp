@@ -1,5 +1,5 @@
-// AVX-512 kernels for the K-quants and IQ4_XS (F, BW, VL, DQ and VNNI: Intel since Cascade Lake,
-// AMD since Zen 4). The 32-value block types use the AVX2 kernels, which are memory-bound already.
+// AVX-512 kernels for the K-quants, IQ4_XS and repacked Q4_0/IQ4_NL (F, BW, VL, DQ and VNNI: Intel
+// since Cascade Lake, AMD since Zen 4). The other 32-value block types use the AVX2 kernels.
 //
 // A super-block of 256 is decoded into four registers of 64 values in order plus the 16-bit scale
 // of every lane; per column, vpmaddubsw forms pair products and vpdpwssd multiplies them by their
@@ -32,6 +32,82 @@ inline float hsum(__m256 v) {  // ggml's hsum_float_8
   return _mm_cvtss_f32(s);
 }
 inline __m256i fold(__m512i v) { return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)); }
+
+// ---- repacked Q4_0 / IQ4_NL: four 32-value blocks at a time --------------------------------------
+/// 16 bytes from each of 4 blocks `stride` bytes apart.
+inline __m512i gather16x4(const uint8_t* p, int stride) {
+  __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + stride)), 1);
+  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * stride)), 2);
+  return _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 3 * stride)), 3);
+}
+/// The f16 scales of 4 blocks 18 bytes apart, each repeated in its 4 float lanes.
+inline __m512 scales4(const uint8_t* p) {
+  auto rep = [&](int b) {
+    uint16_t h;
+    std::memcpy(&h, p + 18 * b, 2);
+    return int64_t(uint64_t(h) * 0x0001000100010001ull);
+  };
+  return _mm512_cvtph_ps(_mm256_setr_epi64x(rep(0), rep(1), rep(2), rep(3)));
+}
+
+/// llama.cpp's repacked gemv/gemm for Q4_0 and IQ4_NL: one float chain per output,
+/// fma(block sum, dw * dx, acc). Weights are read four blocks at a time in their nibble order
+/// against GroupQ8x4 activations, so a block's integer sum lands in its own 4 lanes; the columns'
+/// chains then run side by side, lane c of one 4-float vector.
+template <bool kIQ4, int NC>
+void q4_chain_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Order, float* out) {
+  const int64_t nb = n / 32, ng = nb / 4;
+  const __m512i m4 = _mm512_set1_epi8(0xF);
+  const __m512i table = _mm512_add_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values))),
+                                        _mm512_set1_epi8(char(0x80)));
+  __m128 acc = _mm_setzero_ps();
+  for (int64_t i = 0; i < ng; ++i) {
+    const uint8_t* wb = w + i * 72;
+    const __m512i q = gather16x4(wb + 2, 18);
+    __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+    if constexpr (kIQ4) lo = _mm512_shuffle_epi8(table, lo), hi = _mm512_shuffle_epi8(table, hi);  // value + 128
+    const __m512 dw = scales4(wb);
+    __m512 f[NC], d[NC];
+    for (int c = 0; c < NC; ++c) {
+      const GroupQ8x4& g = reinterpret_cast<const GroupQ8x4*>(x + uint64_t(c) * xs)[i];
+      __m512i corr = load512(g.sum);  // -8 * sum(x): Q4_0's offset 8; IQ4_NL's 128 is 16 times that
+      if constexpr (kIQ4) corr = _mm512_slli_epi32(corr, 4);
+      __m512i isum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(corr, lo, load512(g.lo)), hi, load512(g.hi));
+      isum = _mm512_add_epi32(isum, _mm512_shuffle_epi32(isum, _MM_PERM_BADC));
+      isum = _mm512_add_epi32(isum, _mm512_shuffle_epi32(isum, _MM_PERM_CDAB));  // block b's sum in all its lanes
+      f[c] = _mm512_cvtepi32_ps(isum);
+      d[c] = _mm512_mul_ps(dw, _mm512_loadu_ps(g.d));
+    }
+    // lane 4b + c: column c's block b
+    auto columns = [&](const __m512* v) {
+      const __m512 ab = _mm512_mask_blend_ps(0xAAAA, v[0], v[NC > 1 ? 1 : 0]);
+      const __m512 cd = _mm512_mask_blend_ps(0xAAAA, v[NC > 2 ? 2 : 0], v[NC > 3 ? 3 : 0]);
+      return _mm512_mask_blend_ps(0xCCCC, ab, cd);
+    };
+    const __m512 F = columns(f), D = columns(d);
+    acc = _mm_fmadd_ps(_mm512_castps512_ps128(F), _mm512_castps512_ps128(D), acc);
+    acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(F, 1), _mm512_extractf32x4_ps(D, 1), acc);
+    acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(F, 2), _mm512_extractf32x4_ps(D, 2), acc);
+    acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(F, 3), _mm512_extractf32x4_ps(D, 3), acc);
+  }
+  alignas(16) float r[4];
+  _mm_store_ps(r, acc);
+  for (int64_t k = ng * 4; k < nb; ++k)  // the last blocks follow the groups as plain Q8_0
+    for (int c = 0; c < NC; ++c) {
+      const auto* xb = reinterpret_cast<const BlockQ8_0*>(x + uint64_t(c) * xs + uint64_t(ng) * sizeof(GroupQ8x4)) + (k - ng * 4);
+      const uint8_t* wq = w + k * 18;
+      int isum = 0;
+      for (int j = 0; j < 16; ++j) {
+        const int lo = wq[2 + j] & 0xF, hi = wq[2 + j] >> 4;
+        isum += (kIQ4 ? kIQ4Values[lo] : lo - 8) * xb->qs[j] + (kIQ4 ? kIQ4Values[hi] : hi - 8) * xb->qs[j + 16];
+      }
+      uint16_t h;
+      std::memcpy(&h, wq, 2);
+      r[c] = std::fma(float(isum), pmoe_fp16_to_fp32(h) * pmoe_fp16_to_fp32(xb->d), r[c]);
+    }
+  for (int c = 0; c < NC; ++c) out[c] = r[c];
+}
 
 struct SuperDec {
   __m512i q[4];       // values 64k..64k+63, unsigned (magnitudes where kSigned)
@@ -99,11 +175,22 @@ struct DQ3K {
 };
 
 /// Q4_K/Q5_K: 8 scales per 32 values, and the mins repeated per 16 values (for the bsums).
+/// q4k_scales_mins in registers: 8 scales then 8 mins as 16-bit lanes.
+inline __m256i q4k_scales_mins16(const uint8_t* sp) {
+  uint32_t u[3];
+  std::memcpy(u, sp, 12);
+  const __m128i v = _mm_setr_epi32(int(u[0]), int(u[1]), int(u[2]), 0);
+  const __m128i k1 = _mm_set1_epi32(0x3f3f3f3f), k2 = _mm_set1_epi32(0x0f0f0f0f), k3 = _mm_set1_epi32(0x03030303);
+  const __m128i a = _mm_and_si128(v, k1);  // words 0, 1: scales 0..3, mins 0..3
+  const __m128i hi = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(v, 0xAA), _mm_setr_epi32(0, 4, 0, 0)), k2);
+  const __m128i top = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(v, 6), k3), 4);  // words 0, 1
+  const __m128i b = _mm_or_si128(hi, top);  // scales 4..7, mins 4..7
+  return _mm256_cvtepu8_epi16(_mm_unpacklo_epi32(a, b));
+}
+
 template <class Block>
 inline void q45k_scales(const Block& b, SuperDec& s) {
-  alignas(16) uint8_t sm[16];
-  q4k_scales_mins(b.scales, sm);
-  const __m256i all = _mm256_cvtepu8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(sm)));
+  const __m256i all = q4k_scales_mins16(b.scales);
   set_scales(s, all, 1);
   s.mins = _mm256_permutexvar_epi16(_mm256_setr_epi16(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15), all);
   s.d = pmoe_fp16_to_fp32(b.d), s.dmin = pmoe_fp16_to_fp32(b.dmin);
@@ -184,24 +271,43 @@ struct DIQ4XS {
   }
 };
 
+/// Lane c = the sum of v[c]'s 8 lanes (integers, so exact in any order).
+template <int NC>
+inline __m128i sums_of(const __m256i* v) {
+  const __m256i z = _mm256_setzero_si256();
+  const __m256i ab = _mm256_hadd_epi32(v[0], NC > 1 ? v[1] : z), cd = _mm256_hadd_epi32(NC > 2 ? v[2] : z, NC > 3 ? v[3] : z);
+  const __m256i abcd = _mm256_hadd_epi32(ab, cd);
+  return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
+
+/// Lane c of a 4-float vector gathered from column c's super-block (pad 0).
+template <int NC>
+inline __m128 column_d(const uint8_t* x, uint64_t xs, int64_t k) {
+  auto d = [&](int c) { return c < NC ? reinterpret_cast<const BlockQ8K*>(x + uint64_t(c) * xs)[k].d : 0.f; };
+  return _mm_setr_ps(d(0), d(1), d(2), d(3));
+}
+
 template <class Dec, int NC>
 void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Order order, float* out) {
   constexpr bool kChain = Dec::kType == PMOE_DTYPE_Q4_K || Dec::kType == PMOE_DTYPE_Q2_K;
   constexpr bool kMins = Dec::kType == PMOE_DTYPE_Q5_K;  // lanes + one float sum of the mins
   if (kChain && order == Order::vec_dot)  // a rare shape with its own order
     return scalar_tile(Dec::kType)(w, x, xs, NC, n, order, out);
-  // chain: parts of a super-block with their own fma (gemm: Q4_K 4 of 64 values, Q2_K 2 of 128)
+  // chain: parts of a super-block with their own fma (gemm: Q4_K 4 of 64 values, Q2_K 2 of 128),
+  // the columns' chains side by side in one vector
   const int parts = order == Order::gemm ? (Dec::kType == PMOE_DTYPE_Q4_K ? 4 : 2) : 1;
   const auto* a = reinterpret_cast<const typename Dec::Block*>(w);
   __m256 acc[NC];
-  float summs[NC], chain[NC], chain_min[NC];
-  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps(), summs[c] = chain[c] = chain_min[c] = 0.f;
+  float summs[NC];
+  __m128 chain = _mm_setzero_ps(), chain_min = _mm_setzero_ps();
+  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps(), summs[c] = 0.f;
   SuperDec s;
   for (int64_t k = 0; k < n / 256; ++k) {
     Dec::decode(a[k], s);
+    __m256i part[4][NC], mins[NC];
     for (int c = 0; c < NC; ++c) {
       const BlockQ8K& b = reinterpret_cast<const BlockQ8K*>(x + uint64_t(c) * xs)[k];
-      __m512i sum = _mm512_setzero_si512(), part[4];
+      __m512i sum = _mm512_setzero_si512();
       for (int j = 0; j < 4; ++j) {
         __m512i xq = load512(b.qs + 64 * j);
         if constexpr (Dec::kSigned) xq = _mm512_mask_sub_epi8(xq, s.neg[j], _mm512_setzero_si512(), xq);
@@ -209,18 +315,11 @@ void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Orde
         if constexpr (Dec::kOffset == 4)  // Q3_K, as ggml: the offset comes off each pair
           p16 = _mm512_sub_epi16(p16, _mm512_maddubs_epi16(_mm512_set1_epi8(Dec::kOffset), xq));
         sum = _mm512_dpwssd_epi32(sum, p16, s.sc[j]);
-        if (kChain && (j + 1) % (4 / parts) == 0) part[(j * parts) / 4] = sum, sum = _mm512_setzero_si512();
+        if (kChain && (j + 1) % (4 / parts) == 0) part[(j * parts) / 4][c] = fold(sum), sum = _mm512_setzero_si512();
       }
       const __m256i bsums = load256(b.bsums);
       if constexpr (kChain) {
-        alignas(32) int32_t m[8];  // lane j: groups 2j, 2j + 1
-        _mm256_store_si256(reinterpret_cast<__m256i*>(m), _mm256_madd_epi16(bsums, s.mins));
-        for (int p = 0; p < parts; ++p) {
-          int mins = 0;
-          for (int l = 8 * p / parts; l < 8 * (p + 1) / parts; ++l) mins += m[l];
-          chain[c] = std::fma(float(_mm512_reduce_add_epi32(part[p])), s.d * b.d, chain[c]);
-          chain_min[c] = std::fma(float(mins), s.dmin * b.d, chain_min[c]);
-        }
+        mins[c] = _mm256_madd_epi16(bsums, s.mins);  // lane j: groups 2j, 2j + 1
         continue;
       }
       __m256i sum8 = fold(sum);
@@ -232,8 +331,36 @@ void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Orde
         summs[c] += -b.d * s.dmin * float(_mm512_reduce_add_epi32(_mm512_castsi256_si512(m)));
       }
     }
+    if constexpr (kChain) {
+      const __m128 dx = column_d<NC>(x, xs, k);
+      const __m128 dw = _mm_mul_ps(_mm_set1_ps(s.d), dx), dm = _mm_mul_ps(_mm_set1_ps(s.dmin), dx);
+      for (int p = 0; p < parts; ++p) {
+        __m256i m[NC];
+        const __mmask8 lanes = __mmask8(((1u << (8 / parts)) - 1) << (8 * p / parts));
+        for (int c = 0; c < NC; ++c) m[c] = _mm256_maskz_mov_epi32(lanes, mins[c]);
+        chain = _mm_fmadd_ps(_mm_cvtepi32_ps(sums_of<NC>(part[p])), dw, chain);
+        chain_min = _mm_fmadd_ps(_mm_cvtepi32_ps(sums_of<NC>(m)), dm, chain_min);
+      }
+    }
   }
-  for (int c = 0; c < NC; ++c) out[c] = kChain ? chain[c] - chain_min[c] : hsum(acc[c]) + summs[c];
+  alignas(16) float r[4];
+  _mm_store_ps(r, _mm_sub_ps(chain, chain_min));
+  for (int c = 0; c < NC; ++c) out[c] = kChain ? r[c] : hsum(acc[c]) + summs[c];
+}
+
+template <bool kIQ4>
+struct Q4Chain {
+  template <int NC>
+  struct K {
+    static constexpr FixedTileFn run = q4_chain_tile<kIQ4, NC>;
+  };
+};
+
+/// Repacked Q4_0/IQ4_NL read GroupQ8x4; for their rare vec_dot shapes the activations are plain Q8_0.
+template <uint32_t Type>
+void q4_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int nc, int64_t n, Order order, float* out) {
+  if (order == Order::vec_dot) return avx2_tile(Type)(w, x, xs, nc, n, order, out);
+  by_cols<Q4Chain<Type == PMOE_DTYPE_IQ4_NL>::template K>(w, x, xs, nc, n, order, out);
 }
 
 template <class Dec>
@@ -248,6 +375,8 @@ struct Super {
 
 TileFn avx512_tile(uint32_t type) {
   switch (type) {
+    case PMOE_DTYPE_Q4_0: return q4_tile<PMOE_DTYPE_Q4_0>;
+    case PMOE_DTYPE_IQ4_NL: return q4_tile<PMOE_DTYPE_IQ4_NL>;
     case PMOE_DTYPE_Q2_K: return by_cols<Super<DQ2K>::K>;
     case PMOE_DTYPE_Q3_K: return by_cols<Super<DQ3K>::K>;
     case PMOE_DTYPE_Q4_K: return by_cols<Super<DQ4K>::K>;

@@ -10,6 +10,7 @@
 #include "unpack.hpp"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 
@@ -216,6 +217,58 @@ TileFn scalar_tile(uint32_t type) {
     case PMOE_DTYPE_IQ4_XS: return tile<dot_q8_k_act<BlockIQ4XS>>;
     default: return nullptr;
   }
+}
+
+void attend_scalar(const float* q, const float* k, int64_t ks, const float* v, int64_t vs, int64_t hd, int64_t j0, int64_t p,
+                   float scale, bool batch, int64_t n_vec, float* out, const AttendScratch& sc) {
+  const int64_t n16 = (p / 16 + 1) * 16, c0 = j0 / 16 * 16;  // the blocks of 16 keys that matter
+  float* w = sc.w;
+  for (int64_t j = c0; j < n16; ++j) w[j] = -INFINITY;
+  float mx = -INFINITY;
+  for (int64_t j = j0; j <= p; ++j) {
+    w[j] = dot_f32(k + j * ks, q, hd, Order::vec_dot) * scale;
+    mx = std::max(mx, w[j]);
+  }
+  double sum = 0.0;
+  for (int64_t c = c0; c < n16; c += 16) {
+    float x[16];
+    for (int i = 0; i < 16; ++i) x[i] = w[c + i] - mx;
+    expf16(x, &w[c]);
+    sum += double(hsum16(&w[c]));
+  }
+  const float inv = float(1.0 / sum);
+  for (int64_t j = j0; j <= p; ++j) w[j] *= inv;
+  float* lanes = sc.lanes;
+  if (batch) {  // tinyBLAS: lane j % 16 of a 16-lane chain per output, then reduced
+    std::fill(lanes, lanes + 16 * hd, 0.f);
+    for (int64_t j = j0; j <= p; ++j)
+      for (int64_t i = 0; i < hd; ++i) lanes[j % 16 * hd + i] = std::fma(v[j * vs + i], w[j], lanes[j % 16 * hd + i]);
+    for (int64_t i = 0; i < hd; ++i) {
+      float a[16];
+      for (int l = 0; l < 16; ++l) a[l] = lanes[l * hd + i];
+      out[i] = hsum16(a);
+    }
+    return;
+  }
+  // vec_dot over n_vec keys: 4 chains of 16 lanes over steps of 64, then the rest in double
+  const int64_t np = n_vec / 64 * 64;
+  std::fill(lanes, lanes + 64 * hd, 0.f);
+  for (int64_t j = j0; j <= p && j < np; ++j)
+    for (int64_t i = 0; i < hd; ++i) lanes[j % 64 * hd + i] = std::fma(v[j * vs + i], w[j], lanes[j % 64 * hd + i]);
+  for (int64_t i = 0; i < hd; ++i) {
+    sc.wide[i] = 0.0;
+    if (np) {  // chains c and c + 2 added, then 1 + 3, then both, then reduced
+      float a[16];
+      for (int l = 0; l < 16; ++l) {
+        auto L = [&](int c) { return lanes[(16 * c + l) * hd + i]; };
+        a[l] = (L(0) + L(2)) + (L(1) + L(3));
+      }
+      sc.wide[i] = hsum16(a);
+    }
+  }
+  for (int64_t j = std::max(j0, np); j <= p; ++j)
+    for (int64_t i = 0; i < hd; ++i) sc.wide[i] += double(v[j * vs + i] * w[j]);
+  for (int64_t i = 0; i < hd; ++i) out[i] = float(sc.wide[i]);
 }
 
 Order sum_order(uint32_t type, int64_t rows) {

@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -57,6 +58,32 @@ TEST_CASE("Q8_1 keeps Q8_0's values and adds s = f16(d * sum q)") {
   }
 }
 
+TEST_CASE("Q8_K quantization: the kernel set in use gives the scalar bits on random rows") {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.f, 2.f);
+  std::vector<float> x(256 * 40);
+  for (auto& v : x) v = nd(rng);
+  for (int j = 0; j < 256; ++j) x[size_t(256 * 3 + j)] = float(j % 9 - 4) * 0.5f;  // ties and a repeated maximum
+  std::vector<BlockQ8K> got(40), ref(40);
+  quantize_row_q8_k(x.data(), got.data(), int64_t(x.size()));
+  for (size_t b = 0; b < 40; ++b) {  // the scalar reference: ggml's quantize_row_q8_K_ref
+    const float* xb = &x[b * 256];
+    float amax = 0.f, mx = 0.f;
+    for (int j = 0; j < 256; ++j)
+      if (std::fabs(xb[j]) > amax) amax = std::fabs(xb[j]), mx = xb[j];
+    const float is = -127.f / mx;
+    for (int j = 0; j < 256; ++j) ref[b].qs[j] = int8_t(std::min(127.f, std::nearbyint(is * xb[j])));
+    for (int g = 0; g < 16; ++g) {
+      int s = 0;
+      for (int j = 0; j < 16; ++j) s += ref[b].qs[16 * g + j];
+      ref[b].bsums[g] = int16_t(s);
+    }
+    ref[b].d = 1.f / is;
+    INFO("block " << b << " kernels " << isa_name(kernel_isa()));
+    CHECK(std::memcmp(&ref[b], &got[b], sizeof(BlockQ8K)) == 0);
+  }
+}
+
 TEST_CASE("Q8_K quantization matches hand-checked blocks: sign of the largest value, ties, zeros") {
   std::vector<float> x(768, 0.f);
   // block 0: the largest magnitude is negative (-127), so iscale = -127 / -127 = +1: q = round(x)
@@ -105,17 +132,24 @@ TEST_CASE("the kernel set in use gives the scalar kernels' bits for every type, 
         }
       std::vector<float> x(size_t(n) * kTileCols);
       for (auto& v : x) v = nd(rng);
-      const uint64_t xb = prepared_row_bytes(type, n), stride = xb ? xb : uint64_t(n) * 4;
-      std::vector<uint8_t> xp(stride * kTileCols);
-      for (int c = 0; c < kTileCols; ++c) {
-        if (xb) prepare_row(type, x.data() + c * n, xp.data() + c * stride, n);
-        else std::memcpy(xp.data() + c * stride, x.data() + c * n, size_t(n) * 4);
-      }
+      // activations as each kernel set reads them
+      auto prepared = [&](Order order, Isa isa, uint64_t& stride) {
+        const uint64_t xb = prepared_row_bytes(type, n, order, isa);
+        stride = xb ? xb : uint64_t(n) * 4;
+        std::vector<uint8_t> xp(stride * kTileCols);
+        for (int c = 0; c < kTileCols; ++c) {
+          if (xb) prepare_row(type, order, x.data() + c * n, xp.data() + c * stride, n, isa);
+          else std::memcpy(xp.data() + c * stride, x.data() + c * n, size_t(n) * 4);
+        }
+        return xp;
+      };
       for (Order order : {Order::vec_dot, Order::gemv, Order::gemm})
         for (int nc = 1; nc <= kTileCols; ++nc) {
           float ref[kTileCols], got[kTileCols];
-          scalar_tile(type)(w.data(), xp.data(), stride, nc, n, order, ref);
-          tile_kernel(type)(w.data(), xp.data(), stride, nc, n, order, got);
+          uint64_t s_ref, s_got;
+          const auto x_ref = prepared(order, Isa::scalar, s_ref), x_got = prepared(order, kernel_isa(), s_got);
+          scalar_tile(type)(w.data(), x_ref.data(), s_ref, nc, n, order, ref);
+          tile_kernel(type)(w.data(), x_got.data(), s_got, nc, n, order, got);
           INFO(std::string(isa_name(kernel_isa())) << " " << std::string(pmoe_dtype_name(type)) << " n " << n << " order " << int(order) << " nc " << nc);
           INFO("scalar " << ref[0] << " vs " << got[0]);
           CHECK(std::memcmp(ref, got, size_t(nc) * 4) == 0);

@@ -1,0 +1,80 @@
+// Speed of the cpu-onednn tile kernels alone, one thread, per weight type: a 1536 x 768 weight
+// matrix (an expert's gate: 1.2M weights, resident in L2/L3) against 1 and 4 prepared activation
+// rows. Prints GMAC/s and, for one row, the GB/s of weights the kernel consumes: what decode needs
+// is the machine's memory bandwidth per core, what prefill needs is MACs. Median of 7 runs.
+// Usage: pmoe_bench_kernels [TYPES...] (default: the types of Q4_K_M, Q4_0 and Q8_0 files);
+// PMOE_CPU_MAX_ISA caps the kernel set as usual.
+#include "kernels.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace pmoe::cpu;
+
+int main(int argc, char** argv) {
+  std::vector<uint32_t> types = {PMOE_DTYPE_Q4_K, PMOE_DTYPE_Q6_K, PMOE_DTYPE_Q4_0, PMOE_DTYPE_Q8_0, PMOE_DTYPE_Q5_K,
+                                 PMOE_DTYPE_Q3_K, PMOE_DTYPE_IQ4_XS, PMOE_DTYPE_F32};
+  if (argc > 1) {
+    types.clear();
+    for (int i = 1; i < argc; ++i)
+      for (uint32_t t = 0; t < 40; ++t)
+        if (pmoe_dtype_name(t) && argv[i] == std::string(pmoe_dtype_name(t))) types.push_back(t);
+  }
+  const int64_t n = 1536, rows = 768;
+  std::mt19937 rng(1);
+  std::printf("kernels %s, %lld x %lld weights, 1 thread, median of 7\n", isa_name(kernel_isa()), (long long)rows, (long long)n);
+  std::printf("type     order    1 row GMAC/s  GB/s    4 rows GMAC/s\n");
+  for (uint32_t type : types) {
+    const uint64_t row = pmoe_dtype_row_bytes(type, uint64_t(n));
+    std::vector<uint8_t> w(row * rows);
+    for (auto& b : w) b = uint8_t(rng());
+    // sane scales: every f16 field small (the kernels' speed does not depend on the values)
+    for (uint64_t i = 0; i + 1 < w.size(); i += 2)
+      if (pmoe_dtype_block_elems(type) == 1 && type != PMOE_DTYPE_F32) w[i + 1] &= 0x3b;
+    if (type == PMOE_DTYPE_F32)
+      for (uint64_t i = 0; i < w.size(); i += 4) {
+        const float v = float(rng() % 1000) * 1e-3f;
+        std::memcpy(&w[i], &v, 4);
+      }
+    std::vector<float> x(size_t(n) * kTileCols);
+    for (auto& v : x) v = float(int(rng() % 2001) - 1000) * 1e-3f;
+    const TileFn tile = tile_kernel(type);
+    for (Order order : {Order::vec_dot, Order::gemv, Order::gemm}) {
+      const uint64_t xb = prepared_row_bytes(type, n, order), stride = xb ? xb : uint64_t(n) * 4;
+      std::vector<uint8_t> xp(stride * kTileCols);
+      for (int c = 0; c < kTileCols; ++c) {
+        if (xb) prepare_row(type, order, x.data() + c * n, xp.data() + c * stride, n);
+        else std::memcpy(xp.data() + c * stride, x.data() + c * n, size_t(n) * 4);
+      }
+      if (order != Order::vec_dot && sum_order(type, rows) == Order::vec_dot && type != PMOE_DTYPE_F32) continue;
+      if (order == Order::vec_dot && sum_order(type, rows) != Order::vec_dot) continue;
+      double gmacs[2];
+      for (int ci = 0; ci < 2; ++ci) {
+        const int nc = ci ? kTileCols : 1;
+        std::vector<double> t;
+        float out[kTileCols];
+        float sink = 0;
+        for (int r = 0; r < 8; ++r) {
+          const auto t0 = std::chrono::steady_clock::now();
+          for (int64_t o = 0; o < rows; ++o) {
+            tile(w.data() + uint64_t(o) * row, xp.data(), stride, nc, n, order, out);
+            sink += out[0];
+          }
+          if (r) t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+        if (sink == 42.f) std::puts("");
+        std::sort(t.begin(), t.end());
+        gmacs[ci] = double(n) * double(rows) * nc / t[t.size() / 2] / 1e9;
+      }
+      const char* on = order == Order::vec_dot ? "vec_dot" : order == Order::gemv ? "gemv" : "gemm";
+      std::printf("%-8s %-8s %13.2f %6.2f %16.2f\n", pmoe_dtype_name(type), on, gmacs[0],
+                  gmacs[0] * double(row) / double(n), gmacs[1]);
+    }
+  }
+  return 0;
+}
