@@ -5,6 +5,7 @@
 // Usage: pmoe_bench_kernels [TYPES...] (default: the types of Q4_K_M, Q4_0 and Q8_0 files);
 // PMOE_CPU_MAX_ISA caps the kernel set as usual.
 #include "kernels.hpp"
+#include "../tests/unit/quant_reference.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -12,9 +13,27 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace pmoe::cpu;
+
+namespace {
+/// `bytes` of random weights of `type` with sane scales (denormal or NaN scales would slow the
+/// float units down and say nothing about the kernels).
+std::vector<uint8_t> weights(std::mt19937& rng, uint32_t type, uint64_t bytes) {
+  if (pmoe_dtype_block_elems(type) > 1) return pmoe::testref::random_blocks(rng, type, bytes / pmoe_dtype_block_bytes(type));
+  std::vector<uint8_t> w(bytes);
+  std::uniform_real_distribution<float> val(-0.1f, 0.1f);
+  for (uint64_t i = 0; i + 4 <= bytes; i += 4) {
+    const float v = val(rng);
+    if (type == PMOE_DTYPE_F32) std::memcpy(&w[i], &v, 4);
+    const uint16_t h[2] = {type == PMOE_DTYPE_F16 ? pmoe_fp32_to_fp16(v) : pmoe_fp32_to_bf16(v), 0};
+    if (type != PMOE_DTYPE_F32) std::memcpy(&w[i], h, 4);
+  }
+  return w;
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   std::vector<uint32_t> types = {PMOE_DTYPE_Q4_K, PMOE_DTYPE_Q6_K, PMOE_DTYPE_Q4_0, PMOE_DTYPE_Q8_0, PMOE_DTYPE_Q5_K,
@@ -31,16 +50,7 @@ int main(int argc, char** argv) {
   std::printf("type     order    1 row GMAC/s  GB/s    4 rows GMAC/s\n");
   for (uint32_t type : types) {
     const uint64_t row = pmoe_dtype_row_bytes(type, uint64_t(n));
-    std::vector<uint8_t> w(row * rows);
-    for (auto& b : w) b = uint8_t(rng());
-    // sane scales: every f16 field small (the kernels' speed does not depend on the values)
-    for (uint64_t i = 0; i + 1 < w.size(); i += 2)
-      if (pmoe_dtype_block_elems(type) == 1 && type != PMOE_DTYPE_F32) w[i + 1] &= 0x3b;
-    if (type == PMOE_DTYPE_F32)
-      for (uint64_t i = 0; i < w.size(); i += 4) {
-        const float v = float(rng() % 1000) * 1e-3f;
-        std::memcpy(&w[i], &v, 4);
-      }
+    const std::vector<uint8_t> w = weights(rng, type, row * rows);
     std::vector<float> x(size_t(n) * kTileCols);
     for (auto& v : x) v = float(int(rng() % 2001) - 1000) * 1e-3f;
     const TileFn tile = tile_kernel(type);
@@ -75,6 +85,43 @@ int main(int argc, char** argv) {
       std::printf("%-8s %-8s %13.2f %6.2f %16.2f\n", pmoe_dtype_name(type), on, gmacs[0],
                   gmacs[0] * double(row) / double(n), gmacs[1]);
     }
+  }
+  // decode from DRAM: one activation row against 256 MiB of weights, split over 1 and 2 threads
+  std::printf("\nstreaming 256 MiB of weights from memory (decode), 1 row, GB/s of weights:\n");
+  std::printf("type     1 thread  2 threads\n");
+  for (uint32_t type : types) {
+    const uint64_t row = pmoe_dtype_row_bytes(type, uint64_t(n));
+    const int64_t big_rows = int64_t((256ull << 20) / row) / 8 * 8;  // a multiple of 8: repacked types stay so
+    const std::vector<uint8_t> w = weights(rng, type, row * uint64_t(big_rows));
+    std::vector<float> x(size_t(n), 0.5f);
+    const Order order = sum_order(type, big_rows);
+    const uint64_t xb = prepared_row_bytes(type, n, order);
+    std::vector<uint8_t> xp(xb ? xb : uint64_t(n) * 4);
+    if (xb) prepare_row(type, order, x.data(), xp.data(), n);
+    else std::memcpy(xp.data(), x.data(), size_t(n) * 4);
+    const TileFn tile = tile_kernel(type);
+    double gbs[2];
+    for (int nt = 1; nt <= 2; ++nt) {
+      std::vector<double> t;
+      for (int r = 0; r < 4; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        std::vector<std::thread> pool;
+        for (int th = 0; th < nt; ++th)
+          pool.emplace_back([&, th] {
+            float out[kTileCols], sink = 0;
+            for (int64_t o = big_rows * th / nt; o < big_rows * (th + 1) / nt; ++o) {
+              tile(w.data() + uint64_t(o) * row, xp.data(), 0, 1, n, order, out);
+              sink += out[0];
+            }
+            if (sink == 42.f) std::puts("");
+          });
+        for (auto& p : pool) p.join();
+        if (r) t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::sort(t.begin(), t.end());
+      gbs[nt - 1] = double(w.size()) / t[t.size() / 2] / 1e9;
+    }
+    std::printf("%-8s %8.2f %10.2f\n", pmoe_dtype_name(type), gbs[0], gbs[1]);
   }
   return 0;
 }

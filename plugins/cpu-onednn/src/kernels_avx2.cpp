@@ -150,6 +150,8 @@ void blocks_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Ord
   float summs[NC];
   for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps(), summs[c] = 0.f;
   for (int64_t k = 0; k < n / 32; ++k) {
+    if constexpr (NC == 1)  // one token: the weights stream from memory; ask for them early
+      if (k % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(a + k) + 2048, _MM_HINT_T0);
     const __m256i q = Dec::values(a[k]);
     const float dw = f16(a[k].d);
     for (int c = 0; c < NC; ++c) {

@@ -64,6 +64,10 @@ void q4_chain_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, O
   __m128 acc = _mm_setzero_ps();
   for (int64_t i = 0; i < ng; ++i) {
     const uint8_t* wb = w + i * 72;
+    if constexpr (NC == 1) {  // one token: the weights stream from memory; ask for them early
+      _mm_prefetch(reinterpret_cast<const char*>(wb) + 2048, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(wb) + 2048 + 64, _MM_HINT_T0);
+    }
     const __m512i q = gather16x4(wb + 2, 18);
     __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
     if constexpr (kIQ4) lo = _mm512_shuffle_epi8(table, lo), hi = _mm512_shuffle_epi8(table, hi);  // value + 128
@@ -303,6 +307,10 @@ void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Orde
   for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps(), summs[c] = 0.f;
   SuperDec s;
   for (int64_t k = 0; k < n / 256; ++k) {
+    if constexpr (NC == 1) {  // one token: the weights stream from memory; ask for them early
+      const char* ahead = reinterpret_cast<const char*>(a + k) + 2048;
+      for (size_t off = 0; off < sizeof(typename Dec::Block); off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
+    }
     Dec::decode(a[k], s);
     __m256i part[4][NC], mins[NC];
     for (int c = 0; c < NC; ++c) {
@@ -331,6 +339,19 @@ void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Orde
         summs[c] += -b.d * s.dmin * float(_mm512_reduce_add_epi32(_mm512_castsi256_si512(m)));
       }
     }
+    if constexpr (kChain && NC == 1) {
+      if (parts == 1) {  // one token, gemv: both sums reduced in one register, both chains in one fma
+        __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(part[0][0]), mins[0], 1);
+        both = _mm512_add_epi32(both, _mm512_shuffle_epi32(both, _MM_PERM_BADC));
+        both = _mm512_add_epi32(both, _mm512_shuffle_epi32(both, _MM_PERM_CDAB));
+        both = _mm512_add_epi32(both, _mm512_shuffle_i32x4(both, both, _MM_SHUFFLE(2, 3, 0, 1)));
+        const __m128i im = _mm512_castsi512_si128(_mm512_permutexvar_epi32(_mm512_setr_epi32(0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), both));
+        const float dx = reinterpret_cast<const BlockQ8K*>(x)[k].d;
+        const __m128 scale = _mm_mul_ps(_mm_setr_ps(s.d, s.dmin, 0.f, 0.f), _mm_set1_ps(dx));
+        chain = _mm_fmadd_ps(_mm_cvtepi32_ps(im), scale, chain);  // lane 0: the sum, lane 1: the mins
+        continue;
+      }
+    }
     if constexpr (kChain) {
       const __m128 dx = column_d<NC>(x, xs, k);
       const __m128 dw = _mm_mul_ps(_mm_set1_ps(s.d), dx), dm = _mm_mul_ps(_mm_set1_ps(s.dmin), dx);
@@ -345,6 +366,7 @@ void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Orde
   }
   alignas(16) float r[4];
   _mm_store_ps(r, _mm_sub_ps(chain, chain_min));
+  if (kChain && NC == 1 && parts == 1) r[0] = _mm_cvtss_f32(chain) - _mm_cvtss_f32(_mm_movehdup_ps(chain));
   for (int c = 0; c < NC; ++c) out[c] = kChain ? r[c] : hsum(acc[c]) + summs[c];
 }
 
