@@ -33,6 +33,25 @@ std::vector<uint8_t> weights(std::mt19937& rng, uint32_t type, uint64_t bytes) {
   }
   return w;
 }
+/// Rows o0..o1 of `w` times nc prepared columns, as the backend runs them (two rows at a time for
+/// types with a two-row kernel); returns a sum of outputs so that the work is not optimized away.
+float rows_product(uint32_t type, const uint8_t* w, uint64_t row, int64_t o0, int64_t o1, const uint8_t* x,
+                   uint64_t stride, int nc, int64_t n, Order order) {
+  const TileFn tile = tile_kernel(type);
+  const PairTileFn pair = pair_tile_kernel(type);
+  float out[2 * kTileCols], sink = 0;
+  int64_t o = o0;
+  if (pair)
+    for (; o + 1 < o1; o += 2) {
+      pair(w + uint64_t(o) * row, row, x, stride, nc, n, order, out);
+      sink += out[0];
+    }
+  for (; o < o1; ++o) {
+    tile(w + uint64_t(o) * row, x, stride, nc, n, order, out);
+    sink += out[0];
+  }
+  return sink;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -53,7 +72,6 @@ int main(int argc, char** argv) {
     const std::vector<uint8_t> w = weights(rng, type, row * rows);
     std::vector<float> x(size_t(n) * kTileCols);
     for (auto& v : x) v = float(int(rng() % 2001) - 1000) * 1e-3f;
-    const TileFn tile = tile_kernel(type);
     for (Order order : {Order::vec_dot, Order::gemv, Order::gemm}) {
       const uint64_t xb = prepared_row_bytes(type, n, order), stride = xb ? xb : uint64_t(n) * 4;
       std::vector<uint8_t> xp(stride * kTileCols);
@@ -67,14 +85,10 @@ int main(int argc, char** argv) {
       for (int ci = 0; ci < 2; ++ci) {
         const int nc = ci ? kTileCols : 1;
         std::vector<double> t;
-        float out[kTileCols];
         float sink = 0;
         for (int r = 0; r < 8; ++r) {
           const auto t0 = std::chrono::steady_clock::now();
-          for (int64_t o = 0; o < rows; ++o) {
-            tile(w.data() + uint64_t(o) * row, xp.data(), stride, nc, n, order, out);
-            sink += out[0];
-          }
+          sink += rows_product(type, w.data(), row, 0, rows, xp.data(), stride, nc, n, order);
           if (r) t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         }
         if (sink == 42.f) std::puts("");
@@ -99,7 +113,6 @@ int main(int argc, char** argv) {
     std::vector<uint8_t> xp(xb ? xb : uint64_t(n) * 4);
     if (xb) prepare_row(type, order, x.data(), xp.data(), n);
     else std::memcpy(xp.data(), x.data(), size_t(n) * 4);
-    const TileFn tile = tile_kernel(type);
     double gbs[2];
     for (int nt = 1; nt <= 2; ++nt) {
       std::vector<double> t;
@@ -108,11 +121,8 @@ int main(int argc, char** argv) {
         std::vector<std::thread> pool;
         for (int th = 0; th < nt; ++th)
           pool.emplace_back([&, th] {
-            float out[kTileCols], sink = 0;
-            for (int64_t o = big_rows * th / nt; o < big_rows * (th + 1) / nt; ++o) {
-              tile(w.data() + uint64_t(o) * row, xp.data(), 0, 1, n, order, out);
-              sink += out[0];
-            }
+            const float sink = rows_product(type, w.data(), row, big_rows * th / nt / 2 * 2, big_rows * (th + 1) / nt / 2 * 2,
+                                            xp.data(), 0, 1, n, order);
             if (sink == 42.f) std::puts("");
           });
         for (auto& p : pool) p.join();

@@ -108,6 +108,13 @@ struct GroupQ8x4 {
   float d[16];      // each block's scale (as rounded to f16), repeated in its 4 lanes
 };
 static_assert(sizeof(GroupQ8x4) == 256);
+/// A Q8_0 activation block for the AVX-512 kernel of Q8_0 weights: VNNI multiplies unsigned by
+/// signed bytes, so the values are stored plus 128, and the scale is the f16 one as a float.
+struct BlockQ8U {
+  float d;
+  uint8_t qs[32];  // q + 128
+};
+static_assert(sizeof(BlockQ8U) == 36);
 
 
 // ---- sub-block scales of the K-quants, as GGML unpacks them -------------------------------------

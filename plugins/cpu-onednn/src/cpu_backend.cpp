@@ -178,7 +178,6 @@ class CpuBackend final : public sdk::Compute {
     const uint8_t* xa = prepare_parallel(wtype, order, x, in, T, xs, act_scratch_, xrow);
     if (!acc && wtype == PMOE_DTYPE_BF16 && T >= dnnl_min_rows_ && matmul_onednn(w, wtype, w_row, in, out, xa, xrow, T, y, ys))
       return;
-    const TileFn tile = tile_kernel(wtype);
     int64_t gemm_cols = order == Order::gemv && T >= 4 ? T - T % 4 : 0;
     if (wtype == PMOE_DTYPE_F32 && T >= 2 && in % 16 == 0) gemm_cols = T;  // llamafile's tinyBLAS
     const int64_t n_blocks = (out + kRowBlock - 1) / kRowBlock;
@@ -186,26 +185,38 @@ class CpuBackend final : public sdk::Compute {
     const bool par = threads_ > 1 && out * in * T >= kMinParallelWork;
 #pragma omp parallel for schedule(static) num_threads(threads_) if (par)
     for (int64_t b = 0; b < n_blocks; ++b)
-      tile_rows(tile, order, gemm_cols, w, w_row, in, b * kRowBlock, std::min(out, (b + 1) * kRowBlock), xa, xrow, T, y, ys, acc);
+      tile_rows(wtype, order, gemm_cols, w, w_row, in, b * kRowBlock, std::min(out, (b + 1) * kRowBlock), xa, xrow, T, y, ys, acc);
   }
 
   /// Y[t][o] (+)= W[o] · X[t] for o in [o0, o1): the one inner loop of every product. The block
   /// of weight rows stays in L1 while tiles of kTileCols tokens go by; each tile decodes a weight
-  /// row once for all its tokens. Tokens before `gemm_cols` are summed in llama.cpp's gemm order.
-  static void tile_rows(TileFn tile, Order order, int64_t gemm_cols, const uint8_t* w, uint64_t w_row, int64_t in,
+  /// row (or two, for types with a two-row kernel) once for all its tokens. Tokens before
+  /// `gemm_cols` are summed in llama.cpp's gemm order.
+  static void tile_rows(uint32_t wtype, Order order, int64_t gemm_cols, const uint8_t* w, uint64_t w_row, int64_t in,
                         int64_t o0, int64_t o1, const uint8_t* xa, uint64_t xrow, int64_t T, float* y, int64_t ys,
                         bool acc) {
     static_assert(kTileCols == 4, "a tile must not straddle the gemm/gemv boundary (a multiple of 4)");
-    float part[kTileCols];
+    const TileFn tile = tile_kernel(wtype);
+    const PairTileFn pair = pair_tile_kernel(wtype);
+    float part[2 * kTileCols];
     for (int64_t t0 = 0; t0 < T; t0 += kTileCols) {
       const int nc = int(std::min<int64_t>(kTileCols, T - t0));
       const Order o_tile = t0 < gemm_cols ? Order::gemm : order;
-      for (int64_t o = o0; o < o1; ++o) {
-        tile(w + uint64_t(o) * w_row, xa + uint64_t(t0) * xrow, xrow, nc, in, o_tile, part);
+      auto store = [&](int64_t o, const float* p) {
         for (int c = 0; c < nc; ++c) {
           float& dst = y[(t0 + c) * ys + o];
-          dst = acc ? dst + part[c] : part[c];
+          dst = acc ? dst + p[c] : p[c];
         }
+      };
+      int64_t o = o0;
+      if (pair)
+        for (; o + 1 < o1; o += 2) {
+          pair(w + uint64_t(o) * w_row, w_row, xa + uint64_t(t0) * xrow, xrow, nc, in, o_tile, part);
+          store(o, part), store(o + 1, part + kTileCols);
+        }
+      for (; o < o1; ++o) {
+        tile(w + uint64_t(o) * w_row, xa + uint64_t(t0) * xrow, xrow, nc, in, o_tile, part);
+        store(o, part);
       }
     }
   }
@@ -496,9 +507,9 @@ class CpuBackend final : public sdk::Compute {
       for (size_t i = 0; i < t1.size(); ++i) {
         ExpertJob& j = jobs[t1[i].first];
         const int64_t o0 = t1[i].second * kRowBlock, o1 = std::min(j.n_ff, o0 + kRowBlock);
-        tile_rows(tile_kernel(j.g->dtype), j.og, 0, j.gp, j.g->nb[1], j.n_embd, o0, o1, j.xq.data(), j.xrow, j.R,
+        tile_rows(j.g->dtype, j.og, 0, j.gp, j.g->nb[1], j.n_embd, o0, o1, j.xq.data(), j.xrow, j.R,
                   j.gate.data(), j.n_ff, false);
-        tile_rows(tile_kernel(j.u->dtype), j.ou, 0, j.up_w, j.u->nb[1], j.n_embd, o0, o1, j.xu, j.xurow, j.R, j.up.data(),
+        tile_rows(j.u->dtype, j.ou, 0, j.up_w, j.u->nb[1], j.n_embd, o0, o1, j.xu, j.xurow, j.R, j.up.data(),
                   j.n_ff, false);
       }
 #pragma omp for schedule(dynamic, 1)
@@ -511,7 +522,7 @@ class CpuBackend final : public sdk::Compute {
       for (size_t i = 0; i < t2.size(); ++i) {
         ExpertJob& j = jobs[t2[i].first];
         const int64_t o0 = t2[i].second * kRowBlock, o1 = std::min(j.n_embd, o0 + kRowBlock);
-        tile_rows(tile_kernel(j.d->dtype), j.od, 0, j.dp, j.d->nb[1], j.n_ff, o0, o1, j.a, j.arow, j.R, j.y, j.ys, false);
+        tile_rows(j.d->dtype, j.od, 0, j.dp, j.d->nb[1], j.n_ff, o0, o1, j.a, j.arow, j.R, j.y, j.ys, false);
       }
     }
   }

@@ -163,6 +163,17 @@ namespace {
 bool grouped(uint32_t t, Order order, Isa isa) {
   return (t == PMOE_DTYPE_Q4_0 || t == PMOE_DTYPE_IQ4_NL) && order != Order::vec_dot && isa >= Isa::avx512_vnni;
 }
+// AVX-512 multiplies Q8_0 weights by unsigned activations (BlockQ8U).
+bool unsigned_q8(uint32_t t, Isa isa) { return t == PMOE_DTYPE_Q8_0 && isa >= Isa::avx512_vnni; }
+
+void prepare_unsigned(const float* x, BlockQ8U* u, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    BlockQ8_0 b;
+    quantize_row_q8_0(x + i * 32, &b, 32);
+    u[i].d = pmoe_fp16_to_fp32(b.d);
+    for (int j = 0; j < 32; ++j) u[i].qs[j] = uint8_t(b.qs[j] + 128);
+  }
+}
 
 void prepare_groups(const float* x, GroupQ8x4* g, int64_t ng) {
   for (int64_t i = 0; i < ng; ++i) {
@@ -188,6 +199,7 @@ uint64_t prepared_row_bytes(uint32_t weight_type, int64_t n, Order order, Isa is
     case Act::floats: return 0;
     case Act::bf16: return uint64_t(n) * 2;
     case Act::q8_0:  // grouped rows stay 64-byte multiples, so the groups stay aligned
+      if (unsigned_q8(weight_type, isa)) return nb * sizeof(BlockQ8U);
       return grouped(weight_type, order, isa) ? (nb / 4 * sizeof(GroupQ8x4) + nb % 4 * sizeof(BlockQ8_0) + 63) / 64 * 64
                                               : nb * sizeof(BlockQ8_0);
     case Act::q8_1: return nb * sizeof(BlockQ8_1);
@@ -203,6 +215,7 @@ void prepare_row(uint32_t weight_type, Order order, const float* x, uint8_t* dst
       for (int64_t i = 0; i < n; ++i) reinterpret_cast<uint16_t*>(dst)[i] = pmoe_fp32_to_bf16(x[i]);
       return;
     case Act::q8_0:
+      if (unsigned_q8(weight_type, isa)) return prepare_unsigned(x, reinterpret_cast<BlockQ8U*>(dst), n / 32);
       if (grouped(weight_type, order, isa)) {
         const int64_t ng = n / 128;
         prepare_groups(x, reinterpret_cast<GroupQ8x4*>(dst), ng);
@@ -255,6 +268,10 @@ TileFn tile_kernel(uint32_t weight_type) {
   if (isa >= Isa::avx512_vnni) f = avx512_tile(weight_type);
   if (!f && isa >= Isa::avx2) f = avx2_tile(weight_type);
   return f ? f : scalar_tile(weight_type);
+}
+
+PairTileFn pair_tile_kernel(uint32_t weight_type) {
+  return kernel_isa() >= Isa::avx512_vnni ? avx512_pair_tile(weight_type) : nullptr;
 }
 
 namespace {

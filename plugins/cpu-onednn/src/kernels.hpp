@@ -54,9 +54,19 @@ using TileFn = void (*)(const uint8_t* w, const uint8_t* x, uint64_t x_stride, i
 /// The kernel for `weight_type` in the kernel set in use, or nullptr for a type it cannot multiply.
 TileFn tile_kernel(uint32_t weight_type);
 
+/// Two weight rows at once, `w_row` bytes apart: out[c] = W_row0 · X_c, out[kTileCols + c] =
+/// W_row1 · X_c, same bits as two TileFn calls. Types whose single-row kernel is bound by loading
+/// and converting activations get one: each activation block then serves both rows.
+using PairTileFn = void (*)(const uint8_t* w, uint64_t w_row, const uint8_t* x, uint64_t x_stride, int nc, int64_t n,
+                            Order order, float* out);
+
+/// The two-row kernel for `weight_type` in the kernel set in use, or nullptr (one row at a time).
+PairTileFn pair_tile_kernel(uint32_t weight_type);
+
 /// Bytes of one activation row of `n` values prepared for `weight_type`'s kernel in `order`, for
 /// kernel set `isa`: ggml's Q8_0, Q8_1 or Q8_K blocks, except that AVX-512 reads repacked
-/// Q4_0/IQ4_NL (gemv, gemm) against GroupQ8x4 groups (then the n/32 % 4 last blocks as Q8_0).
+/// Q4_0/IQ4_NL (gemv, gemm) against GroupQ8x4 groups (then the n/32 % 4 last blocks as Q8_0)
+/// and Q8_0 weights against BlockQ8U (the same values, stored for VNNI).
 /// 0 when the kernel reads the floats as they are (F32, F16 weights). BF16 weights get bf16
 /// activations, as in ggml, which is also what oneDNN's bf16 matmul takes.
 uint64_t prepared_row_bytes(uint32_t weight_type, int64_t n, Order order, Isa isa = kernel_isa());
@@ -106,6 +116,7 @@ void expf16_avx2(const float* x, float* y);
 TileFn scalar_tile(uint32_t type);
 TileFn avx2_tile(uint32_t type);
 TileFn avx512_tile(uint32_t type);
+PairTileFn avx512_pair_tile(uint32_t type);
 
 // ---- for the kernel files -------------------------------------------------------------------------
 /// K<NC>::run(w, x, x_stride, n, order, out) for NC = 1..kTileCols; by_cols<K> picks it from nc.

@@ -458,6 +458,9 @@ template <int NC> struct BF16K { static constexpr FixedTileFn run = floats_tile<
 
 // ---- attention ------------------------------------------------------------------------------------
 /// ggml_v_expf on 8 lanes; vscalefps emulated with two exact power-of-two multiplies.
+/// 2^e for exponents in the normal range.
+inline __m256 pow2(__m256i e) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(127)), 23)); }
+
 inline __m256 expf8(__m256 x) {
   const __m256 r = _mm256_set1_ps(0x1.8p23f);
   const __m256 n = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r), r);
@@ -468,7 +471,6 @@ inline __m256 expf8(__m256 x) {
                       _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
       u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
   // j * 2^n, rounded once: j * 2^n1 is exact for n1 >= -125 (j >= 0.7), then a power of two <= 1
-  auto pow2 = [](__m256i e) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(127)), 23)); };
   const __m256i ni = _mm256_cvtps_epi32(n);
   const __m256i n1 = _mm256_min_epi32(_mm256_max_epi32(ni, _mm256_set1_epi32(-125)), _mm256_set1_epi32(127));
   const __m256 res = _mm256_mul_ps(_mm256_mul_ps(j, pow2(n1)), pow2(_mm256_sub_epi32(ni, n1)));

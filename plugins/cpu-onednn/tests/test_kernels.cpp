@@ -157,6 +157,42 @@ TEST_CASE("the kernel set in use gives the scalar kernels' bits for every type, 
     }
 }
 
+// Two-row kernels must give each row the bits of the scalar one-row kernel.
+TEST_CASE("two-row kernels give each row the scalar kernels' bits") {
+  std::mt19937 rng(12);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  int checked = 0;
+  for (uint32_t type = 0; type < 40; ++type) {
+    const PairTileFn pair = pmoe_dtype_name(type) ? pair_tile_kernel(type) : nullptr;
+    if (!pair) continue;
+    for (int64_t n : {32, 768}) {
+      const uint64_t row = pmoe_dtype_row_bytes(type, uint64_t(n));
+      const std::vector<uint8_t> w = pmoe::testref::random_blocks(rng, type, size_t(2 * row / pmoe_dtype_block_bytes(type)));
+      std::vector<float> x(size_t(n) * kTileCols);
+      for (auto& v : x) v = nd(rng);
+      const Order order = sum_order(type, 2);
+      auto prepared = [&](Isa isa) {
+        const uint64_t xb = prepared_row_bytes(type, n, order, isa);
+        std::vector<uint8_t> xp(xb * kTileCols);
+        for (int c = 0; c < kTileCols; ++c) prepare_row(type, order, x.data() + c * n, xp.data() + c * xb, n, isa);
+        return xp;
+      };
+      const auto x_ref = prepared(Isa::scalar), x_got = prepared(kernel_isa());
+      const uint64_t s_ref = x_ref.size() / kTileCols, s_got = x_got.size() / kTileCols;
+      for (int nc = 1; nc <= kTileCols; ++nc) {
+        float ref[2][kTileCols], got[2 * kTileCols];
+        for (int r = 0; r < 2; ++r) scalar_tile(type)(w.data() + r * row, x_ref.data(), s_ref, nc, n, order, ref[r]);
+        pair(w.data(), row, x_got.data(), s_got, nc, n, order, got);
+        INFO(std::string(isa_name(kernel_isa())) << " " << pmoe_dtype_name(type) << " n " << n << " nc " << nc);
+        CHECK(std::memcmp(ref[0], got, size_t(nc) * 4) == 0);
+        CHECK(std::memcmp(ref[1], got + kTileCols, size_t(nc) * 4) == 0);
+        ++checked;
+      }
+    }
+  }
+  if (kernel_isa() >= Isa::avx512_vnni) CHECK(checked > 0);  // Q8_0 has one there
+}
+
 TEST_CASE("ggml's exp for the softmax: exact at 0, zero below -104, and within 2 ulp of expf") {
   float x[16], y[16];
   for (int i = 0; i < 16; ++i) x[i] = -0.7f * float(i);
