@@ -324,13 +324,37 @@ struct DIQ4XS {
   }
 };
 
-/// Lane c = the sum of v[c]'s 8 lanes (integers, so exact in any order).
+/// Lane 4p + c: the sum of the 16 lanes of v[p][c] (integers, so exact in any order), by a tree
+/// of in-lane unpacks and 128-bit shuffles (hadd costs three times as many shuffles).
+inline __m512i pair32(__m512i a, __m512i b) { return _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b)); }
+inline __m512i pair64(__m512i a, __m512i b) { return _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b)); }
+inline __m512i pair128(__m512i a, __m512i b) {
+  return _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x88), _mm512_shuffle_i32x4(a, b, 0xDD));
+}
 template <int NC>
-inline __m128i sums_of(const __m256i* v) {
+inline __m512i part_sums(const __m512i (&v)[4][NC]) {
+  const __m512i z = _mm512_setzero_si512();
+  __m512i u[4];
+  for (int p = 0; p < 4; ++p)  // 128-bit lane i of u[p]: columns 0..3, summed over lanes 4i..4i+3
+    u[p] = pair64(pair32(v[p][0], NC > 1 ? v[p][NC > 1 ? 1 : 0] : z),
+                  pair32(NC > 2 ? v[p][NC > 2 ? 2 : 0] : z, NC > 3 ? v[p][NC > 3 ? 3 : 0] : z));
+  return pair128(pair128(u[0], u[1]), pair128(u[2], u[3]));
+}
+/// Lane 4p + c: column c's mins of part p, the sum of lanes (8 / parts) p.. of m[c] (parts 2 or 4).
+template <int NC>
+inline __m512i part_mins(const __m256i* m, int parts) {
+  alignas(64) static constexpr int32_t kIdx4[16] = {0, 8, 16, 24, 2, 10, 18, 26, 4, 12, 20, 28, 6, 14, 22, 30};
+  alignas(64) static constexpr int32_t kIdx2[16] = {0, 8, 16, 24, 4, 12, 20, 28, 0, 0, 0, 0, 0, 0, 0, 0};
   const __m256i z = _mm256_setzero_si256();
-  const __m256i ab = _mm256_hadd_epi32(v[0], NC > 1 ? v[1] : z), cd = _mm256_hadd_epi32(NC > 2 ? v[2] : z, NC > 3 ? v[3] : z);
-  const __m256i abcd = _mm256_hadd_epi32(ab, cd);
-  return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+  __m512i lo = _mm512_inserti64x4(_mm512_castsi256_si512(m[0]), NC > 1 ? m[NC > 1 ? 1 : 0] : z, 1);
+  __m512i hi = _mm512_inserti64x4(_mm512_castsi256_si512(NC > 2 ? m[NC > 2 ? 2 : 0] : z), NC > 3 ? m[NC > 3 ? 3 : 0] : z, 1);
+  lo = _mm512_add_epi32(lo, _mm512_shuffle_epi32(lo, _MM_PERM_CDAB));  // pairs
+  hi = _mm512_add_epi32(hi, _mm512_shuffle_epi32(hi, _MM_PERM_CDAB));
+  if (parts == 2) {  // quads
+    lo = _mm512_add_epi32(lo, _mm512_shuffle_epi32(lo, _MM_PERM_BADC));
+    hi = _mm512_add_epi32(hi, _mm512_shuffle_epi32(hi, _MM_PERM_BADC));
+  }
+  return _mm512_permutex2var_epi32(lo, load512(parts == 4 ? kIdx4 : kIdx2), hi);
 }
 
 /// Lane c of a 4-float vector gathered from column c's super-block (pad 0).
@@ -361,7 +385,8 @@ void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Orde
       for (size_t off = 0; off < sizeof(typename Dec::Block); off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
     }
     Dec::decode(a[k], s);
-    __m256i part[4][NC], mins[NC];
+    __m512i part[4][NC];
+    __m256i mins[NC];
     for (int c = 0; c < NC; ++c) {
       const BlockQ8K& b = reinterpret_cast<const BlockQ8K*>(x + uint64_t(c) * xs)[k];
       __m512i sum = _mm512_setzero_si512();
@@ -372,7 +397,7 @@ void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Orde
         if constexpr (Dec::kOffset == 4)  // Q3_K, as ggml: the offset comes off each pair
           p16 = _mm512_sub_epi16(p16, _mm512_maddubs_epi16(_mm512_set1_epi8(Dec::kOffset), xq));
         sum = _mm512_dpwssd_epi32(sum, p16, s.sc[j]);
-        if (kChain && (j + 1) % (4 / parts) == 0) part[(j * parts) / 4][c] = fold(sum), sum = _mm512_setzero_si512();
+        if (kChain && (j + 1) % (4 / parts) == 0) part[(j * parts) / 4][c] = sum, sum = _mm512_setzero_si512();
       }
       const __m256i bsums = load256(b.bsums);
       if constexpr (kChain) {
@@ -390,7 +415,7 @@ void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Orde
     }
     if constexpr (kChain && NC == 1) {
       if (parts == 1) {  // one token, gemv: both sums reduced in one register, both chains in one fma
-        __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(part[0][0]), mins[0], 1);
+        __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(fold(part[0][0])), mins[0], 1);
         both = _mm512_add_epi32(both, _mm512_shuffle_epi32(both, _MM_PERM_BADC));
         both = _mm512_add_epi32(both, _mm512_shuffle_epi32(both, _MM_PERM_CDAB));
         both = _mm512_add_epi32(both, _mm512_shuffle_i32x4(both, both, _MM_SHUFFLE(2, 3, 0, 1)));
@@ -404,12 +429,27 @@ void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Orde
     if constexpr (kChain) {
       const __m128 dx = column_d<NC>(x, xs, k);
       const __m128 dw = _mm_mul_ps(_mm_set1_ps(s.d), dx), dm = _mm_mul_ps(_mm_set1_ps(s.dmin), dx);
-      for (int p = 0; p < parts; ++p) {
-        __m256i m[NC];
-        const __mmask8 lanes = __mmask8(((1u << (8 / parts)) - 1) << (8 * p / parts));
-        for (int c = 0; c < NC; ++c) m[c] = _mm256_maskz_mov_epi32(lanes, mins[c]);
-        chain = _mm_fmadd_ps(_mm_cvtepi32_ps(sums_of<NC>(part[p])), dw, chain);
-        chain_min = _mm_fmadd_ps(_mm_cvtepi32_ps(sums_of<NC>(m)), dm, chain_min);
+      if (parts == 1) {  // each column's sum and mins in the halves of one register, all reduced at once
+        const __m512i z = _mm512_setzero_si512();
+        __m512i v[4];
+        for (int c = 0; c < 4; ++c)
+          v[c] = c < NC ? _mm512_inserti64x4(_mm512_castsi256_si512(fold(part[0][c < NC ? c : 0])), mins[c < NC ? c : 0], 1) : z;
+        __m512i u = pair64(pair32(v[0], v[1]), pair32(v[2], v[3]));
+        u = _mm512_add_epi32(u, _mm512_shuffle_i32x4(u, u, _MM_SHUFFLE(2, 3, 0, 1)));  // lane 0: sums, 2: mins
+        chain = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm512_castsi512_si128(u)), dw, chain);
+        chain_min = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm512_extracti32x4_epi32(u, 2)), dm, chain_min);
+        continue;
+      }
+      for (int p = parts; p < 4; ++p)
+        for (int c = 0; c < NC; ++c) part[p][c] = _mm512_setzero_si512();
+      const __m512 S = _mm512_cvtepi32_ps(part_sums<NC>(part)), M = _mm512_cvtepi32_ps(part_mins<NC>(mins, parts));
+      const __m128 sp[4] = {_mm512_castps512_ps128(S), _mm512_extractf32x4_ps(S, 1), _mm512_extractf32x4_ps(S, 2),
+                            _mm512_extractf32x4_ps(S, 3)};
+      const __m128 mp[4] = {_mm512_castps512_ps128(M), _mm512_extractf32x4_ps(M, 1), _mm512_extractf32x4_ps(M, 2),
+                            _mm512_extractf32x4_ps(M, 3)};
+      for (int p = 0; p < parts; ++p) {  // lane c: column c's part p
+        chain = _mm_fmadd_ps(sp[p], dw, chain);
+        chain_min = _mm_fmadd_ps(mp[p], dm, chain_min);
       }
     }
   }
