@@ -31,6 +31,14 @@ inline float hsum(__m256 v) {  // ggml's hsum_float_8
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+/// Sums of integer lanes, by a tree of in-lane unpacks and 128-bit shuffles. pair32: in each
+/// 128-bit lane, (a0+a2, b0+b2, a1+a3, b1+b3); pair64 of two such: (a, b, c, d) summed over the
+/// lane's 4 values of each; pair128: 128-bit lanes (a0+a1, a2+a3, b0+b1, b2+b3).
+inline __m512i pair32(__m512i a, __m512i b) { return _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b)); }
+inline __m512i pair64(__m512i a, __m512i b) { return _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b)); }
+inline __m512i pair128(__m512i a, __m512i b) {
+  return _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x88), _mm512_shuffle_i32x4(a, b, 0xDD));
+}
 inline __m256i fold(__m512i v) { return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)); }
 
 // ---- repacked Q4_0 / IQ4_NL: four 32-value blocks at a time --------------------------------------
@@ -54,63 +62,71 @@ inline __m512 scales4(const uint8_t* p) {
 /// llama.cpp's repacked gemv/gemm for Q4_0 and IQ4_NL: one float chain per output,
 /// fma(block sum, dw * dx, acc). Weights are read four blocks at a time in their nibble order
 /// against GroupQ8x4 activations, so a block's integer sum lands in its own 4 lanes; the columns'
-/// chains then run side by side, lane c of one 4-float vector.
-template <bool kIQ4, int NC>
-void q4_chain_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Order, float* out) {
+/// chains then run side by side, lane c of one 4-float vector. NR rows (`w_row` bytes apart) share
+/// each activation load, and their independent chains hide each other's fma latency.
+template <bool kIQ4, int NC, int NR>
+void q4_chain_rows(const uint8_t* w, uint64_t w_row, const uint8_t* x, uint64_t xs, int64_t n, float* out) {
   const int64_t nb = n / 32, ng = nb / 4;
-  const __m512i m4 = _mm512_set1_epi8(0xF);
+  const __m512i m4 = _mm512_set1_epi8(0xF), zero = _mm512_setzero_si512();
   const __m512i table = _mm512_add_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values))),
                                         _mm512_set1_epi8(char(0x80)));
-  __m128 acc = _mm_setzero_ps();
+  __m128 acc[NR];
+  for (int r = 0; r < NR; ++r) acc[r] = _mm_setzero_ps();
   for (int64_t i = 0; i < ng; ++i) {
-    const uint8_t* wb = w + i * 72;
-    if constexpr (NC == 1) {  // one token: the weights stream from memory; ask for them early
-      _mm_prefetch(reinterpret_cast<const char*>(wb) + 2048, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(wb) + 2048 + 64, _MM_HINT_T0);
-    }
-    const __m512i q = gather16x4(wb + 2, 18);
-    __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-    if constexpr (kIQ4) lo = _mm512_shuffle_epi8(table, lo), hi = _mm512_shuffle_epi8(table, hi);  // value + 128
-    const __m512 dw = scales4(wb);
-    __m512 f[NC], d[NC];
-    for (int c = 0; c < NC; ++c) {
-      const GroupQ8x4& g = reinterpret_cast<const GroupQ8x4*>(x + uint64_t(c) * xs)[i];
-      __m512i corr = load512(g.sum);  // -8 * sum(x): Q4_0's offset 8; IQ4_NL's 128 is 16 times that
-      if constexpr (kIQ4) corr = _mm512_slli_epi32(corr, 4);
-      __m512i isum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(corr, lo, load512(g.lo)), hi, load512(g.hi));
-      isum = _mm512_add_epi32(isum, _mm512_shuffle_epi32(isum, _MM_PERM_BADC));
-      isum = _mm512_add_epi32(isum, _mm512_shuffle_epi32(isum, _MM_PERM_CDAB));  // block b's sum in all its lanes
-      f[c] = _mm512_cvtepi32_ps(isum);
-      d[c] = _mm512_mul_ps(dw, _mm512_loadu_ps(g.d));
-    }
-    // lane 4b + c: column c's block b
-    auto columns = [&](const __m512* v) {
-      const __m512 ab = _mm512_mask_blend_ps(0xAAAA, v[0], v[NC > 1 ? 1 : 0]);
-      const __m512 cd = _mm512_mask_blend_ps(0xAAAA, v[NC > 2 ? 2 : 0], v[NC > 3 ? 3 : 0]);
-      return _mm512_mask_blend_ps(0xCCCC, ab, cd);
-    };
-    const __m512 F = columns(f), D = columns(d);
-    acc = _mm_fmadd_ps(_mm512_castps512_ps128(F), _mm512_castps512_ps128(D), acc);
-    acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(F, 1), _mm512_extractf32x4_ps(D, 1), acc);
-    acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(F, 2), _mm512_extractf32x4_ps(D, 2), acc);
-    acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(F, 3), _mm512_extractf32x4_ps(D, 3), acc);
-  }
-  alignas(16) float r[4];
-  _mm_store_ps(r, acc);
-  for (int64_t k = ng * 4; k < nb; ++k)  // the last blocks follow the groups as plain Q8_0
-    for (int c = 0; c < NC; ++c) {
-      const auto* xb = reinterpret_cast<const BlockQ8_0*>(x + uint64_t(c) * xs + uint64_t(ng) * sizeof(GroupQ8x4)) + (k - ng * 4);
-      const uint8_t* wq = w + k * 18;
-      int isum = 0;
-      for (int j = 0; j < 16; ++j) {
-        const int lo = wq[2 + j] & 0xF, hi = wq[2 + j] >> 4;
-        isum += (kIQ4 ? kIQ4Values[lo] : lo - 8) * xb->qs[j] + (kIQ4 ? kIQ4Values[hi] : hi - 8) * xb->qs[j + 16];
+    __m512i xlo[NC], xhi[NC], corr[NC];
+    __m512 dx[4];
+    for (int c = 0; c < 4; ++c) {
+      if (c >= NC) {
+        dx[c] = _mm512_setzero_ps();
+        continue;
       }
-      uint16_t h;
-      std::memcpy(&h, wq, 2);
-      r[c] = std::fma(float(isum), pmoe_fp16_to_fp32(h) * pmoe_fp16_to_fp32(xb->d), r[c]);
+      const GroupQ8x4& g = reinterpret_cast<const GroupQ8x4*>(x + uint64_t(c) * xs)[i];
+      xlo[c] = load512(g.lo), xhi[c] = load512(g.hi), dx[c] = _mm512_loadu_ps(g.d);
+      corr[c] = load512(g.sum);  // -8 * sum(x): Q4_0's offset 8; IQ4_NL's 128 is 16 times that
+      if constexpr (kIQ4) corr[c] = _mm512_slli_epi32(corr[c], 4);
     }
-  for (int c = 0; c < NC; ++c) out[c] = r[c];
+    const __m512 dxc = _mm512_mask_blend_ps(0xCCCC, _mm512_mask_blend_ps(0xAAAA, dx[0], dx[1]),
+                                            _mm512_mask_blend_ps(0xAAAA, dx[2], dx[3]));  // lane 4b + c
+    for (int r = 0; r < NR; ++r) {
+      const uint8_t* wb = w + uint64_t(r) * w_row + i * 72;
+      if constexpr (NC == 1) {  // one token: the weights stream from memory; ask for them early
+        _mm_prefetch(reinterpret_cast<const char*>(wb) + 2048, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(wb) + 2048 + 64, _MM_HINT_T0);
+      }
+      const __m512i q = gather16x4(wb + 2, 18);
+      __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+      if constexpr (kIQ4) lo = _mm512_shuffle_epi8(table, lo), hi = _mm512_shuffle_epi8(table, hi);  // value + 128
+      __m512i isum[4];
+      for (int c = 0; c < 4; ++c)
+        isum[c] = c < NC ? _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(corr[c % NC], lo, xlo[c % NC]), hi, xhi[c % NC]) : zero;
+      // lane 4b + c: column c's block b (the sum of its 4 lanes)
+      const __m512 F = _mm512_cvtepi32_ps(pair64(pair32(isum[0], isum[1]), pair32(isum[2], isum[3])));
+      const __m512 D = _mm512_mul_ps(scales4(wb), dxc);
+      acc[r] = _mm_fmadd_ps(_mm512_castps512_ps128(F), _mm512_castps512_ps128(D), acc[r]);
+      acc[r] = _mm_fmadd_ps(_mm512_extractf32x4_ps(F, 1), _mm512_extractf32x4_ps(D, 1), acc[r]);
+      acc[r] = _mm_fmadd_ps(_mm512_extractf32x4_ps(F, 2), _mm512_extractf32x4_ps(D, 2), acc[r]);
+      acc[r] = _mm_fmadd_ps(_mm512_extractf32x4_ps(F, 3), _mm512_extractf32x4_ps(D, 3), acc[r]);
+    }
+  }
+  for (int r = 0; r < NR; ++r) {
+    alignas(16) float res[4];
+    _mm_store_ps(res, acc[r]);
+    const uint8_t* wr = w + uint64_t(r) * w_row;
+    for (int64_t k = ng * 4; k < nb; ++k)  // the last blocks follow the groups as plain Q8_0
+      for (int c = 0; c < NC; ++c) {
+        const auto* xb = reinterpret_cast<const BlockQ8_0*>(x + uint64_t(c) * xs + uint64_t(ng) * sizeof(GroupQ8x4)) + (k - ng * 4);
+        const uint8_t* wq = wr + k * 18;
+        int isum = 0;
+        for (int j = 0; j < 16; ++j) {
+          const int lo = wq[2 + j] & 0xF, hi = wq[2 + j] >> 4;
+          isum += (kIQ4 ? kIQ4Values[lo] : lo - 8) * xb->qs[j] + (kIQ4 ? kIQ4Values[hi] : hi - 8) * xb->qs[j + 16];
+        }
+        uint16_t h;
+        std::memcpy(&h, wq, 2);
+        res[c] = std::fma(float(isum), pmoe_fp16_to_fp32(h) * pmoe_fp16_to_fp32(xb->d), res[c]);
+      }
+    for (int c = 0; c < NC; ++c) out[r * kTileCols + c] = res[c];
+  }
 }
 
 // ---- Q8_0: two weight rows per pass --------------------------------------------------------------
@@ -324,13 +340,8 @@ struct DIQ4XS {
   }
 };
 
-/// Lane 4p + c: the sum of the 16 lanes of v[p][c] (integers, so exact in any order), by a tree
-/// of in-lane unpacks and 128-bit shuffles (hadd costs three times as many shuffles).
-inline __m512i pair32(__m512i a, __m512i b) { return _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b)); }
-inline __m512i pair64(__m512i a, __m512i b) { return _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b)); }
-inline __m512i pair128(__m512i a, __m512i b) {
-  return _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x88), _mm512_shuffle_i32x4(a, b, 0xDD));
-}
+/// Lane 4p + c: the sum of the 16 lanes of v[p][c] (integers, so exact in any order), by the tree
+/// above (hadd costs three times as many shuffles).
 template <int NC>
 inline __m512i part_sums(const __m512i (&v)[4][NC]) {
   const __m512i z = _mm512_setzero_si512();
@@ -459,19 +470,24 @@ void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Orde
   for (int c = 0; c < NC; ++c) out[c] = kChain ? r[c] : hsum(acc[c]) + summs[c];
 }
 
-template <bool kIQ4>
-struct Q4Chain {
-  template <int NC>
-  struct K {
-    static constexpr FixedTileFn run = q4_chain_tile<kIQ4, NC>;
-  };
-};
-
 /// Repacked Q4_0/IQ4_NL read GroupQ8x4; for their rare vec_dot shapes the activations are plain Q8_0.
+template <uint32_t Type, int NR>
+void q4_rows(const uint8_t* w, uint64_t w_row, const uint8_t* x, uint64_t xs, int nc, int64_t n, Order order, float* out) {
+  if (order == Order::vec_dot) {
+    for (int r = 0; r < NR; ++r) avx2_tile(Type)(w + uint64_t(r) * w_row, x, xs, nc, n, order, out + r * kTileCols);
+    return;
+  }
+  constexpr bool kIQ4 = Type == PMOE_DTYPE_IQ4_NL;
+  switch (nc) {
+    case 1: return q4_chain_rows<kIQ4, 1, NR>(w, w_row, x, xs, n, out);
+    case 2: return q4_chain_rows<kIQ4, 2, NR>(w, w_row, x, xs, n, out);
+    case 3: return q4_chain_rows<kIQ4, 3, NR>(w, w_row, x, xs, n, out);
+    default: return q4_chain_rows<kIQ4, 4, NR>(w, w_row, x, xs, n, out);
+  }
+}
 template <uint32_t Type>
 void q4_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int nc, int64_t n, Order order, float* out) {
-  if (order == Order::vec_dot) return avx2_tile(Type)(w, x, xs, nc, n, order, out);
-  by_cols<Q4Chain<Type == PMOE_DTYPE_IQ4_NL>::template K>(w, x, xs, nc, n, order, out);
+  q4_rows<Type, 1>(w, 0, x, xs, nc, n, order, out);
 }
 
 template <class Dec>
@@ -499,6 +515,13 @@ TileFn avx512_tile(uint32_t type) {
   }
 }
 
-PairTileFn avx512_pair_tile(uint32_t type) { return type == PMOE_DTYPE_Q8_0 ? q8_0_pair_tile : nullptr; }
+PairTileFn avx512_pair_tile(uint32_t type) {
+  switch (type) {
+    case PMOE_DTYPE_Q8_0: return q8_0_pair_tile;
+    case PMOE_DTYPE_Q4_0: return q4_rows<PMOE_DTYPE_Q4_0, 2>;
+    case PMOE_DTYPE_IQ4_NL: return q4_rows<PMOE_DTYPE_IQ4_NL, 2>;
+    default: return nullptr;
+  }
+}
 
 }  // namespace pmoe::cpu

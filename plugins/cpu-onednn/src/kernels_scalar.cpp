@@ -89,7 +89,10 @@ float dot_iq4nl_vec_dot(const BlockIQ4NL* a, const BlockQ8_0* b, int64_t nb) {
     }
   for (int l = 0; l < 8; ++l) sum[l] = lanes[0][l] + lanes[1][l];
   float s = hsum8(sum);
-  if (k < nb) s = std::fma(unpack_block(a[k], v) * f16(b[k].d), float(isum(v, b[k].qs, 0, 32)), s);
+  if (k < nb) {
+    const float d = unpack_block(a[k], v) * f16(b[k].d);  // fills v before isum reads it
+    s = std::fma(d, float(isum(v, b[k].qs, 0, 32)), s);
+  }
   return s;
 }
 

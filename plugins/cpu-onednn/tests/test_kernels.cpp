@@ -120,7 +120,8 @@ TEST_CASE("the kernel set in use gives the scalar kernels' bits for every type, 
                             PMOE_DTYPE_Q5_0, PMOE_DTYPE_Q5_1, PMOE_DTYPE_Q8_0, PMOE_DTYPE_Q2_K, PMOE_DTYPE_Q3_K,
                             PMOE_DTYPE_Q4_K, PMOE_DTYPE_Q5_K, PMOE_DTYPE_Q6_K, PMOE_DTYPE_IQ4_NL, PMOE_DTYPE_IQ4_XS};
   for (uint32_t type : types)
-    for (int64_t n : {768, 1024}) {  // 1024: one more 64-chunk for F32's vec_dot
+    for (int64_t n : {768, 1024, 96}) {  // 1024: one more 64-chunk for F32's vec_dot; 96: odd blocks
+      if (n % int64_t(pmoe_dtype_block_elems(type)) != 0) continue;
       const uint64_t row = pmoe_dtype_row_bytes(type, uint64_t(n));
       std::vector<uint8_t> w = pmoe::testref::random_blocks(rng, type, size_t(row / pmoe_dtype_block_bytes(type)));
       if (pmoe_dtype_block_elems(type) == 1)  // float weights: random values of the type
@@ -183,7 +184,7 @@ TEST_CASE("two-row kernels give each row the scalar kernels' bits") {
         float ref[2][kTileCols], got[2 * kTileCols];
         for (int r = 0; r < 2; ++r) scalar_tile(type)(w.data() + r * row, x_ref.data(), s_ref, nc, n, order, ref[r]);
         pair(w.data(), row, x_got.data(), s_got, nc, n, order, got);
-        INFO(std::string(isa_name(kernel_isa())) << " " << pmoe_dtype_name(type) << " n " << n << " nc " << nc);
+        INFO(std::string(isa_name(kernel_isa())) << " " << std::string(pmoe_dtype_name(type)) << " n " << n << " nc " << nc << " order " << int(order));
         CHECK(std::memcmp(ref[0], got, size_t(nc) * 4) == 0);
         CHECK(std::memcmp(ref[1], got + kTileCols, size_t(nc) * 4) == 0);
         ++checked;
