@@ -427,6 +427,18 @@ class CpuBackend final : public sdk::Compute {
     }
   }
 
+  /// This thread's share [lo, hi) of tasks with running costs `cum` (cum[0] = 0, one entry more
+  /// than tasks): contiguous ranges of about equal cost, since experts differ in tokens and equal
+  /// counts of tasks would leave one core idle while the other still works.
+  static std::pair<size_t, size_t> my_share(const std::vector<int64_t>& cum) {
+    const int nt = omp_get_num_threads(), me = omp_get_thread_num();
+    const size_t n = cum.size() - 1;
+    auto bound = [&](int k) {
+      return k >= nt ? n : size_t(std::lower_bound(cum.begin(), cum.end(), cum.back() * k / nt) - cum.begin());
+    };
+    return {bound(me), bound(me + 1)};
+  }
+
   /// One expert's work in moe_experts: validated pointers, and buffers kept across calls (a
   /// batch's hot expert can take hundreds of tokens; fresh allocations would fault in pages).
   struct ExpertJob {
@@ -479,11 +491,15 @@ class CpuBackend final : public sdk::Compute {
       work += 3 * R * n_ff * n_embd;
     }
     const std::span<ExpertJob> jobs(jobs_.data(), group.size());
-    // task lists: (job, row block) for gate+up, and for down
+    // task lists: (job, row block) for gate+up, and for down, with their running costs (a row
+    // block costs about its tokens plus a fixed part for decoding the weights)
     std::vector<std::pair<size_t, int64_t>> t1, t2;
+    std::vector<int64_t> c1{0}, c2{0};
     for (size_t k = 0; k < jobs.size(); ++k) {
-      for (int64_t b = 0; b < (jobs[k].n_ff + kRowBlock - 1) / kRowBlock; ++b) t1.emplace_back(k, b);
-      for (int64_t b = 0; b < (jobs[k].n_embd + kRowBlock - 1) / kRowBlock; ++b) t2.emplace_back(k, b);
+      for (int64_t b = 0; b < (jobs[k].n_ff + kRowBlock - 1) / kRowBlock; ++b)
+        t1.emplace_back(k, b), c1.push_back(c1.back() + jobs[k].R + 3);
+      for (int64_t b = 0; b < (jobs[k].n_embd + kRowBlock - 1) / kRowBlock; ++b)
+        t2.emplace_back(k, b), c2.push_back(c2.back() + jobs[k].R + 3);
     }
     const bool par = threads_ > 1 && work >= kMinParallelWork;
 #pragma omp parallel num_threads(threads_) if (par)
@@ -503,8 +519,8 @@ class CpuBackend final : public sdk::Compute {
           if (j.xu != j.xuq.data()) j.xuq.assign(j.xu, j.xu + j.xurow * uint64_t(j.R)), j.xu = j.xuq.data();
         }
       }
-#pragma omp for schedule(static)
-      for (size_t i = 0; i < t1.size(); ++i) {
+      const auto [lo1, hi1] = my_share(c1);
+      for (size_t i = lo1; i < hi1; ++i) {
         ExpertJob& j = jobs[t1[i].first];
         const int64_t o0 = t1[i].second * kRowBlock, o1 = std::min(j.n_ff, o0 + kRowBlock);
         tile_rows(j.g->dtype, j.og, 0, j.gp, j.g->nb[1], j.n_embd, o0, o1, j.xq.data(), j.xrow, j.R,
@@ -512,14 +528,15 @@ class CpuBackend final : public sdk::Compute {
         tile_rows(j.u->dtype, j.ou, 0, j.up_w, j.u->nb[1], j.n_embd, o0, o1, j.xu, j.xurow, j.R, j.up.data(),
                   j.n_ff, false);
       }
+#pragma omp barrier
 #pragma omp for schedule(dynamic, 1)
       for (size_t k = 0; k < jobs.size(); ++k) {
         ExpertJob& j = jobs[k];
         for (size_t i = 0; i < j.gate.size(); ++i) j.gate[i] = std::max(j.gate[i], 0.f) * j.up[i];  // ReGLU
         j.a = prepare(j.d->dtype, j.od, j.gate.data(), j.n_ff, j.R, j.n_ff, j.aq, j.arow);
       }
-#pragma omp for schedule(static)
-      for (size_t i = 0; i < t2.size(); ++i) {
+      const auto [lo2, hi2] = my_share(c2);
+      for (size_t i = lo2; i < hi2; ++i) {
         ExpertJob& j = jobs[t2[i].first];
         const int64_t o0 = t2[i].second * kRowBlock, o1 = std::min(j.n_embd, o0 + kRowBlock);
         tile_rows(j.d->dtype, j.od, 0, j.dp, j.d->nb[1], j.n_ff, o0, o1, j.a, j.arow, j.R, j.y, j.ys, false);
