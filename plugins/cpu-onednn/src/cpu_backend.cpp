@@ -176,7 +176,7 @@ class CpuBackend final : public sdk::Compute {
     const Order order = sum_order(wtype, out);
     uint64_t xrow = 0;
     const uint8_t* xa = prepare_parallel(wtype, order, x, in, T, xs, act_scratch_, xrow);
-    if (!acc && wtype == PMOE_DTYPE_BF16 && T >= dnnl_min_rows_ && matmul_onednn(w, wtype, w_row, in, out, xa, xrow, T, y, ys))
+    if (!acc && T >= dnnl_min_rows_ && matmul_onednn(w, wtype, w_row, in, out, xa, xrow, T, y, ys))
       return;
     int64_t gemm_cols = order == Order::gemv && T >= 4 ? T - T % 4 : 0;
     if (wtype == PMOE_DTYPE_F32 && T >= 2 && in % 16 == 0) gemm_cols = T;  // llamafile's tinyBLAS
@@ -221,29 +221,26 @@ class CpuBackend final : public sdk::Compute {
     }
   }
 
-  /// Y = X W^T through oneDNN for the types it has (f32; bf16 where this oneDNN and CPU run it),
-  /// with X already prepared for `wtype`. False: not a oneDNN type here; use our kernels.
+  /// Y = X W^T through oneDNN's bf16 matmul (brgemm on AVX-512 BF16/AMX), with X already rounded
+  /// to bf16. False where this oneDNN or CPU has none: our kernel does it then.
   bool matmul_onednn(const uint8_t* w, uint32_t wtype, uint64_t w_row, int64_t in, int64_t out,
                      const uint8_t* x, uint64_t xrow, int64_t T, float* y, int64_t ys) {
     using namespace dnnl;
     using dims = memory::dims;
     using dt = memory::data_type;
-    if (wtype != PMOE_DTYPE_F32 && (wtype != PMOE_DTYPE_BF16 || !dnnl_bf16_)) return false;
-    const dt type = wtype == PMOE_DTYPE_F32 ? dt::f32 : dt::bf16;
-    const int64_t elem = wtype == PMOE_DTYPE_F32 ? 4 : 2;
-    const memory::desc src_md(dims{T, in}, type, dims{int64_t(xrow) / elem, 1});
+    if (wtype != PMOE_DTYPE_BF16 || !dnnl_bf16_) return false;
+    const memory::desc src_md(dims{T, in}, dt::bf16, dims{int64_t(xrow) / 2, 1});
     // W is `out` rows of `in` values: as an {in, out} matrix it has strides {1, row}.
-    const memory::desc w_md(dims{in, out}, type, dims{1, int64_t(w_row) / elem});
+    const memory::desc w_md(dims{in, out}, dt::bf16, dims{1, int64_t(w_row) / 2});
     const memory::desc dst_md(dims{T, out}, dt::f32, dims{ys, 1});
-    const auto key = std::make_tuple(wtype, T, in, out, int64_t(xrow), int64_t(w_row), ys);
+    const auto key = std::make_tuple(T, in, out, int64_t(xrow), int64_t(w_row), ys);
     auto it = dnnl_cache_.find(key);
     if (it == dnnl_cache_.end()) {
       try {
         auto pd = matmul::primitive_desc(matmul::desc(src_md, w_md, dst_md), engine_);
         it = dnnl_cache_.emplace(key, dnnl::matmul(pd)).first;
       } catch (const dnnl::error& e) {
-        if (wtype == PMOE_DTYPE_F32) throw;
-        dnnl_bf16_ = false;  // this oneDNN build or CPU has no bf16 matmul: our kernel does it
+        dnnl_bf16_ = false;
         sdk::log(host_, PMOE_LOG_INFO, "cpu-onednn", std::string("oneDNN bf16 matmul unavailable (") + e.what() + "); using the plugin's bf16 kernel");
         return false;
       }
@@ -578,7 +575,7 @@ class CpuBackend final : public sdk::Compute {
   bool dnnl_bf16_ = true;  // until oneDNN says it has no bf16 matmul here
   dnnl::engine engine_;
   dnnl::stream stream_;
-  std::map<std::tuple<uint32_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, dnnl::matmul> dnnl_cache_;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, dnnl::matmul> dnnl_cache_;
   std::vector<uint8_t> act_scratch_;
   std::vector<ExpertJob> jobs_;
 };
