@@ -1,17 +1,22 @@
 # pocketmoe_add_plugin(<target> MANIFEST <manifest.yaml> SOURCES <src>... [OUTPUT_DIR <dir>] [INSTALL_DIR <dir>]
-#                      [NO_INSTALL])
+#                      [NO_INSTALL] [CONFORMANCE <kind> [CONFORMANCE_OPTIONS <key=value>...]
+#                                                      [CONFORMANCE_ENV <VAR=value>...]])
 #
 # Builds a plugin library the way the runtime expects it:
 #  - a MODULE library with hidden visibility that exports only `pmoe_plugin_entry`;
 #  - its manifest copied next to it with a `library:` line naming the built file;
 #  - both placed in OUTPUT_DIR (default: the current binary dir) and installed to INSTALL_DIR
 #    (default: <libdir>/pocketmoe), where the runtime searches.
+#  - with CONFORMANCE compute|storage|cache_policy: registered with that conformance suite, which
+#    a project that builds the suite (pocketmoe's tests/conformance) runs on the library with the
+#    given plugin options, once as is and once more per CONFORMANCE_ENV setting.
 # The target links pocketmoe::sdk; link whatever else the plugin needs yourself.
 include_guard(GLOBAL)
 set(_PMOE_PLUGIN_CMAKE_DIR ${CMAKE_CURRENT_LIST_DIR} CACHE INTERNAL "where PocketmoePlugin.cmake lives")
 
 function(pocketmoe_add_plugin target)
-  cmake_parse_arguments(ARG "NO_INSTALL" "MANIFEST;OUTPUT_DIR;INSTALL_DIR" "SOURCES" ${ARGN})
+  cmake_parse_arguments(ARG "NO_INSTALL" "MANIFEST;OUTPUT_DIR;INSTALL_DIR;CONFORMANCE"
+                        "SOURCES;CONFORMANCE_OPTIONS;CONFORMANCE_ENV" ${ARGN})
   if(NOT ARG_MANIFEST)
     message(FATAL_ERROR "pocketmoe_add_plugin(${target}): MANIFEST is required")
   endif()
@@ -38,6 +43,11 @@ function(pocketmoe_add_plugin target)
   get_filename_component(manifest_name ${manifest_src} NAME)
   file(GENERATE OUTPUT ${ARG_OUTPUT_DIR}/${manifest_name}
        CONTENT "${manifest_text}library: $<TARGET_FILE_NAME:${target}>\n")
+  if(ARG_CONFORMANCE)
+    set_property(GLOBAL APPEND PROPERTY PMOE_CONFORMANCE_${ARG_CONFORMANCE} ${target})
+    set_property(TARGET ${target} PROPERTY PMOE_CONFORMANCE_OPTIONS "${ARG_CONFORMANCE_OPTIONS}")
+    set_property(TARGET ${target} PROPERTY PMOE_CONFORMANCE_ENV "${ARG_CONFORMANCE_ENV}")
+  endif()
   if(NOT ARG_NO_INSTALL)
     install(TARGETS ${target} LIBRARY DESTINATION ${ARG_INSTALL_DIR})
     install(FILES ${ARG_OUTPUT_DIR}/${manifest_name} DESTINATION ${ARG_INSTALL_DIR})

@@ -726,54 +726,12 @@ TEST_CASE("switching between callback and poll; reopening files") {
 
 int main(int argc, char** argv) {
   using pmoe::conformance::g_cfg;
-  auto env = [](const char* k) {
-    const char* v = std::getenv(k);
-    return v ? std::string(v) : std::string();
-  };
-  g_cfg.library = env("PMOE_STORAGE_PLUGIN");
-  g_cfg.impl = env("PMOE_STORAGE_IMPL");
-  if (!env("PMOE_CONFORMANCE_DIR").empty()) g_cfg.data_dir = env("PMOE_CONFORMANCE_DIR");
-  auto add_option = [](const std::string& kv) {
-    const auto eq = kv.find('=');
-    if (eq != std::string::npos) g_cfg.options.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
-  };
-  std::stringstream env_opts(env("PMOE_STORAGE_OPTIONS"));
-  for (std::string kv; std::getline(env_opts, kv, ',');) add_option(kv);
-
-  std::vector<char*> rest = {argv[0]};  // what doctest gets
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&](const char* flag) -> const char* {
-      const size_t n = std::strlen(flag);
-      return a.compare(0, n, flag) == 0 ? argv[i] + n : nullptr;
-    };
-    const char* v = nullptr;
-    if ((v = value("--plugin=")))
-      g_cfg.library = v;
-    else if ((v = value("--impl=")))
-      g_cfg.impl = v;
-    else if ((v = value("--option=")))
-      add_option(v);
-    else if ((v = value("--data-dir=")))
-      g_cfg.data_dir = v;
-    else
-      rest.push_back(argv[i]);
-  }
-  if (g_cfg.library.empty() && !g_cfg.impl.empty()) {
-    try {
-      g_cfg.library =
-          pmoe::conformance::find_library_by_impl(g_cfg.impl, env("POCKETMOE_PLUGIN_PATH"));
-    } catch (const std::exception& e) {
-      std::cerr << e.what() << "\n";
-      return 2;
-    }
-  }
-  if (g_cfg.library.empty()) {
-    std::cerr << "usage: " << argv[0]
-              << " --plugin=<library> | --impl=<name> (with POCKETMOE_PLUGIN_PATH)"
-                 " [--option=key=value ...] [--data-dir=<dir>] [doctest options]\n";
-    return 2;
-  }
+  pmoe::conformance::SuiteArgs args;
+  if (!args.parse(argc, argv, PMOE_KIND_STORAGE, {"--data-dir="})) return 2;
+  g_cfg.library = args.library, g_cfg.impl = args.impl, g_cfg.options = args.options;
+  const char* dir = std::getenv("PMOE_CONFORMANCE_DIR");
+  g_cfg.data_dir = args.get("--data-dir=", dir ? dir : ".");
+  std::vector<char*>& rest = args.rest;
   std::cout << "storage conformance: " << g_cfg.library << (g_cfg.impl.empty() ? "" : " impl ")
             << g_cfg.impl << ", data in " << g_cfg.data_dir << "\n";
   // A backend the system refuses (io_uring under a seccomp filter, an old kernel) cannot be

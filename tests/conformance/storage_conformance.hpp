@@ -1,12 +1,9 @@
 // Storage conformance suite: helpers to load any storage plugin library through the C ABI alone
-// (boost::dll, pmoe_plugin_entry, a host table of our own) and to drive an instance of it.
-// Header-only so that plugin-specific unit tests (tests/unit/test_storage_posix.cpp) reuse it.
+// and to drive an instance of it. Header-only so that plugin-specific unit tests
+// (tests/unit/test_storage_posix.cpp) reuse it.
 #pragma once
 
-#include <pocketmoe/pocketmoe.h>
-
-#include <yaml-cpp/yaml.h>
-#include <boost/dll/shared_library.hpp>
+#include "plugin_library.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -28,105 +25,14 @@
 
 namespace pmoe::conformance {
 
-using OptionList = std::vector<std::pair<std::string, std::string>>;
-
-/// The host's log service: keeps every line so tests can look for a warning.
-class HostLog {
- public:
-  static void log(void* ctx, pmoe_log_level level, const char* source, const char* message) {
-    auto* self = static_cast<HostLog*>(ctx);
-    std::lock_guard lk(self->mu_);
-    self->lines_.push_back(std::string(level >= PMOE_LOG_WARN ? "warn " : "info ") +
-                           (source ? source : "?") + ": " + (message ? message : ""));
-  }
-  bool contains(const std::string& needle) const {
-    std::lock_guard lk(mu_);
-    for (const auto& l : lines_)
-      if (l.find(needle) != std::string::npos) return true;
-    return false;
-  }
-  std::string dump() const {
-    std::lock_guard lk(mu_);
-    std::string s;
-    for (const auto& l : lines_) s += l + "\n";
-    return s;
-  }
-  void clear() {
-    std::lock_guard lk(mu_);
-    lines_.clear();
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::vector<std::string> lines_;
-};
-
 /// A storage plugin library, loaded and negotiated; `impl` picks the implementation by name
 /// (empty: the first storage implementation the library offers).
-class StorageLibrary {
+class StorageLibrary : public PluginLibrary {
  public:
   explicit StorageLibrary(const std::string& path, const std::string& impl = {})
-      : lib_(path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local) {
-    host_ = {sizeof(pmoe_host), PMOE_ABI_MAJOR, PMOE_ABI_MINOR, &log_, &HostLog::log};
-    if (!lib_.has(PMOE_ENTRY_SYMBOL))
-      throw std::runtime_error(path + ": no symbol " PMOE_ENTRY_SYMBOL);
-    entry_ = lib_.get<pmoe_status(const pmoe_host*, const pmoe_plugin_desc**, pmoe_error*)>(
-        PMOE_ENTRY_SYMBOL);
-    pmoe_error err{};
-    if (entry_(&host_, &desc_, &err) != PMOE_OK || !desc_)
-      throw std::runtime_error(path + ": entry refused the host: " + err.message);
-    for (size_t i = 0; i < desc_->n_impls; ++i) {
-      const pmoe_impl& m = desc_->impls[i];
-      if (m.kind == PMOE_KIND_STORAGE && (impl.empty() || (m.name && impl == m.name))) {
-        impl_ = &m;
-        break;
-      }
-    }
-    if (!impl_)
-      throw std::runtime_error(path + ": no storage implementation" +
-                               (impl.empty() ? std::string() : " named '" + impl + "'"));
-  }
-
-  pmoe_plugin_entry_fn entry() const { return entry_; }
-  const pmoe_plugin_desc& desc() const { return *desc_; }
-  const pmoe_impl& impl() const { return *impl_; }
-  const pmoe_storage_vtable& vt() const {
-    return *static_cast<const pmoe_storage_vtable*>(impl_->vtable);
-  }
-  const pmoe_host* host() const { return &host_; }
-  HostLog& log() const { return log_; }
-
- private:
-  boost::dll::shared_library lib_;
-  mutable HostLog log_;
-  pmoe_host host_{};
-  pmoe_plugin_entry_fn entry_ = nullptr;
-  const pmoe_plugin_desc* desc_ = nullptr;
-  const pmoe_impl* impl_ = nullptr;
+      : PluginLibrary(path, PMOE_KIND_STORAGE, impl) {}
+  const pmoe_storage_vtable& vt() const { return vtable<pmoe_storage_vtable>(); }
 };
-
-/// The library that provides storage implementation `impl`, found through the plugin manifests
-/// (`<name>.yaml` with `provides:` and `library:`) in a ':'-separated list of directories.
-inline std::string find_library_by_impl(const std::string& impl, const std::string& search_path) {
-  std::stringstream dirs(search_path);
-  for (std::string dir; std::getline(dirs, dir, ':');) {
-    std::error_code ec;
-    if (dir.empty() || !std::filesystem::is_directory(dir, ec)) continue;
-    for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-      if (e.path().extension() != ".yaml") continue;
-      try {
-        const YAML::Node m = YAML::LoadFile(e.path().string());
-        if (!m["library"] || !m["provides"]) continue;
-        for (const auto& p : m["provides"])
-          if (p["name"].as<std::string>("") == impl && p["kind"].as<std::string>("") == "storage")
-            return (std::filesystem::path(dir) / m["library"].as<std::string>()).string();
-      } catch (const YAML::Exception&) {
-        // not a manifest; ignore it like the runtime does
-      }
-    }
-  }
-  throw std::runtime_error("no manifest in '" + search_path + "' provides storage '" + impl + "'");
-}
 
 /// One instance of the storage implementation (create on construction, destroy on destruction).
 class StorageInstance {

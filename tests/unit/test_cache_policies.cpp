@@ -1,8 +1,9 @@
 // Expert-cache replacement policies: the built-in lru and the cache-policies plugin (lfu, s3fifo,
 // arc, router). Every policy is chosen by config text and loaded through PluginRegistry +
-// CachePolicyInstance, exactly as the engine loads it. A conformance section checks the contract of
-// cache_policy.h against a model of the resident set for every policy; then each policy's own
-// behaviour; then hit rates on a skewed synthetic routing trace against random eviction.
+// CachePolicyInstance, exactly as the engine loads it. The contract of cache_policy.h
+// (tests/conformance/cache_policy_conformance.hpp, also the standalone suite's) is checked for every
+// policy and option variant; then each policy's own behaviour; then hit rates on a skewed
+// synthetic routing trace against random eviction.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -17,21 +18,17 @@
 #include <string>
 #include <vector>
 
+#include "../conformance/cache_policy_conformance.hpp"
 #include "common/error.hpp"
 #include "config/config.hpp"
 #include "plugin/instances.hpp"
 #include "plugin/registry.hpp"
 
 using pmoe::CachePolicyInstance;
+using namespace pmoe::conformance;
 
 namespace {
 
-uint64_t K(uint32_t layer, uint32_t expert) { return PMOE_EXPERT_KEY(layer, expert); }
-
-pmoe_cache_shape shape(uint64_t capacity, uint32_t layers = 4, uint32_t experts = 16,
-                       uint32_t top_k = 2) {
-  return {sizeof(pmoe_cache_shape), layers, experts, top_k, capacity};
-}
 
 pmoe::PluginRegistry& registry() {
   static pmoe::PluginRegistry reg({PMOE_BUILD_DIR "/lib/pocketmoe"}, false);
@@ -46,17 +43,6 @@ CachePolicyInstance make(const std::string& name, const pmoe_cache_shape& s,
   return CachePolicyInstance::create(registry(), cfg.cache_policy, s);
 }
 
-std::vector<uint64_t> victims(CachePolicyInstance& p, size_t max = 1000) {
-  std::vector<uint64_t> out(max);
-  out.resize(p.victims(out));
-  return out;
-}
-
-void insert(CachePolicyInstance& p, std::vector<uint64_t> keys) { p.on_insert(keys); }
-void access(CachePolicyInstance& p, std::vector<uint64_t> keys, uint64_t tick) {
-  p.on_access(keys, tick);
-}
-void evict(CachePolicyInstance& p, std::vector<uint64_t> keys) { p.on_evict(keys); }
 
 /// Every policy with its default options, and a few option settings that change its mechanics.
 struct Variant {
@@ -145,116 +131,6 @@ TEST_CASE("cache policies: bad options fail with a message naming the option") {
 
 namespace {
 
-/// Checks one victims() answer against the model of the resident set; returns the full ranking.
-std::vector<uint64_t> check_victims(CachePolicyInstance& p, const std::set<uint64_t>& resident,
-                                    size_t max) {
-  std::vector<uint64_t> v = victims(p, max);
-  REQUIRE(v.size() == std::min(max, resident.size()));  // every resident entry is a candidate
-  std::set<uint64_t> seen;
-  for (uint64_t k : v) {
-    REQUIRE_MESSAGE(resident.count(k) == 1, "proposed a key that is not resident: ", k);
-    REQUIRE_MESSAGE(seen.insert(k).second, "proposed a key twice: ", k);
-  }
-  REQUIRE(victims(p, max) == v);  // proposing changes nothing
-  if (max > 1) {                  // best first: a shorter answer is a prefix of a longer one
-    std::vector<uint64_t> shorter = victims(p, max / 2);
-    REQUIRE(std::equal(shorter.begin(), shorter.end(), v.begin()));
-  }
-  return v;
-}
-
-/// Random engine-like traffic with pins, runtime-initiated evictions, re-inserts and bogus keys.
-void conformance_run(const Variant& var, uint64_t capacity, uint64_t seed) {
-  const uint32_t layers = 4, experts = 8;
-  const uint32_t top_k = static_cast<uint32_t>(std::min<uint64_t>(2, capacity));
-  auto p = make(var.name, shape(capacity, layers, experts, top_k), var.options);
-  std::mt19937_64 rng(seed);
-  auto chance = [&](double x) { return std::uniform_real_distribution<>(0, 1)(rng) < x; };
-  auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
-  std::set<uint64_t> resident;
-  std::vector<float> probs(experts);
-
-  for (uint64_t step = 0; step < 1500; ++step) {
-    const uint64_t tick = step / layers;
-    // Layer `layers` is outside the shape: policies must cope with such keys too.
-    const uint32_t layer = chance(0.05) ? layers : static_cast<uint32_t>(step % layers);
-    for (auto& x : probs)
-      x = static_cast<float>(std::exp(-3.0 * static_cast<double>(pick(100)) / 100.0));
-    p.on_routing(layer, probs.data(), 1, experts);
-
-    std::vector<uint64_t> use;  // top_k distinct experts, skewed toward low numbers
-    while (use.size() < top_k) {
-      uint64_t k = K(layer, static_cast<uint32_t>(std::min(pick(experts), pick(experts))));
-      if (std::find(use.begin(), use.end(), k) == use.end()) use.push_back(k);
-    }
-    std::vector<uint64_t> hits, misses;
-    for (uint64_t k : use) (resident.count(k) ? hits : misses).push_back(k);
-
-    size_t need =
-        resident.size() + misses.size() > capacity ? resident.size() + misses.size() - capacity : 0;
-    if (need > 0) {
-      // Ask for more than needed (pins), sometimes for far more than is resident.
-      size_t max = chance(0.2) ? resident.size() * 3 + 1 : need + hits.size() + pick(3);
-      std::vector<uint64_t> v = check_victims(p, resident, max);
-      std::vector<uint64_t> out;
-      for (uint64_t k : v) {
-        if (out.size() == need) break;
-        // In use by this step, or (at random) by an in-flight read.
-        bool pinned = std::count(hits.begin(), hits.end(), k) || chance(0.15);
-        if (!pinned) out.push_back(k);
-      }
-      if (out.size() < need) {  // pins took too many: fall back to any unpinned entry
-        for (uint64_t k : check_victims(p, resident, resident.size()))
-          if (out.size() < need && !std::count(hits.begin(), hits.end(), k) &&
-              !std::count(out.begin(), out.end(), k))
-            out.push_back(k);
-      }
-      REQUIRE(out.size() == need);
-      if (chance(0.5)) {
-        p.on_evict(out);
-        for (uint64_t k : out) resident.erase(k);
-      } else {
-        for (uint64_t k : out) {
-          std::vector<uint64_t> before = victims(p);
-          evict(p, {k});
-          resident.erase(k);
-          if (k == before[0]) {  // taking the best victim leaves the rest of the ranking as it was
-            before.erase(before.begin());
-            REQUIRE(victims(p) == before);
-          }
-        }
-      }
-    }
-    p.on_insert(misses);
-    resident.insert(misses.begin(), misses.end());
-    p.on_access(use, tick);
-
-    if (chance(0.05) && !resident.empty()) {  // the runtime drops an entry of its own accord
-      auto it = std::next(resident.begin(), static_cast<long>(pick(resident.size())));
-      evict(p, {*it});
-      resident.erase(it);
-    }
-    if (chance(0.05) && !resident.empty())  // a resident key inserted again is not duplicated
-      insert(p, {*std::next(resident.begin(), static_cast<long>(pick(resident.size())))});
-    if (chance(0.05)) {  // keys that are not resident are ignored
-      uint64_t bogus = K(layers + 7, static_cast<uint32_t>(pick(experts)));
-      access(p, {bogus}, tick);
-      evict(p, {bogus});
-    }
-    // The policy's view is exactly the resident set.
-    std::vector<uint64_t> all = check_victims(p, resident, resident.size() + 5);
-    REQUIRE(std::set<uint64_t>(all.begin(), all.end()) == resident);
-  }
-  // Evicting everything leaves nothing to propose; re-inserting works from scratch.
-  std::vector<uint64_t> all(resident.begin(), resident.end());
-  p.on_evict(all);
-  CHECK(victims(p).empty());
-  p.on_insert(all);
-  std::vector<uint64_t> again = victims(p);
-  CHECK(std::set<uint64_t>(all.begin(), all.end()) ==
-        std::set<uint64_t>(again.begin(), again.end()));
-}
-
 }  // namespace
 
 TEST_CASE("cache policies: conformance of every policy") {
@@ -262,7 +138,8 @@ TEST_CASE("cache policies: conformance of every policy") {
     for (uint64_t capacity : {1, 3, 12}) {
       CAPTURE(label(var));
       CAPTURE(capacity);
-      conformance_run(var, capacity, 1000 * capacity + var.options.size());
+      pmoe::conformance::contract_run([&](const pmoe_cache_shape& s) { return make(var.name, s, var.options); },
+                                      capacity, 1000 * capacity + var.options.size());
     }
   }
 }
@@ -270,25 +147,7 @@ TEST_CASE("cache policies: conformance of every policy") {
 TEST_CASE("cache policies: edge cases of the contract for every policy") {
   for (const auto& var : kVariants) {
     CAPTURE(label(var));
-    auto p = make(var.name, shape(4), var.options);
-    CHECK(victims(p).empty());
-    CHECK(victims(p, 0).empty());
-    insert(p, {K(0, 1), K(0, 2)});
-    access(p, {K(0, 1), K(0, 2)}, 1);
-    CHECK(victims(p, 0).empty());
-    CHECK(victims(p, 100).size() == 2);  // max beyond the resident count
-    // Evicting the key that was not proposed first is allowed.
-    uint64_t second = victims(p)[1];
-    evict(p, {second});
-    CHECK(victims(p) == std::vector<uint64_t>{second == K(0, 1) ? K(0, 2) : K(0, 1)});
-    // ... and so is a re-insert after an evict.
-    insert(p, {second});
-    access(p, {second}, 2);
-    CHECK(victims(p).size() == 2);
-    // A shape without a capacity (unlimited budget) still works.
-    auto q = make(var.name, shape(0, 2, 4, 1), var.options);
-    for (uint32_t e = 0; e < 4; ++e) insert(q, {K(1, e)});
-    CHECK(victims(q).size() == 4);
+    pmoe::conformance::contract_edges([&](const pmoe_cache_shape& s) { return make(var.name, s, var.options); });
   }
 }
 
