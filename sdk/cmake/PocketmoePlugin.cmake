@@ -47,6 +47,8 @@ function(pocketmoe_add_plugin target)
     set_property(GLOBAL APPEND PROPERTY PMOE_CONFORMANCE_${ARG_CONFORMANCE} ${target})
     set_property(TARGET ${target} PROPERTY PMOE_CONFORMANCE_OPTIONS "${ARG_CONFORMANCE_OPTIONS}")
     set_property(TARGET ${target} PROPERTY PMOE_CONFORMANCE_ENV "${ARG_CONFORMANCE_ENV}")
+    string(REGEX MATCH "- name: *([A-Za-z0-9_.-]+)" _ "${manifest_text}")  # its (first) implementation
+    set_property(TARGET ${target} PROPERTY PMOE_CONFORMANCE_IMPL "${CMAKE_MATCH_1}")
   endif()
   if(NOT ARG_NO_INSTALL)
     install(TARGETS ${target} LIBRARY DESTINATION ${ARG_INSTALL_DIR})

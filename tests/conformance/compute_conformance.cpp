@@ -44,7 +44,7 @@ class ComputeInstance {
     const pmoe_options o{items.data(), items.size()};
     pmoe_error err{};
     if (vt_.create(lib.host(), &o, &c_, &err) != PMOE_OK || !c_)
-      throw std::runtime_error(std::string("create failed: ") + err.message);
+      throw std::runtime_error(std::string("create failed: ") + err.message + " [" + pmoe_status_name(err.code) + "]");
   }
   ~ComputeInstance() {
     for (pmoe_buffer* b : bufs_) vt_.buffer_free(c_, b);
@@ -193,17 +193,27 @@ std::vector<int64_t> widths(uint32_t type) {
   return pmoe_dtype_block_elems(type) == 256 ? std::vector<int64_t>{256, 768} : std::vector<int64_t>{32, 224, 256};
 }
 
+/// How a backend may round matmul inputs: as ggml's CPU backend does for the weight type (integer
+/// dot products, llama.cpp's bits), or not at all (float products, e.g. a GPU). Both are correct;
+/// the fixtures accept either (fixtures/README: `ref` or `exact`), and so does this suite.
+const testref::ActRound kRoundings[] = {testref::ActRound::none, testref::ActRound::q8_0};
+testref::ActRound rounding(testref::ActRound r, uint32_t type) {
+  return r == testref::ActRound::none ? r : testref::act_round(type);
+}
+
 /// Worst |y - ref| / sum|w x| of Y (out x T) against the reference product of W (dequantized
-/// `wd`, offsets `m`) and X as the backend rounds it for the weight type.
+/// `wd`, offsets `m`) and X as rounded by `how`, the smaller of the two ways (kRoundings).
 double worst_matmul_error(uint32_t type, const std::vector<float>& wd, const std::vector<double>& m,
                           const std::vector<float>& x, const std::vector<float>& y, int64_t in, int64_t out, int64_t T) {
+  double best = 1e30;
+  for (testref::ActRound how : kRoundings) {
   double worst = 0;
   for (int64_t t = 0; t < T; ++t) {
-    const auto xr = testref::round_act(testref::act_round(type), x.data() + t * in, size_t(in));
+    const auto xr = testref::round_act(rounding(how, type), x.data() + t * in, size_t(in));
     for (int64_t o = 0; o < out; ++o) {
       double ref = 0, mag = 0;
       for (int64_t i = 0; i < in; ++i) {
-        const double mi = m.empty() ? 0.0 : m[size_t((o * in + i) / 32)];
+        const double mi = m.empty() || xr.s.empty() ? 0.0 : m[size_t((o * in + i) / 32)];  // offsets apart only with Q8_1's s
         ref += (wd[size_t(o * in + i)] - mi) * xr.x[size_t(i)];
         mag += std::fabs(wd[size_t(o * in + i)] * xr.x[size_t(i)]);
       }
@@ -211,7 +221,9 @@ double worst_matmul_error(uint32_t type, const std::vector<float>& wd, const std
       worst = std::max(worst, std::fabs(ref - y[size_t(t * out + o)]) / (mag + 1e-6));
     }
   }
-  return worst;
+  best = std::min(best, worst);
+  }
+  return best;
 }
 
 }  // namespace
@@ -488,20 +500,22 @@ TEST_CASE("moe: every weight type; expert order never changes a bit; combine wei
       const std::vector<double> m = block_offsets(t, wbytes);
       double y = 0;
       for (int64_t c2 = 0; c2 < in; ++c2)
-        y += (wdq[size_t(row * in + c2)] - (m.empty() ? 0.0 : m[size_t((row * in + c2) / 32)])) * xr.x[size_t(c2)];
+        y += (wdq[size_t(row * in + c2)] - (m.empty() || xr.s.empty() ? 0.0 : m[size_t((row * in + c2) / 32)])) * xr.x[size_t(c2)];
       for (size_t b = 0; b < xr.s.size() && !m.empty(); ++b) y += m[size_t(row * in / 32) + b] * xr.s[b];
       return y;
     };
+    double best = 1e30;
+    for (testref::ActRound how : kRoundings) {
     std::vector<double> ref(size_t(D * T), 0.0), mag(size_t(D * T), 0.0);
     for (int64_t t = 0; t < T; ++t) {
-      const auto xr = testref::round_act(testref::act_round(type), x.data() + t * D, size_t(D));
+      const auto xr = testref::round_act(rounding(how, type), x.data() + t * D, size_t(D));
       for (int64_t j = 0; j < K; ++j) {
         const int64_t e = (t + j) % E;
         std::vector<float> act(static_cast<size_t>(F));
         for (int64_t r = 0; r < F; ++r)
           act[size_t(r)] = float(std::max(product(wd[size_t(e * 3)], wb[size_t(e * 3)], type, xr, r, D), 0.0) *
                                  product(wd[size_t(e * 3 + 1)], wb[size_t(e * 3 + 1)], type, xr, r, D));
-        const auto ar = testref::round_act(testref::act_round(down_type), act.data(), size_t(F));
+        const auto ar = testref::round_act(rounding(how, down_type), act.data(), size_t(F));
         const double wj = j == 0 ? 0.7 : 0.3;
         for (int64_t i = 0; i < D; ++i) {
           ref[size_t(t * D + i)] += wj * product(wd[size_t(e * 3 + 2)], wb[size_t(e * 3 + 2)], down_type, ar, i, F);
@@ -511,8 +525,10 @@ TEST_CASE("moe: every weight type; expert order never changes a bit; combine wei
     }
     double worst = 0;
     for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::fabs(a[i] - (x[i] + ref[i])) / (1e-6 + mag[i]));
-    INFO("worst error / sum of |terms| " << worst);
-    CHECK(worst <= 2e-3);
+    best = std::min(best, worst);
+    }
+    INFO("worst error / sum of |terms| " << best);
+    CHECK(best <= 2e-3);
   }
 }
 
@@ -546,7 +562,8 @@ int main(int argc, char** argv) {
   try {
     pmoe::conformance::ComputeInstance probe(pmoe::conformance::library(), g_args.options);
   } catch (const std::exception& e) {
-    if (std::string(e.what()).find("not available on this system") != std::string::npos) {
+    // "[not_found]": no such device here (e.g. no Vulkan driver)
+    if (std::string(e.what()).find("[not_found]") != std::string::npos) {
       std::cout << "SKIPPED: " << e.what() << "\n";
       return 77;
     }

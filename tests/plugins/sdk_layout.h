@@ -18,7 +18,9 @@
   X(sizeof(pmoe_cache_policy_vtable)) X(offsetof(pmoe_cache_policy_vtable, on_routing))         \
   X(sizeof(pmoe_tensor)) X(offsetof(pmoe_tensor, nb))                                           \
   X(sizeof(pmoe_op)) X(offsetof(pmoe_op, src)) X(offsetof(pmoe_op, f))                          \
-  X(sizeof(pmoe_compute_vtable)) X(offsetof(pmoe_compute_vtable, sync))
+  X(sizeof(pmoe_compute_vtable)) X(offsetof(pmoe_compute_vtable, sync))                        \
+  X(offsetof(pmoe_compute_vtable, buffer_flush_range)) X(sizeof(pmoe_compute_props))            \
+  X(offsetof(pmoe_compute_props, alignment))
 
 #ifdef __cplusplus
 extern "C" {

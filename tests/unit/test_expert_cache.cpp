@@ -3,6 +3,8 @@
 // budgets that are too small; storage faults.
 #include <doctest/doctest.h>
 
+#include "backend_under_test.hpp"
+
 #include "common/error.hpp"
 #include "engine/session.hpp"
 
@@ -20,6 +22,7 @@ using namespace pmoe;
 namespace fs = std::filesystem;
 
 namespace {
+[[maybe_unused]] const bool kSkipped = pmoe::test::skip_without_device();  // before any test runs
 const std::string kFix = PMOE_FIXTURES_DIR;
 const std::string kBuild = PMOE_BUILD_DIR;
 
@@ -29,11 +32,18 @@ std::vector<int32_t> tokens_of(const std::string& seq) {
   return nlohmann::json::parse(f).get<std::vector<int32_t>>();
 }
 
+/// The compute backend under test (PMOE_TEST_COMPUTE, set when a compute plugin's CONFORMANCE
+/// registration runs this file on it): streamed and resident runs both use it.
+std::string compute_section() {
+  const std::string b = pmoe::test::backend_under_test();
+  return b.empty() ? "" : "compute: { plugin: " + b + " }\n";
+}
+
 std::string write_config(const std::string& name, const std::string& yaml) {
   const fs::path dir = fs::path(kBuild) / "test-configs";
   fs::create_directories(dir);
   const std::string p = (dir / (name + ".yaml")).string();
-  std::ofstream(p) << "plugin_paths: [" << kBuild << "/test-plugins/fault]\n" << yaml;
+  std::ofstream(p) << "plugin_paths: [" << kBuild << "/test-plugins/fault]\n" << compute_section() << yaml;
   return p;
 }
 
@@ -49,7 +59,7 @@ Run run(const std::string& model, const std::string& config, const std::vector<i
         uint32_t ubatch = 8) {
   SessionOptions o;
   o.model_path = model.find('/') != std::string::npos ? model : kFix + "/models/" + model + ".gguf";
-  o.config_path = config;
+  o.config_path = config.empty() && !compute_section().empty() ? write_config("resident", "") : config;
   o.load_tokenizer = false;
   o.engine.n_ctx = uint32_t(toks.size());
   o.engine.ubatch = ubatch;  // the same chunking as the streamed runs (prefill_chunk 8)
@@ -88,7 +98,7 @@ uint64_t expert_slot_bytes(const std::string& model) {
 TEST_CASE("offloading never changes a bit: storage x policy x budget x lookahead x direct I/O") {
   const auto toks = tokens_of("st-a.random");
   std::vector<std::string> policies = {"lru"};
-  {
+  if (compute_section().empty()) {  // which policy runs is the host's business: checked once, on the default backend
     PluginRegistry reg;
     for (const char* p : {"lfu", "s3fifo", "arc", "router"})
       if (reg.find(p, PMOE_KIND_CACHE_POLICY)) policies.push_back(p);

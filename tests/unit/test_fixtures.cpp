@@ -2,17 +2,23 @@
 // with the tolerances of fixtures/README.md.
 #include <doctest/doctest.h>
 
+#include "backend_under_test.hpp"
+
 #include "engine/sampler.hpp"
 #include "engine/session.hpp"
 
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 
 using namespace pmoe;
 
 namespace {
+[[maybe_unused]] const bool kSkipped = pmoe::test::skip_without_device();  // before any test runs
 const std::string kFix = PMOE_FIXTURES_DIR;
 
 nlohmann::json read_json(const std::string& p) {
@@ -62,11 +68,29 @@ Compare compare(const std::vector<float>& ours, const std::vector<float>& ref,
   return c;
 }
 
-Session open_model(const std::string& model, uint32_t n_ctx, const std::string& dir = kFix + "/models") {
+/// A config file with `text` (in the temp directory, named after `name`).
+std::string write_config(const std::string& name, const std::string& text) {
+  const std::string path = std::filesystem::temp_directory_path() / ("pmoe_fixtures_" + name + ".yaml");
+  std::ofstream(path) << text;
+  return path;
+}
+
+/// The compute backend the fixtures run on: the default one, or PMOE_TEST_COMPUTE (the plugins'
+/// CONFORMANCE registration runs this whole file again on each compute plugin).
+std::string backend() { return pmoe::test::backend_under_test(); }
+
+/// Does the backend round matmul inputs like ggml's CPU backend (and so owe llama.cpp's bits)?
+bool rounds_like_ggml() { return backend().empty() || backend() == "cpu-onednn"; }
+
+Session open_model(const std::string& model, uint32_t n_ctx, const std::string& dir = kFix + "/models",
+                   const std::string& config = "") {
   SessionOptions o;
   o.model_path = dir + "/" + model + ".gguf";
   o.engine.n_ctx = n_ctx;
   o.load_tokenizer = false;
+  o.config_path = config;
+  if (config.empty() && !backend().empty())
+    o.config_path = write_config("backend", "compute: { plugin: " + backend() + " }\n");
   return Session(o);
 }
 
@@ -158,15 +182,17 @@ void check_quantized(const std::string& model, const std::string& kind) {
   INFO(base << " vs ref: KL " << ref.mean_kl << " top1 " << ref.top1 << "; vs exact: KL "
             << exact.mean_kl << " top1 " << exact.top1);
   CHECK(((ref.mean_kl <= 5e-3 && ref.top1 >= 0.85) || (exact.mean_kl <= 5e-3 && exact.top1 >= 0.85)));
-  // we round activations exactly like ggml, so we are held to the llama.cpp reference itself
-  CHECK(ref.mean_kl <= 5e-3);
-  CHECK(ref.top1 >= 0.85);
+  if (rounds_like_ggml()) {  // activations rounded exactly like ggml: held to llama.cpp itself
+    CHECK(ref.mean_kl <= 5e-3);
+    CHECK(ref.top1 >= 0.85);
+  }
   s.engine().reset();
   std::vector<float> seq;
   for (int32_t t : tokens) s.engine().eval(std::span(&t, 1), true, seq);
   const Compare cs = compare(seq, read_bin(base + ".ref.seq.bin"), positions, V);
-  CHECK(cs.mean_kl <= 5e-3);
-  CHECK(cs.top1 >= 0.85);
+  const Compare cse = compare(seq, read_bin(base + ".exact.batch.bin"), positions, V);
+  INFO("one by one vs ref: KL " << cs.mean_kl << " top1 " << cs.top1 << "; vs exact: KL " << cse.mean_kl);
+  CHECK(((cs.mean_kl <= 5e-3 && cs.top1 >= 0.85) || (!rounds_like_ggml() && cse.mean_kl <= 5e-3 && cse.top1 >= 0.85)));
 }
 }  // namespace
 
@@ -175,7 +201,12 @@ void check_quantized(const std::string& model, const std::string& kind) {
 // kernels sum as llama.cpp does, so most rows agree bit for bit; but these random-weight models
 // are chaotic, and llama.cpp's own batch and one-by-one logits differ by up to mean KL 0.012 on
 // them. So a batch passes against either of llama.cpp's two results for the same positions.
-bool within(const Compare& c) { return c.mean_kl <= 5e-3 && c.top1 >= 0.85; }
+// A backend that does not round activations like ggml (f32 products on a GPU) has no `exact`
+// reference for these files, so it is held to the README's looser bound for such backends:
+// mean KL <= 0.1 and top-1 >= 0.7 (a real bug gives KL > 1).
+bool within(const Compare& c) {
+  return rounds_like_ggml() ? c.mean_kl <= 5e-3 && c.top1 >= 0.85 : c.mean_kl <= 0.1 && c.top1 >= 0.7;
+}
 
 void check_downloaded(const std::string& model, const std::string& kind) {
   const std::string dir = kFix + "/quant";
@@ -203,7 +234,7 @@ void check_downloaded(const std::string& model, const std::string& kind) {
   for (size_t k = 0; k < steps; ++k) rows[k] = int(k);
   const Compare cg = compare(gen, gen_ref, rows, V);
   INFO(model << "." << kind << " greedy steps: KL " << cg.mean_kl << " top1 " << cg.top1);
-  CHECK(cg.mean_kl <= 5e-3);  // 8 rows: too few for a top-1 rate, one near-tie is 0.125
+  CHECK(cg.mean_kl <= (rounds_like_ggml() ? 5e-3 : 0.1));  // 8 rows: too few for a top-1 rate, one near-tie is 0.125
 
   s.engine().reset();
   std::vector<float> seq;
@@ -242,4 +273,35 @@ TEST_CASE("downloaded file types: every llama-quantize fixture matches llama.cpp
     ++models;
   }
   CHECK(models == 13);
+}
+
+TEST_CASE("a compute plugin built for ABI 1.0 still loads and computes the same bits (the host's fallbacks)") {
+  if (!backend().empty()) return;  // about the host, not the backend under test
+  const std::string v10 = "plugin_paths: [\"" PMOE_TEST_PLUGIN_DIR "/compute-v10\"]\ncompute: { plugin: compute-v10, threads: 2 }\n";
+  const std::string cpu = "compute: { plugin: cpu-onednn, threads: 2 }\n";
+  const auto meta = read_json(kFix + "/logits/st-a-q8_0.text.ref.json");
+  const std::vector<int32_t> tokens = meta["tokens"];
+  for (const std::string cache : {"", "cache: { policy: lru, budget: 1MiB }\nprefetch: { lookahead: 2 }\n"}) {
+    std::vector<float> a, b;
+    Session sa = open_model("st-a-q8_0", uint32_t(tokens.size()), kFix + "/models", write_config("v10", v10 + cache));
+    CHECK(std::string(sa.compute().props().name) == "compute-v10");  // no get_props: the host's defaults
+    sa.engine().eval(tokens, true, a);
+    Session sb = open_model("st-a-q8_0", uint32_t(tokens.size()), kFix + "/models", write_config("cpu", cpu + cache));
+    sb.engine().eval(tokens, true, b);
+    INFO("cache: " << cache);
+    REQUIRE(a.size() == b.size());
+    CHECK(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+  }
+  // a 1.0 backend cannot know the K-quants: refused at load, naming op, dtype and tensor
+  try {
+    open_model("st-k-q4_k_m", 64, kFix + "/quant/models", write_config("v10", v10));
+    FAIL("a Q4_K model loaded on an ABI 1.0 backend");
+  } catch (const std::exception& e) {
+    const std::string msg = e.what();
+    INFO(msg);
+    CHECK(msg.find("compute backend 'compute-v10' cannot run") != std::string::npos);
+    CHECK(msg.find("which has no q") != std::string::npos);
+    CHECK(msg.find("(tensor '") != std::string::npos);
+    CHECK(msg.find("built for ABI 1.0") != std::string::npos);
+  }
 }

@@ -36,6 +36,12 @@ static_assert(sizeof(pmoe_op) == 672 && offsetof(pmoe_op, src) == 96 && offsetof
 static_assert(offsetof(pmoe_compute_vtable, create) == 8 &&
               offsetof(pmoe_compute_vtable, buffer_wrap) == 32 &&
               offsetof(pmoe_compute_vtable, execute) == 72 && offsetof(pmoe_compute_vtable, sync) == 80);
+// ABI 1.2: appended to the compute table, plus the props struct get_props fills
+static_assert(offsetof(pmoe_compute_vtable, get_props) == 88 && offsetof(pmoe_compute_vtable, supports_op) == 96 &&
+              offsetof(pmoe_compute_vtable, submit) == 104 && offsetof(pmoe_compute_vtable, wait) == 112 &&
+              offsetof(pmoe_compute_vtable, buffer_flush_range) == 120);
+static_assert(sizeof(pmoe_compute_props) == 176 && offsetof(pmoe_compute_props, name) == 8 &&
+              offsetof(pmoe_compute_props, unified_memory) == 136 && offsetof(pmoe_compute_props, alignment) == 168);
 #endif
 
 // Values that cross the ABI as integers are frozen too; new ones are only appended.
@@ -51,6 +57,8 @@ static_assert(PMOE_DTYPE_Q4_1 == 3 && PMOE_DTYPE_Q5_0 == 6 && PMOE_DTYPE_Q5_1 ==
               PMOE_DTYPE_Q3_K == 11 && PMOE_DTYPE_Q4_K == 12 && PMOE_DTYPE_Q5_K == 13 && PMOE_DTYPE_Q6_K == 14 &&
               PMOE_DTYPE_IQ4_NL == 20 && PMOE_DTYPE_IQ4_XS == 23);
 static_assert(PMOE_OP_GET_ROWS == 1 && PMOE_OP_MOE_EXPERT == 7 && PMOE_OP_COPY == 8);
+static_assert(PMOE_DEVICE_CPU == 0 && PMOE_DEVICE_INTEGRATED_GPU == 1 && PMOE_DEVICE_DISCRETE_GPU == 2 &&
+              PMOE_DEVICE_OTHER == 3);
 static_assert(PMOE_OPEN_DIRECT == 1u && PMOE_BUFFER_HOST_VISIBLE == 1u && PMOE_BUFFER_READ_ONLY == 2u);
 
 TEST_CASE("C and C++ see the same layouts") {

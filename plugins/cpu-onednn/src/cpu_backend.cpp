@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <unistd.h>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -29,20 +31,7 @@ struct Buffer {
   bool owned;
 };
 
-std::string op_name(uint32_t k) {
-  switch (k) {
-    case PMOE_OP_GET_ROWS: return "get_rows";
-    case PMOE_OP_RMS_NORM: return "rms_norm";
-    case PMOE_OP_MATMUL: return "matmul";
-    case PMOE_OP_ADD: return "add";
-    case PMOE_OP_ROPE_NEOX: return "rope_neox";
-    case PMOE_OP_ATTENTION: return "attention";
-    case PMOE_OP_MOE_EXPERT: return "moe_expert";
-    case PMOE_OP_MOE_COMBINE: return "moe_combine";
-    case PMOE_OP_COPY: return "copy";
-    default: return "op#" + std::to_string(k);
-  }
-}
+std::string op_name(uint32_t k) { return pmoe_op_name(k); }
 
 // Multiply-adds below which an op runs on the calling thread alone.
 constexpr int64_t kMinParallelWork = int64_t(1) << 16;
@@ -100,6 +89,34 @@ class CpuBackend final : public sdk::Compute {
     auto* buf = static_cast<Buffer*>(b);
     if (off > buf->size || size > buf->size - off) fail("buffer_read out of bounds");
     std::memcpy(dst, buf->data + off, size);
+  }
+
+  void get_props(pmoe_compute_props& p) override {
+    p.device_type = PMOE_DEVICE_CPU;
+    p.unified_memory = 1;
+    std::snprintf(p.name, sizeof p.name, "CPU, %d threads, %s kernels", threads_, isa_name(kernel_isa()));
+    const uint64_t ram = uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE));
+    p.device_memory = p.host_visible_memory = ram;
+    p.max_buffer_size = 0;  // no limit but memory
+    p.alignment = 1;
+  }
+  void check_op(const pmoe_op& op) override {
+    auto weight = [&](const pmoe_tensor& t) {
+      if (!tile_kernel(t.dtype))
+        throw StatusError(PMOE_ERR_NOT_SUPPORTED, op_name(op.kind) + " has no kernel for " + type_name(t.dtype));
+    };
+    switch (op.kind) {
+      case PMOE_OP_MATMUL: weight(op.src[0]); return;
+      case PMOE_OP_MOE_EXPERT: for (int i = 0; i < 3; ++i) weight(op.src[i]); return;
+      case PMOE_OP_GET_ROWS:
+        if (pmoe_dtype_block_bytes(op.src[0].dtype) == 0)
+          throw StatusError(PMOE_ERR_NOT_SUPPORTED, "get_rows cannot read " + type_name(op.src[0].dtype));
+        return;
+      case PMOE_OP_RMS_NORM: case PMOE_OP_ADD: case PMOE_OP_ROPE_NEOX: case PMOE_OP_ATTENTION:
+      case PMOE_OP_MOE_COMBINE: case PMOE_OP_COPY:
+        return;
+      default: throw StatusError(PMOE_ERR_NOT_SUPPORTED, "unknown op kind " + std::to_string(op.kind));
+    }
   }
 
   void execute(std::span<const pmoe_op> ops) override {

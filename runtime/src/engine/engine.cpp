@@ -27,13 +27,11 @@ Engine::Engine(const Model& model, ComputeBackend& compute, EngineOptions o)
   // Logit rows per lm_head call: bounded so a 150k vocabulary does not need a huge buffer.
   logit_rows_ = std::clamp<uint32_t>(uint32_t((64u << 20) / (uint64_t(h.n_vocab) * 4)), 1, ubatch_);
 
+  check_backend_supports();
   const GgufFile& f = model.file();
   // Weights stay where they are: the backend adopts the read-only mapping when it can.
   weights_ = compute_.wrap(const_cast<uint8_t*>(f.base()), f.file_size(), PMOE_BUFFER_READ_ONLY);
-  if (!weights_) {
-    weights_ = compute_.alloc(f.file_size(), PMOE_BUFFER_READ_ONLY);
-    compute_.write(weights_, 0, f.base(), f.file_size());
-  }
+  if (!weights_) upload_weights(o.experts_streamed);
   kv_ = compute_.alloc(uint64_t(h.n_layer) * 2 * n_ctx_ * h.kv_dim() * 4, 0);
 
   uint64_t off = 0;
@@ -55,10 +53,80 @@ Engine::Engine(const Model& model, ComputeBackend& compute, EngineOptions o)
   reserve(comb_idx_, U * K * 4);
   reserve(comb_w_, U * K * 4);
   reserve(logits_, uint64_t(logit_rows_) * h.n_vocab * 4);
-  act_ = compute_.alloc(off, PMOE_BUFFER_HOST_VISIBLE);
+  act_ = compute_.alloc(off, 0);  // device-local: the host only writes and reads it through the backend
+}
+
+void Engine::upload_weights(bool dense_only) {
+  const GgufFile& f = model_.file();
+  std::vector<uint64_t> experts;  // file offsets of expert tensors
+  if (dense_only)
+    for (uint32_t il = 0; il < model_.hp().n_layer; ++il)
+      for (ExpertMatrix m : {ExpertMatrix::Gate, ExpertMatrix::Up, ExpertMatrix::Down})
+        experts.push_back(model_.expert_tensor(il, m).offset);
+  uint64_t total = 0;
+  std::vector<const GgufTensorInfo*> uploads;
+  for (const GgufTensorInfo& t : f.tensors()) {
+    if (std::find(experts.begin(), experts.end(), t.offset) != experts.end()) continue;
+    placed_[t.offset] = total;
+    total = align_up(total + t.size, 256);
+    uploads.push_back(&t);
+  }
+  weights_ = compute_.alloc(std::max<uint64_t>(total, 256), PMOE_BUFFER_READ_ONLY);
+  for (const GgufTensorInfo* t : uploads) compute_.write(weights_, placed_[t->offset], f.base() + t->offset, t->size);
+}
+
+uint64_t Engine::placed(uint64_t file_offset) const {
+  if (placed_.empty()) return file_offset;  // the whole file is the buffer
+  const auto it = placed_.find(file_offset);
+  if (it == placed_.end()) throw Error("internal: tensor at file offset " + std::to_string(file_offset) + " was not uploaded");
+  return it->second;
+}
+
+void Engine::check_backend_supports() const {
+  const Hparams& h = model_.hp();
+  auto w = [](const GgufTensorInfo& t) { return pmoe_tensor_2d(nullptr, 0, t.type, t.ne[0], t.ne[1]); };
+  auto a = [](int64_t n) { return pmoe_tensor_2d(nullptr, 0, PMOE_DTYPE_F32, n, 1); };
+  const pmoe_tensor ids = pmoe_tensor_2d(nullptr, 0, PMOE_DTYPE_I32, 1, 1);
+  // (op, the tensor it is named by)
+  std::vector<std::pair<pmoe_op, const GgufTensorInfo*>> need;
+  need.push_back({make_op(PMOE_OP_GET_ROWS, a(h.n_embd), {w(model_.token_embd()), ids}), &model_.token_embd()});
+  need.push_back({make_op(PMOE_OP_MATMUL, a(h.n_vocab), {w(model_.output()), a(h.n_embd)}), &model_.output()});
+  pmoe_op rms = make_op(PMOE_OP_RMS_NORM, a(h.n_embd), {a(h.n_embd), a(h.n_embd)});
+  rms.f[0] = h.rms_eps;
+  need.push_back({rms, nullptr});
+  need.push_back({make_op(PMOE_OP_ADD, a(h.n_embd), {a(h.n_embd), a(h.n_embd)}), nullptr});
+  pmoe_op att = make_op(PMOE_OP_ATTENTION, a(h.q_dim()), {a(h.q_dim()), a(h.kv_dim()), a(h.kv_dim()), ids});
+  att.i[0] = h.n_head, att.i[1] = h.n_head_kv, att.i[2] = h.head_dim;
+  need.push_back({att, nullptr});
+  pmoe_op rope = make_op(PMOE_OP_ROPE_NEOX, a(h.q_dim()), {ids});
+  rope.i[0] = h.n_rot;
+  need.push_back({rope, nullptr});
+  need.push_back({make_op(PMOE_OP_MOE_COMBINE, a(h.n_embd), {a(h.n_embd), ids, a(h.n_expert_used)}), nullptr});
+  for (uint32_t il = 0; il < h.n_layer; ++il) {
+    const LayerTensors& L = model_.layer(il);
+    for (const GgufTensorInfo* t : {L.router, L.wq, L.wk, L.wv, L.wo})
+      need.push_back({make_op(PMOE_OP_MATMUL, a(t->ne[1]), {w(*t), a(t->ne[0])}), t});
+    const GgufTensorInfo& g = model_.expert_tensor(il, ExpertMatrix::Gate);
+    need.push_back({make_op(PMOE_OP_MOE_EXPERT, a(h.n_embd),
+                            {w(g), w(model_.expert_tensor(il, ExpertMatrix::Up)),
+                             w(model_.expert_tensor(il, ExpertMatrix::Down)), a(h.n_embd), ids}),
+                    &g});
+  }
+  for (const auto& [op, t] : need) {
+    const std::string why = compute_.unsupported(op);
+    if (why.empty()) continue;
+    std::string types;
+    for (uint32_t i = 0; i < op.n_src; ++i) types += std::string(i ? "," : "") + pmoe_dtype_name(op.src[i].dtype);
+    throw Error("compute backend '" + compute_.name() + "' cannot run " + model_.file().path() + ": op " +
+                pmoe_op_name(op.kind) + " with " + types + (t ? " (tensor '" + t->name + "')" : "") + ": " + why);
+  }
 }
 
 Engine::~Engine() {
+  try {
+    reap_all();
+  } catch (...) {  // a failed device: the slots stay pinned, the cache is torn down anyway
+  }
   if (ahead_) compute_.free(ahead_);
   compute_.free(act_);
   compute_.free(kv_);
@@ -71,18 +139,18 @@ void Engine::set_expert_cache(ExpertCache* cache, uint32_t lookahead, bool pre_a
   pre_attention_ = pre_attention;
   if (ahead_) compute_.free(ahead_);
   ahead_ = nullptr;
-  if (lookahead_)
-    ahead_ = compute_.alloc(uint64_t(lookahead_) * ubatch_ * model_.hp().n_expert * 4, PMOE_BUFFER_HOST_VISIBLE);
+  if (lookahead_) ahead_ = compute_.alloc(uint64_t(lookahead_) * ubatch_ * model_.hp().n_expert * 4, 0);
 }
 
 pmoe_tensor Engine::weight(const GgufTensorInfo& t) const {
-  return pmoe_tensor_2d(weights_, t.offset, t.type, t.ne[0], t.ne[1]);
+  return pmoe_tensor_2d(weights_, placed(t.offset), t.type, t.ne[0], t.ne[1]);
 }
 
 ExpertView Engine::resident_expert(uint32_t il, uint32_t e) const {
   auto view = [&](ExpertMatrix m) {
     const GgufTensorInfo& t = model_.expert_tensor(il, m);
-    return pmoe_tensor_2d(weights_, model_.expert_offset(il, m, e), t.type, t.ne[0], t.ne[1]);
+    const uint64_t at = placed(t.offset) + (model_.expert_offset(il, m, e) - t.offset);
+    return pmoe_tensor_2d(weights_, at, t.type, t.ne[0], t.ne[1]);
   };
   return {view(ExpertMatrix::Gate), view(ExpertMatrix::Up), view(ExpertMatrix::Down)};
 }
@@ -194,7 +262,22 @@ void Engine::prefetch_ahead(std::span<const uint32_t> layers, uint32_t n) {
   }
 }
 
+void Engine::reap(bool block) {
+  if (block && !in_flight_.empty()) compute_.wait(in_flight_.front().ticket);
+  size_t n = 0;  // tickets complete in order
+  while (n < in_flight_.size() && compute_.done(in_flight_[n].ticket)) ++n;
+  for (size_t i = 0; i < n; ++i) cache_->release(in_flight_[i].layer, in_flight_[i].expert);
+  in_flight_.erase(in_flight_.begin(), in_flight_.begin() + long(n));
+}
+
+void Engine::reap_all() {
+  if (in_flight_.empty()) return;
+  compute_.wait(in_flight_.back().ticket);
+  reap(false);
+}
+
 void Engine::acquire_more(uint32_t il, const ExpertSpans& spans, StreamState& st) {
+  reap(false);
   while (st.next < spans.list.size() && cache_->acquire(il, spans.list[st.next].first)) {
     st.pending.push_back(PMOE_EXPERT_KEY(il, spans.list[st.next].first));
     st.pending_span.push_back(st.next++);
@@ -205,19 +288,22 @@ void Engine::run_experts_streamed(uint32_t il, const ExpertSpans& spans, const p
                                   StreamState& st) {
   acquire_more(il, spans, st);  // all but the first wave were acquired before attention
   while (!st.pending.empty() || st.next < spans.list.size()) {
-    if (st.pending.empty()) {  // no slot could be had: all were loading prefetches; wait for one
-      cache_->wait_for_slot();
+    if (st.pending.empty()) {
+      // No slot could be had: free ours once the device is done with them, or else wait for the
+      // loading prefetches that took the rest.
+      if (!in_flight_.empty())
+        reap(true);
+      else
+        cache_->wait_for_slot();
       acquire_more(il, spans, st);
       continue;
     }
-    // each expert runs as soon as its own weights have landed
+    // each expert is submitted as soon as its own weights have landed; no waiting for the device
     const size_t i = cache_->wait_any(st.pending);
     const size_t sp = st.pending_span[i];
     const uint32_t e = spans.list[sp].first;
     const pmoe_op op = expert_op(spans, sp, cache_->view(il, e), n2);
-    compute_.execute({&op, 1});
-    compute_.sync();
-    cache_->release(il, e);
+    in_flight_.push_back({compute_.submit({&op, 1}), il, e});
     st.pending.erase(st.pending.begin() + long(i));
     st.pending_span.erase(st.pending_span.begin() + long(i));
     acquire_more(il, spans, st);
@@ -237,7 +323,7 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
   const pmoe_tensor positions = act(pos_, PMOE_DTYPE_I32, n, 1);
   std::vector<pmoe_op> ops;
   ops.push_back(make_op(PMOE_OP_GET_ROWS, x, {weight(model_.token_embd()), act(tok_ids_, PMOE_DTYPE_I32, n, 1)}));
-  compute_.execute(ops);
+  compute_.submit(ops);
 
   for (uint32_t il = 0; il < h.n_layer; ++il) {
     const LayerTensors& L = model_.layer(il);
@@ -248,8 +334,8 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
     for (size_t i = 0; i < ahead.size(); ++i)
       ops.push_back(make_op(PMOE_OP_MATMUL, pmoe_tensor_2d(ahead_, i * n * E * 4, PMOE_DTYPE_F32, E, n),
                             {weight(*model_.layer(ahead[i]).router), x}));
-    compute_.execute(ops);
-    compute_.sync();
+    compute_.wait(compute_.submit(ops));  // the one wait of a layer: routing happens on the host
+    if (cache_) reap(false);                // (so every earlier expert is done too)
     route(il, n);
     // routes grouped by expert; each expert writes its own rows of ey
     std::vector<int32_t> route_tok(size_t(n) * K), comb_idx(size_t(n) * K);
@@ -324,17 +410,15 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
     // 3. experts, then their weighted sum in a fixed order
     if (cache_) {
       // the attention block runs while the expert reads submitted above are in flight
-      compute_.execute(ops);
-      compute_.sync();
+      compute_.submit(ops);
       run_experts_streamed(il, spans, n2, stream);
-      ops.assign({combine});
-      compute_.execute(ops);
+      compute_.submit({&combine, 1});
       continue;
     }
     for (size_t s = 0; s < spans.list.size(); ++s)
       ops.push_back(expert_op(spans, s, resident_expert(il, spans.list[s].first), n2));
     ops.push_back(combine);
-    compute_.execute(ops);
+    compute_.submit(ops);
   }
 
   // 4. output norm + lm_head, for every row or just the last
@@ -346,12 +430,12 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
     norm.f[0] = h.rms_eps;
     ops.assign({norm, make_op(PMOE_OP_MATMUL, act(logits_, PMOE_DTYPE_F32, h.n_vocab, rows),
                               {weight(model_.output()), xn})});
-    compute_.execute(ops);
-    compute_.sync();
+    compute_.wait(compute_.submit(ops));
     const size_t at = logits.size();
     logits.resize(at + size_t(rows) * h.n_vocab);
     compute_.read(act_, logits_.offset, logits.data() + at, uint64_t(rows) * h.n_vocab * 4);
   }
+  if (cache_) reap_all();  // no logits wanted: nothing waited since the last layer's experts
   n_past_ += n;
   if (cache_) cache_->next_tick();
 }

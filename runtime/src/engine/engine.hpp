@@ -1,6 +1,9 @@
 #pragma once
-// The SmallThinker forward pass, expressed as batches of compute-ABI ops (one execute for the
-// router, one for the rest of the layer), so any compute backend runs it. Owns the KV cache.
+// The SmallThinker forward pass, expressed as batches of compute-ABI ops, so any compute backend
+// runs it. Per layer the host waits once, for the router's logits (routing is decided on the
+// host); attention, each expert (as its weights land) and the combine are submitted without
+// waiting, and streamed experts' slots go back to the cache when their ticket completes.
+// Owns the KV cache.
 #include "model/model.hpp"
 #include "experts/expert_cache.hpp"
 #include "plugin/compute_backend.hpp"
@@ -8,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 namespace pmoe {
@@ -15,6 +19,9 @@ namespace pmoe {
 struct EngineOptions {
   uint32_t n_ctx = 0;    // KV-cache positions; 0 = min(context_length, 4096)
   uint32_t ubatch = 256; // tokens per forward chunk during prefill
+  /// Experts will stream through an expert cache: a backend that cannot adopt the mapped file
+  /// then gets only the dense tensors uploaded, never the experts.
+  bool experts_streamed = false;
 };
 
 /// Expert choice of one layer for a chunk of tokens: experts[t * k + j], best first.
@@ -76,6 +83,19 @@ class Engine {
       for (uint64_t k : pending) cache->release(PMOE_KEY_LAYER(k), PMOE_KEY_EXPERT(k));
     }
   };
+  /// A streamed expert whose op was submitted: its slot stays pinned until `ticket` completes.
+  struct InFlight {
+    uint64_t ticket;
+    uint32_t layer, expert;
+  };
+  /// Release the slots of completed submissions; with `block`, first wait for the oldest one.
+  void reap(bool block);
+  /// Wait for every submitted expert and release its slot.
+  void reap_all();
+  /// Refuse a backend that lacks an op or dtype this model needs (naming op, dtype, tensor).
+  void check_backend_supports() const;
+  /// Without buffer_wrap: upload the tensors the backend computes from (offsets in placed_).
+  void upload_weights(bool dense_only);
   void acquire_more(uint32_t il, const ExpertSpans& spans, StreamState& st);
   void run_experts_streamed(uint32_t il, const ExpertSpans& spans, const pmoe_tensor& n2, StreamState& st);
   /// The MOE_EXPERT op of span `s`, with the expert's weights `w` (mapped file or cache slot).
@@ -86,6 +106,8 @@ class Engine {
   /// Prefetch the top-k experts of `layers` from their router logits in `ahead_`.
   void prefetch_ahead(std::span<const uint32_t> layers, uint32_t n);
   pmoe_tensor weight(const GgufTensorInfo& t) const;
+  /// Where the tensor starting at file offset `file_offset` lies in weights_.
+  uint64_t placed(uint64_t file_offset) const;
   pmoe_tensor act(Region r, uint32_t dtype, int64_t ne0, int64_t ne1, uint64_t row_offset = 0) const;
   pmoe_tensor kv(uint32_t il, bool v, uint32_t first, uint32_t n) const;
 
@@ -93,7 +115,9 @@ class Engine {
   ComputeBackend& compute_;
   uint32_t n_ctx_ = 0, ubatch_ = 0, logit_rows_ = 0;
   uint32_t n_past_ = 0;
-  pmoe_buffer* weights_ = nullptr;  // the whole GGUF mapping (or a copy of it)
+  pmoe_buffer* weights_ = nullptr;  // the whole GGUF mapping, or the uploaded tensors
+  std::unordered_map<uint64_t, uint64_t> placed_;  // file offset -> weights_ offset (uploads only)
+  std::vector<InFlight> in_flight_;
   pmoe_buffer* kv_ = nullptr;
   pmoe_buffer* act_ = nullptr;
   pmoe_buffer* ahead_ = nullptr;    // router logits of the lookahead layers, [lookahead][ubatch][n_expert]

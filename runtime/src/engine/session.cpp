@@ -21,23 +21,15 @@ Session::Session(const SessionOptions& o)
   if (path.empty()) throw Error("no model given (use -m MODEL or `model:` in the config)");
   model_ = Model::load(path);
   const LoadedImpl impl = registry_->load(config_.compute.name, PMOE_KIND_COMPUTE);
-  // A backend built before ABI 1.1 has never heard of the K-quants and their kin: refuse here,
-  // naming a tensor, instead of failing on the first op.
-  if (impl.abi_minor < 1)
-    for (const GgufTensorInfo& t : model_->file().tensors())
-      if (t.type != PMOE_DTYPE_F32 && t.type != PMOE_DTYPE_F16 && t.type != PMOE_DTYPE_BF16 &&
-          t.type != PMOE_DTYPE_Q8_0 && t.type != PMOE_DTYPE_Q4_0)
-        throw Error("compute backend '" + config_.compute.name + "' was built for ABI 1." + std::to_string(impl.abi_minor) +
-                    ", which has no " + pmoe_dtype_name(t.type) + " (tensor '" + t.name + "' of " + path +
-                    "); these types came with ABI 1.1: rebuild the plugin against this SDK");
   compute_ = std::make_unique<ComputeBackend>(
       static_cast<const pmoe_compute_vtable*>(impl.vtable), registry_->host(),
-      registry_->check_options(config_.compute, PMOE_KIND_COMPUTE), config_.compute.name);
+      registry_->check_options(config_.compute, PMOE_KIND_COMPUTE), config_.compute.name, impl.abi_minor);
   EngineOptions eo = o.engine;
   if (config_.cache_budget > 0) {
     // Experts stream from storage into a bounded cache. Prefill is chunked so that one chunk
     // touches few experts (the authors' engine uses 4-8 tokens).
     eo.ubatch = config_.prefill_chunk;
+    eo.experts_streamed = true;
     const Hparams& h = model_->hp();
     storage_ = make_storage();
     // capacity: an upper bound (slots also hold alignment padding)

@@ -155,6 +155,7 @@ int64_t ExpertCache::claim_slot(uint64_t key, size_t keep, bool speculative) {
 
 void ExpertCache::submit_reads(uint32_t s, uint32_t priority) {
   Slot& slot = slots_[s];
+  slot.device_visible = false;
   const auto parts = parts_of(slot.key);
   std::vector<pmoe_read_req> reqs;
   for (size_t i = 0; i < parts.size(); ++i) {
@@ -369,9 +370,15 @@ void ExpertCache::wait_for_slot() {
   });
 }
 
-ExpertView ExpertCache::view(uint32_t layer, uint32_t expert) const {
-  std::lock_guard lock(mu_);
+ExpertView ExpertCache::view(uint32_t layer, uint32_t expert) {
+  std::unique_lock lock(mu_);
   const uint32_t s = where_.at(PMOE_EXPERT_KEY(layer, expert));
+  if (!slots_[s].device_visible) {  // the read landed through the host pointer
+    slots_[s].device_visible = true;
+    lock.unlock();  // pinned and loaded: nobody else touches the slot
+    compute_.flush(memory_, uint64_t(s) * slot_bytes_, slot_bytes_);
+    lock.lock();
+  }
   const auto parts = parts_of(PMOE_EXPERT_KEY(layer, expert));
   ExpertView v;
   pmoe_tensor* out[3] = {&v.gate, &v.up, &v.down};

@@ -81,8 +81,9 @@ class ExpertCache {
   /// Index into `keys` (PMOE_EXPERT_KEY) of an acquired expert that is loaded, waiting if none is.
   /// Throws pmoe::Error naming file, offset and expert when its read failed for good.
   size_t wait_any(std::span<const uint64_t> keys);
-  /// Tensors of a loaded, acquired expert (valid until release).
-  ExpertView view(uint32_t layer, uint32_t expert) const;
+  /// Tensors of a loaded, acquired expert (valid until release). The first view after a read
+  /// flushes the slot to the device (buffer_flush_range). Engine thread only.
+  ExpertView view(uint32_t layer, uint32_t expert);
   void release(uint32_t layer, uint32_t expert);
   /// Router probabilities for the policy (optional use by router-aware policies).
   void on_routing(uint32_t layer, const float* probs, uint32_t n_tokens, uint32_t n_experts);
@@ -111,6 +112,7 @@ class ExpertCache {
     bool prefetched_unused = false;
     uint64_t expected_tick = kNever;  // the step a prediction expects it in, until it is used
     bool short_read = false;
+    bool device_visible = false;  // flushed since its last read
     bool timed_out = false;
     pmoe_status error = PMOE_OK;
     int32_t sys_errno = 0;

@@ -2,16 +2,28 @@
 
 #include "common/error.hpp"
 
+#include <cstdio>
+
 namespace pmoe {
 
 ComputeBackend::ComputeBackend(const pmoe_compute_vtable* vtable, const pmoe_host* host,
-                               const OptionList& options, std::string name)
-    : vt_(vtable), name_(std::move(name)) {
+                               const OptionList& options, std::string name, uint32_t abi_minor)
+    : vt_(vtable), name_(std::move(name)), abi_minor_(abi_minor) {
   std::vector<pmoe_option> items;
   for (const auto& [k, v] : options) items.push_back({k.c_str(), v.c_str()});
   const pmoe_options opts{items.data(), items.size()};
   pmoe_error err{};
   if (vt_->create(host, &opts, &handle_, &err) != PMOE_OK) fail("create", err);
+  props_.struct_size = sizeof props_;
+  props_.device_type = PMOE_DEVICE_CPU;
+  props_.unified_memory = 1;
+  std::snprintf(props_.name, sizeof props_.name, "%s", name_.c_str());
+  if (PMOE_HAS_MEMBER(pmoe_compute_vtable, vt_, get_props) && vt_->get_props(handle_, &props_, &err) != PMOE_OK) {
+    const std::string why = err.message;
+    vt_->destroy(handle_);
+    handle_ = nullptr;
+    throw Error("compute backend '" + name_ + "': get_props: " + why);
+  }
 }
 
 ComputeBackend::~ComputeBackend() {
@@ -59,6 +71,58 @@ void ComputeBackend::read(pmoe_buffer* b, uint64_t offset, void* dst, uint64_t s
 void ComputeBackend::execute(std::span<const pmoe_op> ops) {
   pmoe_error err{};
   if (vt_->execute(handle_, ops.data(), ops.size(), &err) != PMOE_OK) fail("execute", err);
+}
+
+std::string ComputeBackend::unsupported(const pmoe_op& op) {
+  if (PMOE_HAS_MEMBER(pmoe_compute_vtable, vt_, supports_op)) {
+    pmoe_error err{};
+    const pmoe_status s = vt_->supports_op(handle_, &op, &err);
+    if (s == PMOE_OK) return {};
+    return std::string(err.message[0] ? err.message : "not supported") + " [" + pmoe_status_name(s) + "]";
+  }
+  // Before ABI 1.2 the ops were fixed; a plugin knows the dtypes of the minor it was built for.
+  for (uint32_t i = 0; i < op.n_src; ++i) {
+    const uint32_t t = op.src[i].dtype;
+    const bool v10 = t == PMOE_DTYPE_F32 || t == PMOE_DTYPE_F16 || t == PMOE_DTYPE_BF16 || t == PMOE_DTYPE_Q8_0 ||
+                     t == PMOE_DTYPE_Q4_0 || t == PMOE_DTYPE_I32;
+    if (!v10 && abi_minor_ < 1)
+      return std::string("built for ABI 1.") + std::to_string(abi_minor_) + ", which has no " + pmoe_dtype_name(t) +
+             " (it came with ABI 1.1: rebuild the plugin against this SDK)";
+  }
+  return {};
+}
+
+uint64_t ComputeBackend::submit(std::span<const pmoe_op> ops) {
+  if (!PMOE_HAS_MEMBER(pmoe_compute_vtable, vt_, submit)) {
+    execute(ops);
+    sync();
+    return ++fallback_tickets_;
+  }
+  pmoe_error err{};
+  uint64_t ticket = 0;
+  if (vt_->submit(handle_, ops.data(), ops.size(), &ticket, &err) != PMOE_OK) fail("submit", err);
+  return ticket;
+}
+
+bool ComputeBackend::done(uint64_t ticket) {
+  if (!PMOE_HAS_MEMBER(pmoe_compute_vtable, vt_, wait)) return true;  // the fallback synced already
+  pmoe_error err{};
+  const pmoe_status s = vt_->wait(handle_, ticket, 0, &err);
+  if (s == PMOE_ERR_TIMEOUT) return false;
+  if (s != PMOE_OK) fail("wait", err);
+  return true;
+}
+
+void ComputeBackend::wait(uint64_t ticket) {
+  if (!PMOE_HAS_MEMBER(pmoe_compute_vtable, vt_, wait)) return;
+  pmoe_error err{};
+  if (vt_->wait(handle_, ticket, UINT64_MAX, &err) != PMOE_OK) fail("wait", err);
+}
+
+void ComputeBackend::flush(pmoe_buffer* b, uint64_t offset, uint64_t size) {
+  if (!PMOE_HAS_MEMBER(pmoe_compute_vtable, vt_, buffer_flush_range)) return;
+  pmoe_error err{};
+  if (vt_->buffer_flush_range(handle_, b, offset, size, &err) != PMOE_OK) fail("buffer_flush_range", err);
 }
 
 void ComputeBackend::sync() {

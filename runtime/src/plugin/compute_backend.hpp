@@ -1,6 +1,7 @@
 #pragma once
 // Host-side handle of a compute backend instance: owns it through its C table and turns status
-// codes into pmoe::Error (set-up paths) with the plugin's own message.
+// codes into pmoe::Error (set-up paths) with the plugin's own message. Members a plugin lacks
+// (it was built for an older ABI) get the fallbacks the ABI documents, so callers never check.
 #include <pocketmoe/compute.h>
 
 #include <span>
@@ -13,8 +14,9 @@ namespace pmoe {
 class ComputeBackend {
  public:
   using OptionList = std::vector<std::pair<std::string, std::string>>;
+  /// `abi_minor`: the ABI minor the plugin was built for (what it can know of).
   ComputeBackend(const pmoe_compute_vtable* vtable, const pmoe_host* host, const OptionList& options,
-                 std::string name);
+                 std::string name, uint32_t abi_minor = PMOE_ABI_MINOR);
   ~ComputeBackend();
   ComputeBackend(const ComputeBackend&) = delete;
   ComputeBackend& operator=(const ComputeBackend&) = delete;
@@ -30,11 +32,27 @@ class ComputeBackend {
   void execute(std::span<const pmoe_op> ops);
   void sync();
 
+  /// The device (a plugin without get_props: a CPU with unified memory).
+  const pmoe_compute_props& props() const { return props_; }
+  /// Empty if the backend can run `op` (buffers may be null), else why not.
+  std::string unsupported(const pmoe_op& op);
+  /// Start `ops`; the ticket completes in order with earlier ones.
+  uint64_t submit(std::span<const pmoe_op> ops);
+  /// Block until `ticket` is complete (its results readable).
+  void wait(uint64_t ticket);
+  /// True if `ticket` is complete, without blocking.
+  bool done(uint64_t ticket);
+  /// The host wrote [offset, offset + size) through host_ptr: make it visible to the device.
+  void flush(pmoe_buffer* b, uint64_t offset, uint64_t size);
+
  private:
   [[noreturn]] void fail(const char* what, const pmoe_error& err) const;
   const pmoe_compute_vtable* vt_;
   pmoe_compute* handle_ = nullptr;
   std::string name_;
+  uint32_t abi_minor_;
+  pmoe_compute_props props_{};
+  uint64_t fallback_tickets_ = 0;  // a plugin without submit: execute + sync, complete at once
 };
 
 }  // namespace pmoe

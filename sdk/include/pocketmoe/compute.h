@@ -6,7 +6,10 @@
  * expert's FFN) as an array of pmoe_op and hands it over in one `execute` call, so a GPU backend
  * can turn it into one command buffer and one queue submission. `execute` may return before the
  * work is done; results are visible to `buffer_read` / host pointers after `sync`. A CPU backend
- * may simply run the ops inside `execute`.
+ * may simply run the ops inside `execute`. Since ABI 1.2, `submit` returns a ticket per
+ * submission and `wait(ticket)` waits for just that much work, so the host can keep recording
+ * (each expert as its weights land) and hand a slot back to the expert cache when the ticket
+ * that read it completes, instead of draining the device with `sync`.
  *
  * Tensors: a pmoe_tensor names a region of a buffer plus a type and up to 4 dimensions, GGUF order
  * (ne[0] contiguous). Weight tensors may be of any pmoe_dtype; activations are F32, positions and
@@ -37,6 +40,28 @@ typedef struct pmoe_buffer pmoe_buffer;   /**< opaque buffer handle */
 /** buffer_alloc / buffer_wrap flags. */
 #define PMOE_BUFFER_HOST_VISIBLE 0x1u /**< host pointer required (storage reads land in it) */
 #define PMOE_BUFFER_READ_ONLY 0x2u    /**< weights: never written by ops */
+
+/** get_props: what kind of device runs the ops. */
+typedef enum pmoe_device_type {
+  PMOE_DEVICE_CPU = 0,
+  PMOE_DEVICE_INTEGRATED_GPU = 1, /**< shares system RAM with the CPU */
+  PMOE_DEVICE_DISCRETE_GPU = 2,   /**< own memory behind a bus: host-visible memory is slow to it */
+  PMOE_DEVICE_OTHER = 3
+} pmoe_device_type;
+
+/** Device properties (ABI 1.2, get_props). The host sets struct_size; the backend fills what
+ *  lies inside it. Sizes are bytes; 0 means "unknown / no limit". */
+typedef struct pmoe_compute_props {
+  uint32_t struct_size;
+  uint32_t device_type;         /**< pmoe_device_type */
+  char name[128];               /**< e.g. "AMD Ryzen 7 7840U (avx512_vnni)", "Intel(R) Graphics (RPL-P)" */
+  uint32_t unified_memory;      /**< 1: host-visible buffers are as fast for the device as any */
+  uint32_t reserved;
+  uint64_t device_memory;       /**< device-local memory (the system RAM for a CPU or an iGPU) */
+  uint64_t host_visible_memory; /**< memory usable for PMOE_BUFFER_HOST_VISIBLE buffers */
+  uint64_t max_buffer_size;     /**< largest single buffer_alloc */
+  uint64_t alignment;           /**< tensor offsets within a buffer must be multiples of this */
+} pmoe_compute_props;
 
 /** A view of a buffer. Contiguous rows: nb[1] = bytes of one row, nb[2] = nb[1] * ne[1], ... */
 typedef struct pmoe_tensor {
@@ -85,6 +110,22 @@ typedef enum pmoe_op_kind {
   PMOE_OP_COPY = 8
 } pmoe_op_kind;
 
+/** Readable name of an op kind ("matmul", "moe_expert", ...); "unknown" for others. */
+static inline const char* pmoe_op_name(uint32_t kind) {
+  switch (kind) {
+    case PMOE_OP_GET_ROWS: return "get_rows";
+    case PMOE_OP_RMS_NORM: return "rms_norm";
+    case PMOE_OP_MATMUL: return "matmul";
+    case PMOE_OP_ADD: return "add";
+    case PMOE_OP_ROPE_NEOX: return "rope_neox";
+    case PMOE_OP_ATTENTION: return "attention";
+    case PMOE_OP_MOE_EXPERT: return "moe_expert";
+    case PMOE_OP_MOE_COMBINE: return "moe_combine";
+    case PMOE_OP_COPY: return "copy";
+  }
+  return "unknown";
+}
+
 #define PMOE_OP_MAX_SRC 6
 
 /** One operation. Unused sources are zeroed. */
@@ -127,6 +168,32 @@ typedef struct pmoe_compute_vtable {
   pmoe_status (*execute)(pmoe_compute* c, const pmoe_op* ops, size_t n, pmoe_error* err);
   /** Wait until all executed work is finished and visible to the host. */
   pmoe_status (*sync)(pmoe_compute* c, pmoe_error* err);
+
+  /* ---- ABI 1.2 (all optional: check with PMOE_HAS_MEMBER; the host falls back as noted) ---- */
+
+  /** Describe the device (fills the members of `*props` that lie inside props->struct_size, which
+   *  the host sets). Absent: the host assumes a CPU with unified memory and no size limits. */
+  pmoe_status (*get_props)(pmoe_compute* c, pmoe_compute_props* props, pmoe_error* err);
+  /** Can this instance run `op`? Only the kind, i[], f[] and the tensors' dtypes and shapes are
+   *  meaningful (buffers may be NULL). The host asks at load time for every op a model needs, and
+   *  refuses the config then, naming op, dtype and tensor. PMOE_OK: yes; PMOE_ERR_NOT_SUPPORTED
+   *  with a message saying what is missing: no. Absent: the ABI 1.0 ops and dtypes of its minor. */
+  pmoe_status (*supports_op)(pmoe_compute* c, const pmoe_op* op, pmoe_error* err);
+  /** Like `execute`, and also return a ticket for this submission. Tickets grow by submission and
+   *  complete in order: once ticket t is complete, so are all before it. A backend that runs ops
+   *  inside the call returns tickets that are already complete. Absent: the host calls `execute`
+   *  and waits with `sync`. */
+  pmoe_status (*submit)(pmoe_compute* c, const pmoe_op* ops, size_t n, uint64_t* ticket,
+                        pmoe_error* err);
+  /** Wait up to `timeout_ns` for `ticket` (and so every earlier one) to complete; its results are
+   *  then visible to buffer_read and host pointers. PMOE_OK: complete; PMOE_ERR_TIMEOUT: not yet
+   *  (a timeout of 0 polls); anything else: the work failed. Absent: `sync`. */
+  pmoe_status (*wait)(pmoe_compute* c, uint64_t ticket, uint64_t timeout_ns, pmoe_error* err);
+  /** The host wrote `size` bytes at `offset` through buffer_host_ptr (e.g. a storage read landed
+   *  in an expert slot): make them visible to the device before the next submission that uses
+   *  them (non-coherent memory, or a staged upload to device-local memory). Absent: no-op. */
+  pmoe_status (*buffer_flush_range)(pmoe_compute* c, pmoe_buffer* b, uint64_t offset,
+                                    uint64_t size, pmoe_error* err);
 } pmoe_compute_vtable;
 
 /** A tensor view helper: contiguous rows of `ne0` values of `dtype`. */

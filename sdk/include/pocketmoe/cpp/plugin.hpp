@@ -253,6 +253,25 @@ class Compute {
   virtual void buffer_read(void* b, uint64_t offset, void* dst, uint64_t size) = 0;
   virtual void execute(std::span<const pmoe_op> ops) = 0;
   virtual void sync() {}
+  // ABI 1.2. The defaults are right for a backend that runs ops inside execute().
+  /// Fill `p` (all of it: the trampoline copies as much as the host has room for).
+  virtual void get_props(pmoe_compute_props& p) { p.device_type = PMOE_DEVICE_CPU, p.unified_memory = 1; }
+  /// Throw StatusError(PMOE_ERR_NOT_SUPPORTED, why) for an op this backend cannot run.
+  virtual void check_op(const pmoe_op& /*op*/) {}
+  /// execute() plus a ticket; the default ticket is complete once sync() returns.
+  virtual uint64_t submit(std::span<const pmoe_op> ops) {
+    execute(ops);
+    return ++submitted_;
+  }
+  /// True when `ticket` completed within `timeout_ns` (0: just poll).
+  virtual bool wait(uint64_t /*ticket*/, uint64_t /*timeout_ns*/) {
+    sync();
+    return true;
+  }
+  virtual void buffer_flush_range(void* /*b*/, uint64_t /*offset*/, uint64_t /*size*/) {}
+
+ private:
+  uint64_t submitted_ = 0;
 };
 
 template <class T>
@@ -297,6 +316,31 @@ const pmoe_compute_vtable* compute_vtable() {
       },
       [](pmoe_compute* c, pmoe_error* err) {
         return guard(err, [&] { reinterpret_cast<Compute*>(c)->sync(); });
+      },
+      [](pmoe_compute* c, pmoe_compute_props* p, pmoe_error* err) {
+        return guard(err, [&] {
+          pmoe_compute_props full{};  // filled whole here, copied as far as the host has room
+          full.struct_size = sizeof full;
+          reinterpret_cast<Compute*>(c)->get_props(full);
+          const uint32_t room = p->struct_size;
+          std::memcpy(p, &full, std::min<size_t>(room, sizeof full));
+          p->struct_size = room;
+        });
+      },
+      [](pmoe_compute* c, const pmoe_op* op, pmoe_error* err) {
+        return guard(err, [&] { reinterpret_cast<Compute*>(c)->check_op(*op); });
+      },
+      [](pmoe_compute* c, const pmoe_op* ops, size_t n, uint64_t* ticket, pmoe_error* err) {
+        return guard(err, [&] { *ticket = reinterpret_cast<Compute*>(c)->submit({ops, n}); });
+      },
+      [](pmoe_compute* c, uint64_t ticket, uint64_t timeout_ns, pmoe_error* err) {
+        bool done = false;
+        const pmoe_status s = guard(err, [&] { done = reinterpret_cast<Compute*>(c)->wait(ticket, timeout_ns); });
+        if (s != PMOE_OK || done) return s;
+        return pmoe_error_set(err, PMOE_ERR_TIMEOUT, 0, "ticket %llu not complete", (unsigned long long)ticket);
+      },
+      [](pmoe_compute* c, pmoe_buffer* b, uint64_t off, uint64_t size, pmoe_error* err) {
+        return guard(err, [&] { reinterpret_cast<Compute*>(c)->buffer_flush_range(b, off, size); });
       },
   };
   return &vt;
