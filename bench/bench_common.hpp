@@ -1,43 +1,19 @@
-// Shared by the benchmarks: timing, medians, the machine's read bandwidth and the bytes one
-// decode step reads (the physical bound every decode figure is printed next to).
+// Shared by the benchmarks: timing and medians (bench_timing.hpp), the machine's read bandwidth
+// and the bytes one decode step reads (the physical bound every decode figure is printed next to).
 #pragma once
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <pthread.h>
 #include <sched.h>
-#include <string>
 #include <thread>
 #include <vector>
 
+#include "bench_timing.hpp"
 #include "model/model.hpp"
 
 namespace pmoe::bench {
-
-using Clock = std::chrono::steady_clock;
-
-inline double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-inline double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-inline std::string list(const std::vector<double>& v, const char* fmt) {
-  std::string s;
-  char buf[32];
-  for (double x : v) {
-    std::snprintf(buf, sizeof buf, fmt, x);
-    if (!s.empty()) s += ' ';
-    s += buf;
-  }
-  return s;
-}
 
 // Read bandwidth: `threads` threads each sum their slice of a 1 GiB buffer; bytes / wall time.
 inline std::vector<double> read_bandwidth(unsigned threads, int runs) {
@@ -100,7 +76,6 @@ inline ActiveBytes active_bytes(const Model& m, uint32_t first, uint32_t steps) 
   }
   return a;
 }
-
 
 /// Touch every page of the model's mapping, so the first timed run does not pay for page faults.
 inline void fault_in(const Model& m) {

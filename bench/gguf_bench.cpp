@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "bench_common.hpp"
+#include "engine/sampler.hpp"
 #include "engine/session.hpp"
 
 namespace po = boost::program_options;
@@ -91,7 +92,7 @@ int main(int argc, char** argv) try {
         for (uint32_t i = 0; i < n; ++i) {
           logits.clear();
           eng.eval(std::span(&t, 1), false, logits);
-          t = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+          t = argmax(logits);
         }
         return n;
       });

@@ -5,10 +5,9 @@
 // Usage: pmoe_bench_kernels [TYPES...] (default: the types of Q4_K_M, Q4_0 and Q8_0 files);
 // PMOE_CPU_MAX_ISA caps the kernel set as usual.
 #include "kernels.hpp"
+#include "bench_timing.hpp"
 #include "../tests/unit/quant_reference.hpp"
 
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -17,6 +16,8 @@
 #include <vector>
 
 using namespace pmoe::cpu;
+using pmoe::bench::median;
+using pmoe::bench::run_times;
 
 namespace {
 /// `bytes` of random weights of `type` with sane scales (denormal or NaN scales would slow the
@@ -37,8 +38,8 @@ std::vector<uint8_t> weights(std::mt19937& rng, uint32_t type, uint64_t bytes) {
 /// types with a two-row kernel); returns a sum of outputs so that the work is not optimized away.
 float rows_product(uint32_t type, const uint8_t* w, uint64_t row, int64_t o0, int64_t o1, const uint8_t* x,
                    uint64_t stride, int nc, int64_t n, Order order) {
-  const TileFn tile = tile_kernel(type);
-  const PairTileFn pair = pair_tile_kernel(type);
+  const TileFn tile = tile_kernel(type, order);
+  const PairTileFn pair = pair_tile_kernel(type, order);
   float out[2 * kTileCols], sink = 0;
   int64_t o = o0;
   if (pair)
@@ -73,27 +74,23 @@ int main(int argc, char** argv) {
     std::vector<float> x(size_t(n) * kTileCols);
     for (auto& v : x) v = float(int(rng() % 2001) - 1000) * 1e-3f;
     for (Order order : {Order::vec_dot, Order::gemv, Order::gemm}) {
+      // only the orders this type's products use (vec_dot, or gemv and gemm where repacked; F32 all)
+      if (order != Order::vec_dot && sum_order(type, rows) == Order::vec_dot && type != PMOE_DTYPE_F32) continue;
+      if (order == Order::vec_dot && sum_order(type, rows) != Order::vec_dot) continue;
       const uint64_t xb = prepared_row_bytes(type, n, order), stride = xb ? xb : uint64_t(n) * 4;
       std::vector<uint8_t> xp(stride * kTileCols);
       for (int c = 0; c < kTileCols; ++c) {
         if (xb) prepare_row(type, order, x.data() + c * n, xp.data() + c * stride, n);
         else std::memcpy(xp.data() + c * stride, x.data() + c * n, size_t(n) * 4);
       }
-      if (order != Order::vec_dot && sum_order(type, rows) == Order::vec_dot && type != PMOE_DTYPE_F32) continue;
-      if (order == Order::vec_dot && sum_order(type, rows) != Order::vec_dot) continue;
       double gmacs[2];
       for (int ci = 0; ci < 2; ++ci) {
         const int nc = ci ? kTileCols : 1;
-        std::vector<double> t;
         float sink = 0;
-        for (int r = 0; r < 8; ++r) {
-          const auto t0 = std::chrono::steady_clock::now();
-          sink += rows_product(type, w.data(), row, 0, rows, xp.data(), stride, nc, n, order);
-          if (r) t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        }
+        const double t = median(
+            run_times(7, [&] { sink += rows_product(type, w.data(), row, 0, rows, xp.data(), stride, nc, n, order); }));
         if (sink == 42.f) std::puts("");
-        std::sort(t.begin(), t.end());
-        gmacs[ci] = double(n) * double(rows) * nc / t[t.size() / 2] / 1e9;
+        gmacs[ci] = double(n) * double(rows) * nc / t / 1e9;
       }
       const char* on = order == Order::vec_dot ? "vec_dot" : order == Order::gemv ? "gemv" : "gemm";
       std::printf("%-8s %-8s %13.2f %6.2f %16.2f\n", pmoe_dtype_name(type), on, gmacs[0],
@@ -115,9 +112,7 @@ int main(int argc, char** argv) {
     else std::memcpy(xp.data(), x.data(), size_t(n) * 4);
     double gbs[2];
     for (int nt = 1; nt <= 2; ++nt) {
-      std::vector<double> t;
-      for (int r = 0; r < 4; ++r) {
-        const auto t0 = std::chrono::steady_clock::now();
+      const double t = median(run_times(3, [&] {
         std::vector<std::thread> pool;
         for (int th = 0; th < nt; ++th)
           pool.emplace_back([&, th] {
@@ -126,10 +121,8 @@ int main(int argc, char** argv) {
             if (sink == 42.f) std::puts("");
           });
         for (auto& p : pool) p.join();
-        if (r) t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      }
-      std::sort(t.begin(), t.end());
-      gbs[nt - 1] = double(w.size()) / t[t.size() / 2] / 1e9;
+      }));
+      gbs[nt - 1] = double(w.size()) / t / 1e9;
     }
     std::printf("%-8s %8.2f %10.2f\n", pmoe_dtype_name(type), gbs[0], gbs[1]);
   }

@@ -21,12 +21,11 @@ class PolicyInstance {
  public:
   PolicyInstance(const PluginLibrary& lib, const OptionList& options, const pmoe_cache_shape& shape)
       : vt_(&lib.vtable<pmoe_cache_policy_vtable>()) {
-    std::vector<pmoe_option> items;
-    for (const auto& [k, v] : options) items.push_back({k.c_str(), v.c_str()});
+    const std::vector<pmoe_option> items = option_items(options);
     const pmoe_options o{items.data(), items.size()};
     pmoe_error err{};
     if (vt_->create(lib.host(), &o, &shape, &p_, &err) != PMOE_OK || !p_)
-      throw std::runtime_error(std::string("create failed: ") + err.message);
+      throw CreateError(err.code, std::string("create failed: ") + err.message);
   }
   PolicyInstance(PolicyInstance&& o) noexcept : vt_(o.vt_), p_(std::exchange(o.p_, nullptr)) {}
   PolicyInstance(const PolicyInstance&) = delete;

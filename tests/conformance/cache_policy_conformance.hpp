@@ -160,27 +160,25 @@ void contract_run(Make make, uint64_t capacity, uint64_t seed) {
 /// the first proposal, re-inserting, a shape without a capacity.
 template <class Make>
 void contract_edges(Make make) {
-  {
-    auto p = make(shape(4));
-    CHECK(victims(p).empty());
-    CHECK(victims(p, 0).empty());
-    insert(p, {K(0, 1), K(0, 2)});
-    access(p, {K(0, 1), K(0, 2)}, 1);
-    CHECK(victims(p, 0).empty());
-    CHECK(victims(p, 100).size() == 2);  // max beyond the resident count
-    // Evicting the key that was not proposed first is allowed.
-    uint64_t second = victims(p)[1];
-    evict(p, {second});
-    CHECK(victims(p) == std::vector<uint64_t>{second == K(0, 1) ? K(0, 2) : K(0, 1)});
-    // ... and so is a re-insert after an evict.
-    insert(p, {second});
-    access(p, {second}, 2);
-    CHECK(victims(p).size() == 2);
-    // A shape without a capacity (unlimited budget) still works.
-    auto q = make(shape(0, 2, 4, 1));
-    for (uint32_t e = 0; e < 4; ++e) insert(q, {K(1, e)});
-    CHECK(victims(q).size() == 4);
-  }
+  auto p = make(shape(4));
+  CHECK(victims(p).empty());
+  CHECK(victims(p, 0).empty());
+  insert(p, {K(0, 1), K(0, 2)});
+  access(p, {K(0, 1), K(0, 2)}, 1);
+  CHECK(victims(p, 0).empty());
+  CHECK(victims(p, 100).size() == 2);  // max beyond the resident count
+  // Evicting the key that was not proposed first is allowed.
+  uint64_t second = victims(p)[1];
+  evict(p, {second});
+  CHECK(victims(p) == std::vector<uint64_t>{second == K(0, 1) ? K(0, 2) : K(0, 1)});
+  // ... and so is a re-insert after an evict.
+  insert(p, {second});
+  access(p, {second}, 2);
+  CHECK(victims(p).size() == 2);
+  // A shape without a capacity (unlimited budget) still works.
+  auto q = make(shape(0, 2, 4, 1));
+  for (uint32_t e = 0; e < 4; ++e) insert(q, {K(1, e)});
+  CHECK(victims(q).size() == 4);
 }
 
 }  // namespace pmoe::conformance

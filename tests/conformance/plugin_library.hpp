@@ -29,6 +29,35 @@ inline std::string kind_name(uint32_t kind) {
   return k ? k : "?";
 }
 
+/// `options` as the C ABI's key/value items; they point into `options`, which must outlive them.
+inline std::vector<pmoe_option> option_items(const OptionList& options) {
+  std::vector<pmoe_option> items;
+  for (const auto& [k, v] : options) items.push_back({k.c_str(), v.c_str()});
+  return items;
+}
+
+/// An implementation's create() failed: its status and message.
+struct CreateError : std::runtime_error {
+  pmoe_status code;
+  CreateError(pmoe_status status, const std::string& what) : std::runtime_error(what), code(status) {}
+};
+
+/// True when `e` says the plugin cannot run on this machine at all (no such device, e.g. no
+/// Vulkan driver: NOT_FOUND; a facility the system refuses, e.g. io_uring under a seccomp filter:
+/// "not available on this system"), so a suite reports "skipped" rather than a failure.
+inline bool unavailable_here(const std::exception& e) {
+  if (const auto* c = dynamic_cast<const CreateError*>(&e); c && c->code == PMOE_ERR_NOT_FOUND) return true;
+  return std::string(e.what()).find("not available on this system") != std::string::npos;
+}
+
+/// Where `e` says the plugin cannot run here: prints "SKIPPED: <why>" and returns true, and the
+/// suite exits with 77 ("skipped", never a silent pass).
+inline bool skip_unavailable(const std::exception& e) {
+  if (!unavailable_here(e)) return false;
+  std::cout << "SKIPPED: " << e.what() << "\n";
+  return true;
+}
+
 /// The host's log service: keeps every line so tests can look for a warning.
 class HostLog {
  public:
@@ -189,10 +218,10 @@ struct SuiteArgs {
     }
     return true;
   }
-  /// The value of an extra flag, or `fallback`.
+  /// The value of an extra flag (the last one given, like --plugin=), or `fallback`.
   std::string get(const std::string& flag, const std::string& fallback) const {
-    for (const auto& [f, v] : extra)
-      if (f == flag) return v;
+    for (auto it = extra.rbegin(); it != extra.rend(); ++it)
+      if (it->first == flag) return it->second;
     return fallback;
   }
 };

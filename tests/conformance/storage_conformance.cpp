@@ -27,9 +27,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-struct Config {
-  std::string library, impl;
-  OptionList options;
+/// The command line (library, impl, options, --data-dir=) and what the suite keeps besides.
+struct Config : SuiteArgs {
   std::string data_dir = ".";
   uint64_t seed = 0x5eed2024;
   std::vector<std::string> created;  // files removed at exit
@@ -726,12 +725,9 @@ TEST_CASE("switching between callback and poll; reopening files") {
 
 int main(int argc, char** argv) {
   using pmoe::conformance::g_cfg;
-  pmoe::conformance::SuiteArgs args;
-  if (!args.parse(argc, argv, PMOE_KIND_STORAGE, {"--data-dir="})) return 2;
-  g_cfg.library = args.library, g_cfg.impl = args.impl, g_cfg.options = args.options;
-  const char* dir = std::getenv("PMOE_CONFORMANCE_DIR");
-  g_cfg.data_dir = args.get("--data-dir=", dir ? dir : ".");
-  std::vector<char*>& rest = args.rest;
+  if (!g_cfg.parse(argc, argv, PMOE_KIND_STORAGE, {"--data-dir="})) return 2;
+  const char* dir = std::getenv("PMOE_CONFORMANCE_DIR");  // set but empty: the working directory
+  g_cfg.data_dir = g_cfg.get("--data-dir=", dir && *dir ? dir : ".");
   std::cout << "storage conformance: " << g_cfg.library << (g_cfg.impl.empty() ? "" : " impl ")
             << g_cfg.impl << ", data in " << g_cfg.data_dir << "\n";
   // A backend the system refuses (io_uring under a seccomp filter, an old kernel) cannot be
@@ -740,14 +736,11 @@ int main(int argc, char** argv) {
     const pmoe::conformance::StorageLibrary probe(g_cfg.library, g_cfg.impl);
     pmoe::conformance::StorageInstance instance(probe, g_cfg.options);
   } catch (const std::exception& e) {
-    if (std::string(e.what()).find("not available on this system") != std::string::npos) {
-      std::cout << "SKIPPED: " << e.what() << "\n";
-      return 77;
-    }
+    if (pmoe::conformance::skip_unavailable(e)) return 77;
   }
   pmoe::conformance::remove_stale_files();
   doctest::Context ctx;
-  ctx.applyCommandLine(static_cast<int>(rest.size()), rest.data());
+  ctx.applyCommandLine(static_cast<int>(g_cfg.rest.size()), g_cfg.rest.data());
   const int rc = ctx.run();
   for (const auto& p : g_cfg.created) std::remove(p.c_str());
   return rc;

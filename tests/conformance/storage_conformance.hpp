@@ -46,12 +46,11 @@ class StorageInstance {
 
   explicit StorageInstance(const StorageLibrary& lib, const OptionList& options = {})
       : vt_(lib.vt()) {
-    std::vector<pmoe_option> items;
-    for (const auto& [k, v] : options) items.push_back({k.c_str(), v.c_str()});
+    const std::vector<pmoe_option> items = option_items(options);
     const pmoe_options o{items.data(), items.size()};
     pmoe_error err{};
     if (vt_.create(lib.host(), &o, &s_, &err) != PMOE_OK || !s_)
-      throw std::runtime_error(std::string("create failed: ") + err.message);
+      throw CreateError(err.code, std::string("create failed: ") + err.message);
   }
   ~StorageInstance() {
     for (pmoe_file* f : open_) vt_.close(s_, f);

@@ -18,6 +18,12 @@ inline std::string backend_under_test() {
   return b && *b ? b : "";
 }
 
+/// "compute: { plugin: NAME }\n" for a config running the backend under test; "" for the default.
+inline std::string backend_config_section() {
+  const std::string name = backend_under_test();
+  return name.empty() ? "" : "compute: { plugin: " + name + " }\n";
+}
+
 /// Exits 77 (skipped) when the backend under test cannot be created for want of a device.
 inline bool skip_without_device() {
   const std::string name = backend_under_test();

@@ -11,7 +11,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
-#include <memory>
 #include <numeric>
 #include <random>
 #include <set>
@@ -29,7 +28,6 @@ using namespace pmoe::conformance;
 
 namespace {
 
-
 pmoe::PluginRegistry& registry() {
   static pmoe::PluginRegistry reg({PMOE_BUILD_DIR "/lib/pocketmoe"}, false);
   return reg;
@@ -42,7 +40,6 @@ CachePolicyInstance make(const std::string& name, const pmoe_cache_shape& s,
   pmoe::Config cfg = pmoe::parse_config(text, "test.yaml");
   return CachePolicyInstance::create(registry(), cfg.cache_policy, s);
 }
-
 
 /// Every policy with its default options, and a few option settings that change its mechanics.
 struct Variant {
@@ -129,17 +126,13 @@ TEST_CASE("cache policies: bad options fail with a message naming the option") {
 // ---------------------------------------------------------------------------------------------
 // Conformance: the same contract for every policy
 
-namespace {
-
-}  // namespace
-
 TEST_CASE("cache policies: conformance of every policy") {
   for (const auto& var : kVariants) {
     for (uint64_t capacity : {1, 3, 12}) {
       CAPTURE(label(var));
       CAPTURE(capacity);
-      pmoe::conformance::contract_run([&](const pmoe_cache_shape& s) { return make(var.name, s, var.options); },
-                                      capacity, 1000 * capacity + var.options.size());
+      contract_run([&](const pmoe_cache_shape& s) { return make(var.name, s, var.options); }, capacity,
+                   1000 * capacity + var.options.size());
     }
   }
 }
@@ -147,7 +140,7 @@ TEST_CASE("cache policies: conformance of every policy") {
 TEST_CASE("cache policies: edge cases of the contract for every policy") {
   for (const auto& var : kVariants) {
     CAPTURE(label(var));
-    pmoe::conformance::contract_edges([&](const pmoe_cache_shape& s) { return make(var.name, s, var.options); });
+    contract_edges([&](const pmoe_cache_shape& s) { return make(var.name, s, var.options); });
   }
 }
 
@@ -434,10 +427,6 @@ double replay(const Trace& tr, uint64_t capacity, Evictor& ev, uint32_t warmup) 
   }
   return static_cast<double>(hits) / static_cast<double>(uses);
 }
-
-}  // namespace
-
-namespace {
 
 /// The traces of the comparison: 8 layers x 32 experts, top-4, Zipf popularity.
 std::vector<std::pair<std::string, Trace>> scenarios(bool more) {

@@ -26,24 +26,26 @@ namespace {
 const std::string kFix = PMOE_FIXTURES_DIR;
 const std::string kBuild = PMOE_BUILD_DIR;
 
-std::vector<int32_t> tokens_of(const std::string& seq) {
-  std::ifstream f(kFix + "/logits/" + seq + ".tokens.json");
+std::vector<int32_t> tokens_of(const std::string& seq, const std::string& dir = kFix + "/logits") {
+  std::ifstream f(dir + "/" + seq + ".tokens.json");
   REQUIRE(f.good());
   return nlohmann::json::parse(f).get<std::vector<int32_t>>();
 }
 
-/// The compute backend under test (PMOE_TEST_COMPUTE, set when a compute plugin's CONFORMANCE
-/// registration runs this file on it): streamed and resident runs both use it.
-std::string compute_section() {
-  const std::string b = pmoe::test::backend_under_test();
-  return b.empty() ? "" : "compute: { plugin: " + b + " }\n";
+/// The storage plugins this build has.
+std::vector<std::string> available_storages() {
+  std::vector<std::string> storages = {"storage-posix"};
+  PluginRegistry reg;
+  if (reg.find("storage-uring", PMOE_KIND_STORAGE)) storages.push_back("storage-uring");
+  return storages;
 }
 
+/// Streamed and resident runs both use the backend under test (backend_under_test.hpp).
 std::string write_config(const std::string& name, const std::string& yaml) {
   const fs::path dir = fs::path(kBuild) / "test-configs";
   fs::create_directories(dir);
   const std::string p = (dir / (name + ".yaml")).string();
-  std::ofstream(p) << "plugin_paths: [" << kBuild << "/test-plugins/fault]\n" << compute_section() << yaml;
+  std::ofstream(p) << "plugin_paths: [" << kBuild << "/test-plugins/fault]\n" << pmoe::test::backend_config_section() << yaml;
   return p;
 }
 
@@ -59,7 +61,7 @@ Run run(const std::string& model, const std::string& config, const std::vector<i
         uint32_t ubatch = 8) {
   SessionOptions o;
   o.model_path = model.find('/') != std::string::npos ? model : kFix + "/models/" + model + ".gguf";
-  o.config_path = config.empty() && !compute_section().empty() ? write_config("resident", "") : config;
+  o.config_path = config.empty() && !pmoe::test::backend_config_section().empty() ? write_config("resident", "") : config;
   o.load_tokenizer = false;
   o.engine.n_ctx = uint32_t(toks.size());
   o.engine.ubatch = ubatch;  // the same chunking as the streamed runs (prefill_chunk 8)
@@ -98,18 +100,14 @@ uint64_t expert_slot_bytes(const std::string& model) {
 TEST_CASE("offloading never changes a bit: storage x policy x budget x lookahead x direct I/O") {
   const auto toks = tokens_of("st-a.random");
   std::vector<std::string> policies = {"lru"};
-  if (compute_section().empty()) {  // which policy runs is the host's business: checked once, on the default backend
+  if (pmoe::test::backend_config_section().empty()) {  // which policy runs is the host's business: checked once, on the default backend
     PluginRegistry reg;
     for (const char* p : {"lfu", "s3fifo", "arc", "router"})
       if (reg.find(p, PMOE_KIND_CACHE_POLICY)) policies.push_back(p);
   }
-  std::vector<std::string> storages = {"storage-posix"};
-  {
-    PluginRegistry reg;
-    if (reg.find("storage-uring", PMOE_KIND_STORAGE)) storages.push_back("storage-uring");
-  }
+  const std::vector<std::string> storages = available_storages();
   std::vector<const char*> models = {"st-a-q8_0", "st-a-q4_0", "st-b-f32"};
-  if (!compute_section().empty()) models.resize(1);  // another backend: one model (a software GPU is slow)
+  if (!pmoe::test::backend_config_section().empty()) models.resize(1);  // another backend: one model (a software GPU is slow)
   for (const char* model : models) {
     const Run ref_batch = run(model, "", toks, false), ref_seq = run(model, "", toks, true);
     const uint64_t slot = expert_slot_bytes(model);
@@ -219,14 +217,8 @@ TEST_CASE("a prefetch never evicts an expert predicted for this step; the predic
 TEST_CASE("downloaded file types stream bit for bit: K-quant mixes under a small budget, both storage plugins") {
   // llama-quantize's Q4_K_M (q4_K, q5_K, q6_K and q8_0 tensors, down in two types across layers)
   // and Q2_K (q2_K, q3_K, ...): expert slices of every type read on their own into cache slots
-  std::ifstream tf(kFix + "/quant/logits/st-k.random.tokens.json");
-  REQUIRE(tf.good());
-  const std::vector<int32_t> toks = nlohmann::json::parse(tf).get<std::vector<int32_t>>();
-  std::vector<std::string> storages = {"storage-posix"};
-  {
-    PluginRegistry reg;
-    if (reg.find("storage-uring", PMOE_KIND_STORAGE)) storages.push_back("storage-uring");
-  }
+  const std::vector<int32_t> toks = tokens_of("st-k.random", kFix + "/quant/logits");
+  const std::vector<std::string> storages = available_storages();
   for (const char* name : {"st-k-q4_k_m", "st-k-q2_k"}) {
     const std::string model = kFix + "/quant/models/" + name + ".gguf";
     const Run ref_batch = run(model, "", toks, false), ref_seq = run(model, "", toks, true);

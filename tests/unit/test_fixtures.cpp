@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <numeric>
 #include <fstream>
 
 using namespace pmoe;
@@ -84,15 +85,32 @@ bool rounds_like_ggml() { return backend().empty() || backend() == "cpu-onednn";
 
 Session open_model(const std::string& model, uint32_t n_ctx, const std::string& dir = kFix + "/models",
                    const std::string& config = "") {
+  static const std::string backend_config =
+      backend().empty() ? "" : write_config("backend-" + backend(), pmoe::test::backend_config_section());
   SessionOptions o;
   o.model_path = dir + "/" + model + ".gguf";
   o.engine.n_ctx = n_ctx;
   o.load_tokenizer = false;
-  o.config_path = config;
-  if (config.empty() && !backend().empty())
-    o.config_path = write_config("backend", "compute: { plugin: " + backend() + " }\n");
+  o.config_path = config.empty() ? backend_config : config;
   return Session(o);
 }
+
+/// Logits of `tokens` fed one at a time (the KV-cache path), one row per token.
+std::vector<float> one_by_one(Session& s, const std::vector<int32_t>& tokens) {
+  std::vector<float> logits;
+  for (int32_t t : tokens) s.engine().eval(std::span(&t, 1), true, logits);
+  return logits;
+}
+
+/// Rows 0..n-1.
+std::vector<int> first_rows(size_t n) {
+  std::vector<int> rows(n);
+  std::iota(rows.begin(), rows.end(), 0);
+  return rows;
+}
+
+/// The fixtures README's bound for quantized files: mean KL <= 5e-3 and top-1 >= 0.85.
+bool tight(const Compare& c) { return c.mean_kl <= 5e-3 && c.top1 >= 0.85; }
 
 // One fixture run: batch (and seq, gen, routing where stored) of `model` on `seq_name`.
 void check_f32(const std::string& model, const std::string& kind, const std::string& setting) {
@@ -125,23 +143,18 @@ void check_f32(const std::string& model, const std::string& kind, const std::str
       CHECK(next == greedy[k - 1]);
       s.engine().eval(std::span(&next, 1), false, gen);
     }
-    std::vector<int> rows(steps);
-    for (size_t k = 0; k < steps; ++k) rows[k] = int(k);
-    const Compare cg = compare(gen, gen_ref, rows, V);
+    const Compare cg = compare(gen, gen_ref, first_rows(steps), V);
     INFO(base << " gen max|d| " << cg.max_abs);
     CHECK(cg.max_abs <= 1e-3);
   }
 
   if (meta["files"].contains("seq")) {
     s.engine().reset();
-    std::vector<float> seq;
-    for (int32_t t : tokens) s.engine().eval(std::span(&t, 1), true, seq);
+    const std::vector<float> seq = one_by_one(s, tokens);
     const Compare cs = compare(seq, read_bin(base + ".seq.bin"), positions, V);
     INFO(base << " seq max|d| " << cs.max_abs);
     CHECK(cs.max_abs <= 1e-3);
     // our own batch and one-by-one paths agree to f32 rounding
-    std::vector<int> all(tokens.size());
-    for (size_t i = 0; i < all.size(); ++i) all[i] = int(i);
     std::vector<float> batch_rows;
     for (int p : positions) batch_rows.insert(batch_rows.end(), batch.begin() + long(size_t(p) * V), batch.begin() + long(size_t(p + 1) * V));
     CHECK(compare(seq, batch_rows, positions, V).max_abs <= 1e-4);
@@ -181,18 +194,17 @@ void check_quantized(const std::string& model, const std::string& kind) {
   const Compare exact = compare(batch, read_bin(base + ".exact.batch.bin"), positions, V);
   INFO(base << " vs ref: KL " << ref.mean_kl << " top1 " << ref.top1 << "; vs exact: KL "
             << exact.mean_kl << " top1 " << exact.top1);
-  CHECK(((ref.mean_kl <= 5e-3 && ref.top1 >= 0.85) || (exact.mean_kl <= 5e-3 && exact.top1 >= 0.85)));
+  CHECK((tight(ref) || tight(exact)));
   if (rounds_like_ggml()) {  // activations rounded exactly like ggml: held to llama.cpp itself
     CHECK(ref.mean_kl <= 5e-3);
     CHECK(ref.top1 >= 0.85);
   }
   s.engine().reset();
-  std::vector<float> seq;
-  for (int32_t t : tokens) s.engine().eval(std::span(&t, 1), true, seq);
+  const std::vector<float> seq = one_by_one(s, tokens);
   const Compare cs = compare(seq, read_bin(base + ".ref.seq.bin"), positions, V);
   const Compare cse = compare(seq, read_bin(base + ".exact.batch.bin"), positions, V);
   INFO("one by one vs ref: KL " << cs.mean_kl << " top1 " << cs.top1 << "; vs exact: KL " << cse.mean_kl);
-  CHECK(((cs.mean_kl <= 5e-3 && cs.top1 >= 0.85) || (!rounds_like_ggml() && cse.mean_kl <= 5e-3 && cse.top1 >= 0.85)));
+  CHECK((tight(cs) || (!rounds_like_ggml() && tight(cse))));
 }
 }  // namespace
 
@@ -205,7 +217,7 @@ void check_quantized(const std::string& model, const std::string& kind) {
 // reference for these files, so it is held to the README's looser bound for such backends:
 // mean KL <= 0.1 and top-1 >= 0.7 (a real bug gives KL > 1).
 bool within(const Compare& c) {
-  return rounds_like_ggml() ? c.mean_kl <= 5e-3 && c.top1 >= 0.85 : c.mean_kl <= 0.1 && c.top1 >= 0.7;
+  return rounds_like_ggml() ? tight(c) : c.mean_kl <= 0.1 && c.top1 >= 0.7;
 }
 
 void check_downloaded(const std::string& model, const std::string& kind) {
@@ -230,15 +242,12 @@ void check_downloaded(const std::string& model, const std::string& kind) {
   const size_t steps = gen_ref.size() / V;
   std::vector<float> gen(batch.end() - long(V), batch.end());
   for (size_t k = 1; k < steps; ++k) s.engine().eval(std::span(&greedy[k - 1], 1), false, gen);
-  std::vector<int> rows(steps);
-  for (size_t k = 0; k < steps; ++k) rows[k] = int(k);
-  const Compare cg = compare(gen, gen_ref, rows, V);
+  const Compare cg = compare(gen, gen_ref, first_rows(steps), V);
   INFO(model << "." << kind << " greedy steps: KL " << cg.mean_kl << " top1 " << cg.top1);
   CHECK(cg.mean_kl <= (rounds_like_ggml() ? 5e-3 : 0.1));  // 8 rows: too few for a top-1 rate, one near-tie is 0.125
 
   s.engine().reset();
-  std::vector<float> seq;
-  for (int32_t t : tokens) s.engine().eval(std::span(&t, 1), true, seq);
+  const std::vector<float> seq = one_by_one(s, tokens);
   const Compare cs = compare(seq, ref_seq, positions, V);
   INFO(model << "." << kind << " one by one: KL " << cs.mean_kl << " top1 " << cs.top1);
   CHECK(within(cs));

@@ -9,9 +9,6 @@
 
 namespace pmoe::cpu {
 
-constexpr int kQK = 32;    // values per legacy block
-constexpr int kQKK = 256;  // values per K-quant super-block
-
 // ---- weights ----------------------------------------------------------------------------------
 struct BlockQ4_0 {
   uint16_t d;
@@ -118,17 +115,6 @@ static_assert(sizeof(BlockQ8U) == 36);
 
 
 // ---- sub-block scales of the K-quants, as GGML unpacks them -------------------------------------
-/// Q4_K/Q5_K: scale and min of 32-value sub-block j (0..7), 6 bits each.
-inline void q4k_scale_min(const uint8_t* s, int j, int& sc, int& m) {
-  if (j < 4) {
-    sc = s[j] & 63;
-    m = s[j + 4] & 63;
-  } else {
-    sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
-}
-
 /// Q4_K/Q5_K: all 8 scales (bytes 0..7) and 8 mins (bytes 8..15) at once, by GGML's word shuffle.
 inline void q4k_scales_mins(const uint8_t* s, uint8_t out[16]) {
   uint32_t u[4];

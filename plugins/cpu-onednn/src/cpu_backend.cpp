@@ -31,7 +31,6 @@ struct Buffer {
   bool owned;
 };
 
-std::string op_name(uint32_t k) { return pmoe_op_name(k); }
 
 // Multiply-adds below which an op runs on the calling thread alone.
 constexpr int64_t kMinParallelWork = int64_t(1) << 16;
@@ -40,14 +39,6 @@ constexpr int64_t kRowBlock = 16;
 
 [[noreturn]] void fail(const std::string& what) {
   throw StatusError(PMOE_ERR_INVALID_ARGUMENT, what);
-}
-
-/// Bytes a tensor view spans, from its first byte.
-uint64_t extent(const pmoe_tensor& t) {
-  const uint64_t row = pmoe_dtype_row_bytes(t.dtype, uint64_t(t.ne[0]));
-  if (row == 0) return 0;
-  return row + uint64_t(t.ne[1] - 1) * t.nb[1] + uint64_t(t.ne[2] - 1) * t.nb[2] +
-         uint64_t(t.ne[3] - 1) * t.nb[3];
 }
 
 class CpuBackend final : public sdk::Compute {
@@ -102,8 +93,8 @@ class CpuBackend final : public sdk::Compute {
   }
   void check_op(const pmoe_op& op) override {
     auto weight = [&](const pmoe_tensor& t) {
-      if (!tile_kernel(t.dtype))
-        throw StatusError(PMOE_ERR_NOT_SUPPORTED, op_name(op.kind) + " has no kernel for " + type_name(t.dtype));
+      if (!tile_kernel(t.dtype, Order::gemv))
+        throw StatusError(PMOE_ERR_NOT_SUPPORTED, std::string(pmoe_op_name(op.kind)) + " has no kernel for " + type_name(t.dtype));
     };
     switch (op.kind) {
       case PMOE_OP_MATMUL: weight(op.src[0]); return;
@@ -133,7 +124,7 @@ class CpuBackend final : public sdk::Compute {
           run(ops[i]);
         }
       } catch (const StatusError& e) {
-        throw StatusError(e.code(), "op " + std::to_string(i) + " (" + op_name(ops[i].kind) + "): " + e.what());
+        throw StatusError(e.code(), "op " + std::to_string(i) + " (" + pmoe_op_name(ops[i].kind) + "): " + e.what());
       }
     }
   }
@@ -146,7 +137,7 @@ class CpuBackend final : public sdk::Compute {
     if (!buf) fail(std::string(role) + ": no buffer");
     if (t.ne[0] <= 0 || t.ne[1] <= 0 || t.ne[2] <= 0 || t.ne[3] <= 0)
       fail(std::string(role) + ": empty or negative shape");
-    const uint64_t span = extent(t);
+    const uint64_t span = pmoe_tensor_extent(&t);
     if (span == 0) fail(std::string(role) + ": unsupported dtype " + std::to_string(t.dtype) + " or row size");
     if (t.offset > buf->size || span > buf->size - t.offset)
       fail(std::string(role) + ": view exceeds its buffer");
@@ -162,26 +153,18 @@ class CpuBackend final : public sdk::Compute {
   // ---- matrix products --------------------------------------------------------------------
   /// Prepare `T` activation rows (floats, row stride `xs` floats) for `wtype`'s dot kernel;
   /// returns them and their row stride in bytes (the floats themselves where no conversion is needed).
-  static const uint8_t* prepare(uint32_t wtype, Order order, const float* x, int64_t in, int64_t T, int64_t xs,
-                                std::vector<uint8_t>& scratch, uint64_t& row_bytes) {
+  /// `parallel`: split the rows among the threads (a batch's activations, before its product).
+  const uint8_t* prepare(uint32_t wtype, Order order, const float* x, int64_t in, int64_t T, int64_t xs,
+                         std::vector<uint8_t>& scratch, uint64_t& row_bytes, bool parallel = false) {
     row_bytes = prepared_row_bytes(wtype, in, order);
     if (row_bytes == 0) {
       row_bytes = uint64_t(xs) * 4;
       return reinterpret_cast<const uint8_t*>(x);
     }
     scratch.resize(row_bytes * uint64_t(T));
-    for (int64_t t = 0; t < T; ++t) prepare_row(wtype, order, x + t * xs, scratch.data() + uint64_t(t) * row_bytes, in);
-    return scratch.data();
-  }
-  /// prepare() with the rows split among the threads (a batch's activations, before its product).
-  const uint8_t* prepare_parallel(uint32_t wtype, Order order, const float* x, int64_t in, int64_t T, int64_t xs,
-                                  std::vector<uint8_t>& scratch, uint64_t& row_bytes) {
-    row_bytes = prepared_row_bytes(wtype, in, order);
-    if (row_bytes == 0 || T < 8 || threads_ < 2) return prepare(wtype, order, x, in, T, xs, scratch, row_bytes);
-    scratch.resize(row_bytes * uint64_t(T));
     uint8_t* dst = scratch.data();
     const uint64_t rb = row_bytes;
-#pragma omp parallel for schedule(static) num_threads(threads_)
+#pragma omp parallel for schedule(static) num_threads(threads_) if (parallel && T >= 8 && threads_ > 1)
     for (int64_t t = 0; t < T; ++t) prepare_row(wtype, order, x + t * xs, dst + uint64_t(t) * rb, in);
     return dst;
   }
@@ -192,7 +175,7 @@ class CpuBackend final : public sdk::Compute {
     // llama.cpp's MUL_MAT runs a repacked weight's gemm on all but the last T % 4 tokens
     const Order order = sum_order(wtype, out);
     uint64_t xrow = 0;
-    const uint8_t* xa = prepare_parallel(wtype, order, x, in, T, xs, act_scratch_, xrow);
+    const uint8_t* xa = prepare(wtype, order, x, in, T, xs, act_scratch_, xrow, true);
     if (!acc && T >= dnnl_min_rows_ && matmul_onednn(w, wtype, w_row, in, out, xa, xrow, T, y, ys))
       return;
     int64_t gemm_cols = order == Order::gemv && T >= 4 ? T - T % 4 : 0;
@@ -213,8 +196,9 @@ class CpuBackend final : public sdk::Compute {
                         int64_t o0, int64_t o1, const uint8_t* xa, uint64_t xrow, int64_t T, float* y, int64_t ys,
                         bool acc) {
     static_assert(kTileCols == 4, "a tile must not straddle the gemm/gemv boundary (a multiple of 4)");
-    const TileFn tile = tile_kernel(wtype);
-    const PairTileFn pair = pair_tile_kernel(wtype);
+    // (tiles before gemm_cols sum in gemm order, which every kernel of the call's order has too)
+    const TileFn tile = tile_kernel(wtype, order);
+    const PairTileFn pair = pair_tile_kernel(wtype, order);
     float part[2 * kTileCols];
     for (int64_t t0 = 0; t0 < T; t0 += kTileCols) {
       const int nc = int(std::min<int64_t>(kTileCols, T - t0));
@@ -330,7 +314,7 @@ class CpuBackend final : public sdk::Compute {
       fail("shape mismatch: W {" + std::to_string(w.ne[0]) + ", " + std::to_string(w.ne[1]) +
            "} x {" + std::to_string(x.ne[0]) + ", " + std::to_string(x.ne[1]) + "} -> {" +
            std::to_string(dst.ne[0]) + ", " + std::to_string(dst.ne[1]) + "}");
-    if (!tile_kernel(w.dtype)) fail("unsupported weight type " + type_name(w.dtype));
+    if (!tile_kernel(w.dtype, Order::gemv)) fail("unsupported weight type " + type_name(w.dtype));
     matmul(ptr(w, "weights"), w.dtype, w.nb[1], w.ne[0], w.ne[1], ptr<float>(x, "src1"),
            int64_t(x.nb[1] / 4), x.ne[1], ptr<float>(dst, "dst"), int64_t(dst.nb[1] / 4), op.i[0] != 0);
   }
@@ -464,7 +448,8 @@ class CpuBackend final : public sdk::Compute {
     Order og, ou, od;                  // llama.cpp's MUL_MAT_ID order of each matrix
     std::vector<float> xr;             // the routed tokens' rows
     std::vector<uint8_t> xq, xuq, aq;  // prepared for gate, for up when its format differs, for down
-    const uint8_t* xu = nullptr;
+    const uint8_t* xg = nullptr;  // gate's input: xr itself or xq
+    const uint8_t* xu = nullptr;  // up's input: xg, or xuq when up's format differs
     const uint8_t* a = nullptr;
     uint64_t xrow = 0, xurow = 0, arow = 0;
     std::vector<float> gate, up;
@@ -489,7 +474,7 @@ class CpuBackend final : public sdk::Compute {
           dn.ne[1] != n_embd || dst.ne[0] != n_embd || dst.ne[1] != R)
         fail(where("shape mismatch"));
       for (const pmoe_tensor* t : {&g, &u, &dn})
-        if (!tile_kernel(t->dtype)) fail(where("unsupported weight type " + type_name(t->dtype)));
+        if (!tile_kernel(t->dtype, Order::gemv)) fail(where("unsupported weight type " + type_name(t->dtype)));
       ExpertJob& j = jobs_[k];
       j.g = &g, j.u = &u, j.d = &dn, j.R = R, j.n_embd = n_embd, j.n_ff = n_ff;
       j.gp = ptr(g, "gate"), j.up_w = ptr(u, "up"), j.dp = ptr(dn, "down");
@@ -524,20 +509,17 @@ class CpuBackend final : public sdk::Compute {
         j.xr.resize(size_t(j.R * j.n_embd));
         for (int64_t r = 0; r < j.R; ++r)
           std::memcpy(&j.xr[size_t(r * j.n_embd)], j.x + j.tok[r] * j.xs, size_t(j.n_embd) * 4);
-        j.xq.resize(0);
-        const uint8_t* xa = prepare(j.g->dtype, j.og, j.xr.data(), j.n_embd, j.R, j.n_embd, j.xq, j.xrow);
-        if (xa != j.xq.data()) j.xq.assign(xa, xa + j.xrow * uint64_t(j.R));  // f32: keep our own copy
-        j.xu = j.xq.data(), j.xurow = j.xrow;
-        if (j.u->dtype != j.g->dtype || j.ou != j.og) {  // each its own format
+        // float weights read the rows in j.xr as they are; block types their quantized copy
+        j.xg = prepare(j.g->dtype, j.og, j.xr.data(), j.n_embd, j.R, j.n_embd, j.xq, j.xrow);
+        j.xu = j.xg, j.xurow = j.xrow;
+        if (j.u->dtype != j.g->dtype)  // each its own format (same dtype and shape: same order)
           j.xu = prepare(j.u->dtype, j.ou, j.xr.data(), j.n_embd, j.R, j.n_embd, j.xuq, j.xurow);
-          if (j.xu != j.xuq.data()) j.xuq.assign(j.xu, j.xu + j.xurow * uint64_t(j.R)), j.xu = j.xuq.data();
-        }
       }
       const auto [lo1, hi1] = my_share(c1);
       for (size_t i = lo1; i < hi1; ++i) {
         ExpertJob& j = jobs[t1[i].first];
         const int64_t o0 = t1[i].second * kRowBlock, o1 = std::min(j.n_ff, o0 + kRowBlock);
-        tile_rows(j.g->dtype, j.og, 0, j.gp, j.g->nb[1], j.n_embd, o0, o1, j.xq.data(), j.xrow, j.R,
+        tile_rows(j.g->dtype, j.og, 0, j.gp, j.g->nb[1], j.n_embd, o0, o1, j.xg, j.xrow, j.R,
                   j.gate.data(), j.n_ff, false);
         tile_rows(j.u->dtype, j.ou, 0, j.up_w, j.u->nb[1], j.n_embd, o0, o1, j.xu, j.xurow, j.R, j.up.data(),
                   j.n_ff, false);

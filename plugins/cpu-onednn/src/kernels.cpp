@@ -234,7 +234,8 @@ Isa detect_isa() {
   if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")))
     return Isa::scalar;
   if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")))
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vnni")))
     return Isa::avx2;
   if (!__builtin_cpu_supports("avx512vbmi")) return Isa::avx512_vnni;
   return Isa::avx512_vbmi;
@@ -262,16 +263,16 @@ Isa kernel_isa() {
   return isa;
 }
 
-TileFn tile_kernel(uint32_t weight_type) {
+TileFn tile_kernel(uint32_t weight_type, Order order) {
   const Isa isa = kernel_isa();
   TileFn f = nullptr;
-  if (isa >= Isa::avx512_vnni) f = avx512_tile(weight_type);
-  if (!f && isa >= Isa::avx2) f = avx2_tile(weight_type);
+  if (isa >= Isa::avx512_vnni) f = avx512_tile(weight_type, order);
+  if (!f && isa >= Isa::avx2) f = avx2_tile(weight_type, order);
   return f ? f : scalar_tile(weight_type);
 }
 
-PairTileFn pair_tile_kernel(uint32_t weight_type) {
-  return kernel_isa() >= Isa::avx512_vnni ? avx512_pair_tile(weight_type) : nullptr;
+PairTileFn pair_tile_kernel(uint32_t weight_type, Order order) {
+  return kernel_isa() >= Isa::avx512_vnni ? avx512_pair_tile(weight_type, order) : nullptr;
 }
 
 namespace {

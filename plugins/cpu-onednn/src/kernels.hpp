@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <optional>
 #include <string_view>
+#include <type_traits>
 
 namespace pmoe::cpu {
 
@@ -51,8 +52,10 @@ Order sum_order(uint32_t weight_type, int64_t rows);
 using TileFn = void (*)(const uint8_t* w, const uint8_t* x, uint64_t x_stride, int nc, int64_t n, Order order,
                         float* out);
 
-/// The kernel for `weight_type` in the kernel set in use, or nullptr for a type it cannot multiply.
-TileFn tile_kernel(uint32_t weight_type);
+/// The kernel for `weight_type` summing in `order`, from the kernel set in use, or nullptr for a
+/// type no set can multiply. A set's table answers nullptr for what it leaves to the set below
+/// (rare vec_dot shapes with their own order), so no kernel forwards calls itself.
+TileFn tile_kernel(uint32_t weight_type, Order order);
 
 /// Two weight rows at once, `w_row` bytes apart: out[c] = W_row0 · X_c, out[kTileCols + c] =
 /// W_row1 · X_c, same bits as two TileFn calls. Types whose single-row kernel is bound by loading
@@ -60,8 +63,9 @@ TileFn tile_kernel(uint32_t weight_type);
 using PairTileFn = void (*)(const uint8_t* w, uint64_t w_row, const uint8_t* x, uint64_t x_stride, int nc, int64_t n,
                             Order order, float* out);
 
-/// The two-row kernel for `weight_type` in the kernel set in use, or nullptr (one row at a time).
-PairTileFn pair_tile_kernel(uint32_t weight_type);
+/// The two-row kernel for `weight_type` and `order` in the kernel set in use, or nullptr (one row
+/// at a time).
+PairTileFn pair_tile_kernel(uint32_t weight_type, Order order);
 
 /// Bytes of one activation row of `n` values prepared for `weight_type`'s kernel in `order`, for
 /// kernel set `isa`: ggml's Q8_0, Q8_1 or Q8_K blocks, except that AVX-512 reads repacked
@@ -114,25 +118,31 @@ void expf16_avx2(const float* x, float* y);
 /// The tile kernel of each set for a type; nullptr where the set has none (the next lower set's
 /// kernel is used then).
 TileFn scalar_tile(uint32_t type);
-TileFn avx2_tile(uint32_t type);
-TileFn avx512_tile(uint32_t type);
-PairTileFn avx512_pair_tile(uint32_t type);
+TileFn avx2_tile(uint32_t type, Order order);
+TileFn avx512_tile(uint32_t type, Order order);
+PairTileFn avx512_pair_tile(uint32_t type, Order order);
 
 // ---- for the kernel files -------------------------------------------------------------------------
-/// K<NC>::run(w, x, x_stride, n, order, out) for NC = 1..kTileCols; by_cols<K> picks it from nc.
-using FixedTileFn = void (*)(const uint8_t* w, const uint8_t* x, uint64_t x_stride, int64_t n, Order order, float* out);
-template <FixedTileFn F1, FixedTileFn F2, FixedTileFn F3, FixedTileFn F4>
-void tile_by_cols(const uint8_t* w, const uint8_t* x, uint64_t xs, int nc, int64_t n, Order order, float* out) {
+/// f(std::integral_constant<int, NC>{}) with NC = nc: a run-time column count (1..kTileCols) made
+/// a compile-time one for the kernel templates.
+template <class F>
+void with_cols(int nc, F&& f) {
+  static_assert(kTileCols == 4, "with_cols covers 1..4 columns");
   switch (nc) {
-    case 1: return F1(w, x, xs, n, order, out);
-    case 2: return F2(w, x, xs, n, order, out);
-    case 3: return F3(w, x, xs, n, order, out);
-    default: return F4(w, x, xs, n, order, out);
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    default: return f(std::integral_constant<int, 4>{});
   }
 }
-static_assert(kTileCols == 4, "tile_by_cols covers 1..4 columns");
+/// K<NC>::run(w, x, x_stride, n, order, out) for NC = 1..kTileCols; by_cols<K> picks it from nc.
+using FixedTileFn = void (*)(const uint8_t* w, const uint8_t* x, uint64_t x_stride, int64_t n, Order order, float* out);
 template <template <int> class K>
-constexpr TileFn by_cols = tile_by_cols<K<1>::run, K<2>::run, K<3>::run, K<4>::run>;
+void tile_by_cols(const uint8_t* w, const uint8_t* x, uint64_t xs, int nc, int64_t n, Order order, float* out) {
+  with_cols(nc, [&](auto c) { K<c>::run(w, x, xs, n, order, out); });
+}
+template <template <int> class K>
+constexpr TileFn by_cols = tile_by_cols<K>;
 
 /// ggml's hsum_float_8: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
 inline float hsum8(const float a[8]) { return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); }

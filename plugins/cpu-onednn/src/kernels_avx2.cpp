@@ -139,8 +139,6 @@ void chain_blocks_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t 
 
 template <class Dec, int NC>
 void blocks_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Order order, float* out) {
-  if (Dec::kType == PMOE_DTYPE_IQ4_NL && order == Order::vec_dot)  // a rare shape with its own order
-    return scalar_tile(Dec::kType)(w, x, xs, NC, n, order, out);
   if constexpr (Dec::kType == PMOE_DTYPE_Q4_0 || Dec::kType == PMOE_DTYPE_IQ4_NL) {
     if (order != Order::vec_dot) return chain_blocks_tile<Dec, NC>(w, x, xs, n, out);
   }
@@ -223,13 +221,10 @@ struct DecQ3K {
 
 template <class Block>
 inline void q45k_scales(const Block& b, SuperDec& s) {
+  uint8_t sm[16];
+  q4k_scales_mins(b.scales, sm);
   int16_t g[16], m[16];
-  for (int j = 0; j < 8; ++j) {
-    int sc, mn;
-    q4k_scale_min(b.scales, j, sc, mn);
-    g[2 * j] = g[2 * j + 1] = int16_t(sc);
-    m[2 * j] = m[2 * j + 1] = int16_t(mn);
-  }
+  for (int j = 0; j < 8; ++j) g[2 * j] = g[2 * j + 1] = sm[j], m[2 * j] = m[2 * j + 1] = sm[8 + j];
   set_scales(s, g);
   s.mins = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m));
   s.d = f16(b.d), s.dmin = f16(b.dmin);
@@ -314,8 +309,6 @@ struct DecIQ4XS {
 template <class Dec, int NC>
 void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Order order, float* out) {
   constexpr bool kChain = Dec::kType == PMOE_DTYPE_Q4_K || Dec::kType == PMOE_DTYPE_Q2_K;
-  if (kChain && order == Order::vec_dot)  // a rare shape with its own order
-    return scalar_tile(Dec::kType)(w, x, xs, NC, n, order, out);
   // chain: parts of a super-block with their own fma (gemm: Q4_K 4 of 64 values, Q2_K 2 of 128)
   const int parts = order == Order::gemm ? (Dec::kType == PMOE_DTYPE_Q4_K ? 4 : 2) : 1;
   const auto* a = reinterpret_cast<const typename Dec::Block*>(w);
@@ -560,7 +553,10 @@ void attend_avx2(const float* q, const float* k, int64_t ks, const float* v, int
   }
 }
 
-TileFn avx2_tile(uint32_t type) {
+TileFn avx2_tile(uint32_t type, Order order) {
+  // rare shapes with their own order: the scalar kernels
+  if (order == Order::vec_dot && (type == PMOE_DTYPE_IQ4_NL || type == PMOE_DTYPE_Q2_K || type == PMOE_DTYPE_Q4_K))
+    return nullptr;
   switch (type) {
     case PMOE_DTYPE_F32: return by_cols<F32K>;
     case PMOE_DTYPE_F16: return by_cols<F16K>;

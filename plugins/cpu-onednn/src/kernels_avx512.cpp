@@ -20,6 +20,7 @@
 namespace pmoe::cpu {
 namespace {
 
+inline float f16(uint16_t h) { return _cvtsh_ss(h); }  // F16C: exact, like pmoe_fp16_to_fp32
 inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
 /// 16-bit lanes 0..15 = a, 16..31 = b (per-lane shift counts for the two halves of a register).
@@ -123,7 +124,7 @@ void q4_chain_rows(const uint8_t* w, uint64_t w_row, const uint8_t* x, uint64_t 
         }
         uint16_t h;
         std::memcpy(&h, wq, 2);
-        res[c] = std::fma(float(isum), pmoe_fp16_to_fp32(h) * pmoe_fp16_to_fp32(xb->d), res[c]);
+        res[c] = std::fma(float(isum), f16(h) * f16(xb->d), res[c]);
       }
     for (int c = 0; c < NC; ++c) out[r * kTileCols + c] = res[c];
   }
@@ -164,12 +165,7 @@ void q8_0_pair(const uint8_t* w, uint64_t w_row, const uint8_t* x, uint64_t xs, 
 
 void q8_0_pair_tile(const uint8_t* w, uint64_t w_row, const uint8_t* x, uint64_t xs, int nc, int64_t n, Order,
                     float* out) {
-  switch (nc) {
-    case 1: return q8_0_pair<1>(w, w_row, x, xs, n, out);
-    case 2: return q8_0_pair<2>(w, w_row, x, xs, n, out);
-    case 3: return q8_0_pair<3>(w, w_row, x, xs, n, out);
-    default: return q8_0_pair<4>(w, w_row, x, xs, n, out);
-  }
+  with_cols(nc, [&](auto c) { q8_0_pair<c>(w, w_row, x, xs, n, out); });
 }
 /// One row (a matrix's odd last row): the same row in both halves.
 void q8_0_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int nc, int64_t n, Order order, float* out) {
@@ -216,7 +212,7 @@ struct DQ2K {
     const __m128i m4 = _mm_set1_epi8(0xF);
     set_scales(s, _mm256_cvtepu8_epi16(_mm_and_si128(sm, m4)), 0);
     s.mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), m4));
-    s.d = pmoe_fp16_to_fp32(b.d), s.dmin = pmoe_fp16_to_fp32(b.dmin);
+    s.d = f16(b.d), s.dmin = f16(b.dmin);
   }
 };
 
@@ -239,7 +235,7 @@ struct DQ3K {
     int8_t sc[16];
     q3k_scales(b.scales, sc);
     set_scales(s, _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc))), 0);
-    s.d = pmoe_fp16_to_fp32(b.d), s.dmin = 0.f;
+    s.d = f16(b.d), s.dmin = 0.f;
   }
 };
 
@@ -262,7 +258,7 @@ inline void q45k_scales(const Block& b, SuperDec& s) {
   const __m256i all = q4k_scales_mins16(b.scales);
   set_scales(s, all, 1);
   s.mins = _mm256_permutexvar_epi16(_mm256_setr_epi16(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15), all);
-  s.d = pmoe_fp16_to_fp32(b.d), s.dmin = pmoe_fp16_to_fp32(b.dmin);
+  s.d = f16(b.d), s.dmin = f16(b.dmin);
 }
 
 struct DQ4K {
@@ -313,7 +309,7 @@ struct DQ6K {
     }
     s.g16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales)));
     set_scales(s, s.g16, 0);
-    s.d = pmoe_fp16_to_fp32(b.d), s.dmin = 0.f;
+    s.d = f16(b.d), s.dmin = 0.f;
   }
 };
 
@@ -336,7 +332,7 @@ struct DIQ4XS {
     alignas(16) int16_t g[8];
     for (int j = 0; j < 8; ++j) g[j] = int16_t(iq4xs_scale(b, j));
     set_scales(s, _mm256_castsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(g))), 1);
-    s.d = pmoe_fp16_to_fp32(b.d), s.dmin = 0.f;
+    s.d = f16(b.d), s.dmin = 0.f;
   }
 };
 
@@ -379,8 +375,6 @@ template <class Dec, int NC>
 void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Order order, float* out) {
   constexpr bool kChain = Dec::kType == PMOE_DTYPE_Q4_K || Dec::kType == PMOE_DTYPE_Q2_K;
   constexpr bool kMins = Dec::kType == PMOE_DTYPE_Q5_K;  // lanes + one float sum of the mins
-  if (kChain && order == Order::vec_dot)  // a rare shape with its own order
-    return scalar_tile(Dec::kType)(w, x, xs, NC, n, order, out);
   // chain: parts of a super-block with their own fma (gemm: Q4_K 4 of 64 values, Q2_K 2 of 128),
   // the columns' chains side by side in one vector
   const int parts = order == Order::gemm ? (Dec::kType == PMOE_DTYPE_Q4_K ? 4 : 2) : 1;
@@ -470,20 +464,11 @@ void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Orde
   for (int c = 0; c < NC; ++c) out[c] = kChain ? r[c] : hsum(acc[c]) + summs[c];
 }
 
-/// Repacked Q4_0/IQ4_NL read GroupQ8x4; for their rare vec_dot shapes the activations are plain Q8_0.
+/// Repacked Q4_0/IQ4_NL against GroupQ8x4, in gemv or gemm order (vec_dot: left_below).
 template <uint32_t Type, int NR>
-void q4_rows(const uint8_t* w, uint64_t w_row, const uint8_t* x, uint64_t xs, int nc, int64_t n, Order order, float* out) {
-  if (order == Order::vec_dot) {
-    for (int r = 0; r < NR; ++r) avx2_tile(Type)(w + uint64_t(r) * w_row, x, xs, nc, n, order, out + r * kTileCols);
-    return;
-  }
+void q4_rows(const uint8_t* w, uint64_t w_row, const uint8_t* x, uint64_t xs, int nc, int64_t n, Order, float* out) {
   constexpr bool kIQ4 = Type == PMOE_DTYPE_IQ4_NL;
-  switch (nc) {
-    case 1: return q4_chain_rows<kIQ4, 1, NR>(w, w_row, x, xs, n, out);
-    case 2: return q4_chain_rows<kIQ4, 2, NR>(w, w_row, x, xs, n, out);
-    case 3: return q4_chain_rows<kIQ4, 3, NR>(w, w_row, x, xs, n, out);
-    default: return q4_chain_rows<kIQ4, 4, NR>(w, w_row, x, xs, n, out);
-  }
+  with_cols(nc, [&](auto c) { q4_chain_rows<kIQ4, c, NR>(w, w_row, x, xs, n, out); });
 }
 template <uint32_t Type>
 void q4_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int nc, int64_t n, Order order, float* out) {
@@ -500,7 +485,15 @@ struct Super {
 
 }  // namespace
 
-TileFn avx512_tile(uint32_t type) {
+/// Rare vec_dot shapes with their own order (AVX-512 has chains for gemv and gemm only): the
+/// sets below.
+bool left_below(uint32_t type, Order order) {
+  return order == Order::vec_dot && (type == PMOE_DTYPE_Q4_0 || type == PMOE_DTYPE_IQ4_NL || type == PMOE_DTYPE_Q2_K ||
+                                     type == PMOE_DTYPE_Q4_K);
+}
+
+TileFn avx512_tile(uint32_t type, Order order) {
+  if (left_below(type, order)) return nullptr;
   switch (type) {
     case PMOE_DTYPE_Q4_0: return q4_tile<PMOE_DTYPE_Q4_0>;
     case PMOE_DTYPE_IQ4_NL: return q4_tile<PMOE_DTYPE_IQ4_NL>;
@@ -515,7 +508,8 @@ TileFn avx512_tile(uint32_t type) {
   }
 }
 
-PairTileFn avx512_pair_tile(uint32_t type) {
+PairTileFn avx512_pair_tile(uint32_t type, Order order) {
+  if (left_below(type, order)) return nullptr;
   switch (type) {
     case PMOE_DTYPE_Q8_0: return q8_0_pair_tile;
     case PMOE_DTYPE_Q4_0: return q4_rows<PMOE_DTYPE_Q4_0, 2>;

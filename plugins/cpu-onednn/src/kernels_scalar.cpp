@@ -59,15 +59,6 @@ float dot_bf16(const void* w, const void* x, int64_t n, Order) {  // x: bf16 too
                     Order::vec_dot);
 }
 
-constexpr int8_t kOnes[256] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-                               1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-                               1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-                               1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-                               1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-                               1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-                               1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-                               1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
-
 /// Integer sum of v[i] * q[i] over i in [first, first + count).
 int isum(const int8_t* v, const int8_t* q, int first, int count) {
   int s = 0;
@@ -170,7 +161,8 @@ float dot_q8_k_act(const void* w, const void* x, int64_t n, Order order) {
       int s = 0;
       for (int c = 0; c < 8; ++c) {
         int q = isum(u.v, b[k].qs, 32 * c + 4 * l, 4);
-        if constexpr (q6k) q += 32 * isum(kOnes, b[k].qs, 32 * c + 4 * l, 4);  // ggml's values are unsigned (v + 32)
+        if constexpr (q6k)  // ggml's values are unsigned (v + 32)
+          for (int i = 0; i < 4; ++i) q += 32 * b[k].qs[32 * c + 4 * l + i];
         s += int(u.scale[2 * c + l / 4]) * q;
       }
       if constexpr (q6k)  // ... and 32 * scale * bsum comes off lane l, for groups 2l and 2l + 1

@@ -81,12 +81,9 @@ inline void unpack_q45k(const Block& b, const uint8_t* qh, SuperBlock& u) {
       u.v[64 * j + l] = int8_t((q & 0xF) | (qh && (qh[l] >> (2 * j)) & 1 ? 16 : 0));
       u.v[64 * j + 32 + l] = int8_t((q >> 4) | (qh && (qh[l] >> (2 * j + 1)) & 1 ? 16 : 0));
     }
-  for (int s = 0; s < 8; ++s) {
-    int sc, m;
-    q4k_scale_min(b.scales, s, sc, m);
-    u.scale[2 * s] = u.scale[2 * s + 1] = int16_t(sc);
-    u.min[2 * s] = u.min[2 * s + 1] = int16_t(m);
-  }
+  uint8_t sm[16];
+  q4k_scales_mins(b.scales, sm);
+  for (int s = 0; s < 8; ++s) u.scale[2 * s] = u.scale[2 * s + 1] = sm[s], u.min[2 * s] = u.min[2 * s + 1] = sm[8 + s];
   u.d = pmoe_fp16_to_fp32(b.d), u.dmin = pmoe_fp16_to_fp32(b.dmin);
 }
 inline void unpack_super(const BlockQ4K& b, SuperBlock& u) { unpack_q45k(b, nullptr, u); }

@@ -150,7 +150,7 @@ TEST_CASE("the kernel set in use gives the scalar kernels' bits for every type, 
           uint64_t s_ref, s_got;
           const auto x_ref = prepared(order, Isa::scalar, s_ref), x_got = prepared(order, kernel_isa(), s_got);
           scalar_tile(type)(w.data(), x_ref.data(), s_ref, nc, n, order, ref);
-          tile_kernel(type)(w.data(), x_got.data(), s_got, nc, n, order, got);
+          tile_kernel(type, order)(w.data(), x_got.data(), s_got, nc, n, order, got);
           INFO(std::string(isa_name(kernel_isa())) << " " << std::string(pmoe_dtype_name(type)) << " n " << n << " order " << int(order) << " nc " << nc);
           INFO("scalar " << ref[0] << " vs " << got[0]);
           CHECK(std::memcmp(ref, got, size_t(nc) * 4) == 0);
@@ -164,14 +164,15 @@ TEST_CASE("two-row kernels give each row the scalar kernels' bits") {
   std::normal_distribution<float> nd(0.f, 1.f);
   int checked = 0;
   for (uint32_t type = 0; type < 40; ++type) {
-    const PairTileFn pair = pmoe_dtype_name(type) ? pair_tile_kernel(type) : nullptr;
+    if (!pmoe_dtype_name(type)) continue;
+    const Order order = sum_order(type, 2);
+    const PairTileFn pair = pair_tile_kernel(type, order);
     if (!pair) continue;
     for (int64_t n : {32, 768}) {
       const uint64_t row = pmoe_dtype_row_bytes(type, uint64_t(n));
       const std::vector<uint8_t> w = pmoe::testref::random_blocks(rng, type, size_t(2 * row / pmoe_dtype_block_bytes(type)));
       std::vector<float> x(size_t(n) * kTileCols);
       for (auto& v : x) v = nd(rng);
-      const Order order = sum_order(type, 2);
       auto prepared = [&](Isa isa) {
         const uint64_t xb = prepared_row_bytes(type, n, order, isa);
         std::vector<uint8_t> xp(xb * kTileCols);

@@ -42,21 +42,13 @@ std::string type_name(uint32_t t) {
   return n ? n : "dtype " + std::to_string(t);
 }
 
-/// Bytes a tensor view spans, from its first byte.
-uint64_t extent(const pmoe_tensor& t) {
-  const uint64_t row = pmoe_dtype_row_bytes(t.dtype, uint64_t(t.ne[0]));
-  if (row == 0) return 0;
-  return row + uint64_t(t.ne[1] - 1) * t.nb[1] + uint64_t(t.ne[2] - 1) * t.nb[2] + uint64_t(t.ne[3] - 1) * t.nb[3];
-}
-
+/// The weight types built into the plugin: those with an embedded matmul shader (CMakeLists.txt
+/// lists them once).
 bool is_weight_type(uint32_t t) {
-  switch (t) {
-    case PMOE_DTYPE_F32: case PMOE_DTYPE_F16: case PMOE_DTYPE_BF16: case PMOE_DTYPE_Q4_0: case PMOE_DTYPE_Q4_1:
-    case PMOE_DTYPE_Q5_0: case PMOE_DTYPE_Q5_1: case PMOE_DTYPE_Q8_0: case PMOE_DTYPE_Q2_K: case PMOE_DTYPE_Q3_K:
-    case PMOE_DTYPE_Q4_K: case PMOE_DTYPE_Q5_K: case PMOE_DTYPE_Q6_K: case PMOE_DTYPE_IQ4_NL: case PMOE_DTYPE_IQ4_XS:
-      return true;
-    default: return false;
-  }
+  const std::string name = "matmul_" + std::to_string(t);
+  for (const Shader& sh : shaders())
+    if (sh.name == name) return true;
+  return false;
 }
 
 struct Buffer {
@@ -235,7 +227,7 @@ class VulkanBackend final : public sdk::Compute {
                     : props_.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU          ? PMOE_DEVICE_CPU
                                                                                 : PMOE_DEVICE_OTHER;
     p.unified_memory = p.device_type != PMOE_DEVICE_DISCRETE_GPU;
-    std::snprintf(p.name, sizeof p.name, "%s (Vulkan %u.%u)", props_.deviceName, VK_API_VERSION_MAJOR(props_.apiVersion),
+    std::snprintf(p.name, sizeof p.name, "%.100s (Vulkan %u.%u)", props_.deviceName, VK_API_VERSION_MAJOR(props_.apiVersion),
                   VK_API_VERSION_MINOR(props_.apiVersion));
     for (uint32_t i = 0; i < mem_.memoryHeapCount; ++i)
       if (mem_.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) p.device_memory += mem_.memoryHeaps[i].size;
@@ -279,8 +271,8 @@ class VulkanBackend final : public sdk::Compute {
     auto within = [](const pmoe_tensor& t, const std::string& role) {
       if (!t.buffer) invalid(role + " has no buffer");
       const auto* b = reinterpret_cast<const Buffer*>(t.buffer);
-      if (t.offset > b->size || extent(t) > b->size - t.offset)
-        invalid(role + " (" + std::to_string(extent(t)) + " bytes at offset " + std::to_string(t.offset) +
+      if (t.offset > b->size || pmoe_tensor_extent(&t) > b->size - t.offset)
+        invalid(role + " (" + std::to_string(pmoe_tensor_extent(&t)) + " bytes at offset " + std::to_string(t.offset) +
                 ") runs past its buffer of " + std::to_string(b->size) + " bytes");
     };
     within(op.dst, "dst");
@@ -319,6 +311,7 @@ class VulkanBackend final : public sdk::Compute {
 
   bool wait(uint64_t ticket, uint64_t timeout_ns) override {
     if (ticket == 0 || ticket <= completed_) return true;
+    if (ticket > ticket_) invalid("ticket " + std::to_string(ticket) + " was never submitted");
     VkSemaphoreWaitInfo wi{VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO};
     wi.semaphoreCount = 1;
     wi.pSemaphores = &timeline_;

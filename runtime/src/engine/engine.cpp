@@ -335,7 +335,7 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
       ops.push_back(make_op(PMOE_OP_MATMUL, pmoe_tensor_2d(ahead_, i * n * E * 4, PMOE_DTYPE_F32, E, n),
                             {weight(*model_.layer(ahead[i]).router), x}));
     compute_.wait(compute_.submit(ops));  // the one wait of a layer: routing happens on the host
-    if (cache_) reap(false);                // (so every earlier expert is done too)
+    reap(false);                            // (so every earlier expert is done too)
     route(il, n);
     // routes grouped by expert; each expert writes its own rows of ey
     std::vector<int32_t> route_tok(size_t(n) * K), comb_idx(size_t(n) * K);
@@ -435,7 +435,7 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
     logits.resize(at + size_t(rows) * h.n_vocab);
     compute_.read(act_, logits_.offset, logits.data() + at, uint64_t(rows) * h.n_vocab * 4);
   }
-  if (cache_) reap_all();  // no logits wanted: nothing waited since the last layer's experts
+  reap_all();  // no logits wanted: nothing waited since the last layer's experts
   n_past_ += n;
   if (cache_) cache_->next_tick();
 }

@@ -104,7 +104,7 @@ const GgufTensorInfo& Model::require(const std::string& name, std::vector<int64_
   return *t;
 }
 
-const GgufTensorInfo* Model::require_down(const std::string& name) const {
+void Model::refuse_transposed_down(const std::string& name) const {
   const Hparams& h = hp_;
   const GgufTensorInfo* t = file_->find_tensor(name);
   // PowerInfer's converter can store down transposed (--transpose-down): {n_embd, n_ff, n_expert},
@@ -115,7 +115,6 @@ const GgufTensorInfo* Model::require_down(const std::string& name) const {
                 ", one row per neuron, as PowerInfer's --transpose-down writes it); pocketmoe needs llama.cpp's layout {" +
                 std::to_string(h.n_ff_exp) + ", " + std::to_string(h.n_embd) + ", " + std::to_string(h.n_expert) +
                 "}: convert the model without --transpose-down");
-  return &require(name, {int64_t(h.n_ff_exp), int64_t(h.n_embd), int64_t(h.n_expert)});
 }
 
 void Model::bind_tensors() {
@@ -150,8 +149,8 @@ void Model::bind_tensors() {
     L.router = req("ffn_gate_inp.weight", {E, int64_t(h.n_expert)});
     L.gate_exps = req("ffn_gate_exps.weight", {E, int64_t(h.n_ff_exp), int64_t(h.n_expert)});
     L.up_exps = req("ffn_up_exps.weight", {E, int64_t(h.n_ff_exp), int64_t(h.n_expert)});
-    L.down_exps = require_down(b + "ffn_down_exps.weight");
-    used.insert(b + "ffn_down_exps.weight");
+    refuse_transposed_down(b + "ffn_down_exps.weight");
+    L.down_exps = req("ffn_down_exps.weight", {int64_t(h.n_ff_exp), E, int64_t(h.n_expert)});
     for (const GgufTensorInfo* t : {L.attn_norm, L.ffn_norm})
       if (t->type != PMOE_DTYPE_F32)
         throw Error(p + ": tensor '" + t->name + "' must be f32 (norm weights), got " +

@@ -68,7 +68,7 @@ class Model {
   void read_hparams();
   void bind_tensors();
   const GgufTensorInfo& require(const std::string& name, std::vector<int64_t> shape) const;
-  const GgufTensorInfo* require_down(const std::string& name) const;  // refuses PowerInfer's transposed layout
+  void refuse_transposed_down(const std::string& name) const;  // PowerInfer's --transpose-down layout
 
   std::unique_ptr<GgufFile> file_;
   Hparams hp_;

@@ -215,6 +215,15 @@ static inline pmoe_tensor pmoe_tensor_2d(pmoe_buffer* b, uint64_t offset, uint32
   return t;
 }
 
+/** Bytes a tensor view spans from its first byte (0 for an unknown dtype): what a backend checks
+ *  against its buffer before touching it. */
+static inline uint64_t pmoe_tensor_extent(const pmoe_tensor* t) {
+  const uint64_t row = pmoe_dtype_row_bytes(t->dtype, (uint64_t)t->ne[0]);
+  if (row == 0) return 0;
+  return row + (uint64_t)(t->ne[1] - 1) * t->nb[1] + (uint64_t)(t->ne[2] - 1) * t->nb[2] +
+         (uint64_t)(t->ne[3] - 1) * t->nb[3];
+}
+
 #ifdef __cplusplus
 }
 #endif
