@@ -71,7 +71,7 @@ struct Recording {
 // Push-constant blocks, laid out as the shaders declare them.
 struct MatmulArgs {
   uint64_t w, x, y, tok;
-  uint32_t n_in, n_out, n_tok, w_row_bytes, x_stride, y_stride, mode, rows_per_z;
+  uint32_t n_in, n_out, n_tok, w_row_bytes, x_stride, y_stride, mode, rows_per_group;
 };
 struct GetRowsArgs {
   uint64_t table, ids, dst;
@@ -102,7 +102,8 @@ struct CombineArgs {
 };
 
 constexpr uint32_t kMatmulTile = 8;      // tokens per matmul workgroup (matmul.comp TILE)
-constexpr uint32_t kRowsPerZ = 32768;    // output rows per grid slice (maxComputeWorkGroupCount >= 65535)
+constexpr uint32_t kMatmulThreads = 64;  // matmul.comp local_size_x
+constexpr uint32_t kMaxGroupsX = 65535;  // maxComputeWorkGroupCount[0] is at least this
 constexpr uint32_t kMaxHeadDim = 256;    // attention.comp MAX_HEAD_DIM
 constexpr size_t kRecordings = 16;       // command buffers in the ring
 
@@ -417,10 +418,14 @@ class VulkanBackend final : public sdk::Compute {
       vkGetPhysicalDeviceProperties2(physical_, &p2);
       import_alignment_ = std::max<uint64_t>(hp.minImportedHostPointerAlignment, 1);
     }
-    VkPhysicalDeviceMaintenance3Properties m3{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
+    VkPhysicalDeviceSubgroupProperties sg{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+    VkPhysicalDeviceMaintenance3Properties m3{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES, &sg};
     VkPhysicalDeviceProperties2 p2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, &m3};
     vkGetPhysicalDeviceProperties2(physical_, &p2);
     max_allocation_ = m3.maxMemoryAllocationSize;
+    if (!(sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) || !(sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT))
+      unsupported(dev + " has no subgroup arithmetic in compute shaders");
+    subgroup_size_ = std::max<uint32_t>(sg.subgroupSize, 1);
 
     const float priority = 1.0f;
     VkDeviceQueueCreateInfo qi{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
@@ -691,9 +696,11 @@ class VulkanBackend final : public sdk::Compute {
   void matmul(VkCommandBuffer cb, const pmoe_tensor& w, uint64_t x, uint32_t x_stride, uint64_t tok, uint64_t y,
               uint32_t y_stride, uint32_t n_tok, uint32_t mode) {
     const uint32_t out = uint32_t(w.ne[1]);
-    MatmulArgs a{addr(w), x, y, tok, uint32_t(w.ne[0]), out, n_tok, uint32_t(w.nb[1]), x_stride, y_stride, mode, kRowsPerZ};
-    dispatch(cb, "matmul_" + std::to_string(w.dtype), a, std::min(out, kRowsPerZ), (n_tok + kMatmulTile - 1) / kMatmulTile,
-             (out + kRowsPerZ - 1) / kRowsPerZ);
+    const uint32_t rows = std::max<uint32_t>(1, kMatmulThreads / subgroup_size_);  // one subgroup per row
+    const uint32_t groups = (out + rows - 1) / rows, gx = std::min(groups, kMaxGroupsX);
+    MatmulArgs a{addr(w), x, y, tok, uint32_t(w.ne[0]), out, n_tok, uint32_t(w.nb[1]), x_stride, y_stride, mode, rows};
+    dispatch(cb, "matmul_" + std::to_string(w.dtype), a, gx, (n_tok + kMatmulTile - 1) / kMatmulTile,
+             (groups + gx - 1) / gx);
   }
 
   void record(VkCommandBuffer cb, const pmoe_op& op) {
@@ -779,6 +786,7 @@ class VulkanBackend final : public sdk::Compute {
   bool host_import_ = false;
   uint64_t import_alignment_ = 4096;
   uint64_t max_allocation_ = 0;
+  uint32_t subgroup_size_ = 1;
   PFN_vkGetMemoryHostPointerPropertiesEXT host_pointer_props_ = nullptr;
   Buffer* scratch_ = nullptr;
   uint64_t scratch_bytes_ = 0;
