@@ -164,8 +164,13 @@ class CpuBackend final : public sdk::Compute {
     scratch.resize(row_bytes * uint64_t(T));
     uint8_t* dst = scratch.data();
     const uint64_t rb = row_bytes;
-#pragma omp parallel for schedule(static) num_threads(threads_) if (parallel && T >= 8 && threads_ > 1)
-    for (int64_t t = 0; t < T; ++t) prepare_row(wtype, order, x + t * xs, dst + uint64_t(t) * rb, in);
+    auto row = [&](int64_t t) { prepare_row(wtype, order, x + t * xs, dst + uint64_t(t) * rb, in); };
+    if (parallel && T >= 8 && threads_ > 1) {  // (an OpenMP region, even serialized, costs microseconds)
+#pragma omp parallel for schedule(static) num_threads(threads_)
+      for (int64_t t = 0; t < T; ++t) row(t);
+    } else {
+      for (int64_t t = 0; t < T; ++t) row(t);
+    }
     return dst;
   }
 
