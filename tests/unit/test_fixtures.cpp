@@ -80,8 +80,10 @@ std::string write_config(const std::string& name, const std::string& text) {
 /// CONFORMANCE registration runs this whole file again on each compute plugin).
 std::string backend() { return pmoe::test::backend_under_test(); }
 
-/// Does the backend round matmul inputs like ggml's CPU backend (and so owe llama.cpp's bits)?
-bool rounds_like_ggml() { return backend().empty() || backend() == "cpu-onednn"; }
+/// Does the backend also sum in the order of llama.cpp's CPU kernels, and so owe llama.cpp's bits?
+/// Every in-tree backend rounds matmul inputs as ggml does (Q8_0/Q8_1/Q8_K); only cpu-onednn also
+/// reproduces the summation order (docs/quant-types.md).
+bool sums_like_ggml() { return backend().empty() || backend() == "cpu-onednn"; }
 
 Session open_model(const std::string& model, uint32_t n_ctx, const std::string& dir = kFix + "/models",
                    const std::string& config = "") {
@@ -189,22 +191,17 @@ void check_quantized(const std::string& model, const std::string& kind) {
   Session s = open_model(model, uint32_t(tokens.size()));
   std::vector<float> batch;
   s.engine().eval(tokens, true, batch);
-  // either legitimate reference (README: "against either ref or exact")
+  // The README accepts either reference (`ref`, llama.cpp, or `exact`, unrounded activations);
+  // every in-tree backend rounds activations like ggml, so each is held to llama.cpp's.
   const Compare ref = compare(batch, read_bin(base + ".ref.batch.bin"), positions, V);
   const Compare exact = compare(batch, read_bin(base + ".exact.batch.bin"), positions, V);
-  INFO(base << " vs ref: KL " << ref.mean_kl << " top1 " << ref.top1 << "; vs exact: KL "
-            << exact.mean_kl << " top1 " << exact.top1);
-  CHECK((tight(ref) || tight(exact)));
-  if (rounds_like_ggml()) {  // activations rounded exactly like ggml: held to llama.cpp itself
-    CHECK(ref.mean_kl <= 5e-3);
-    CHECK(ref.top1 >= 0.85);
-  }
+  INFO(base << " vs ref: KL " << ref.mean_kl << " top1 " << ref.top1 << " (vs exact: KL " << exact.mean_kl << ")");
+  CHECK(tight(ref));
   s.engine().reset();
   const std::vector<float> seq = one_by_one(s, tokens);
   const Compare cs = compare(seq, read_bin(base + ".ref.seq.bin"), positions, V);
-  const Compare cse = compare(seq, read_bin(base + ".exact.batch.bin"), positions, V);
-  INFO("one by one vs ref: KL " << cs.mean_kl << " top1 " << cs.top1 << "; vs exact: KL " << cse.mean_kl);
-  CHECK((tight(cs) || (!rounds_like_ggml() && tight(cse))));
+  INFO("one by one vs ref: KL " << cs.mean_kl << " top1 " << cs.top1);
+  CHECK(tight(cs));
 }
 }  // namespace
 
@@ -213,12 +210,12 @@ void check_quantized(const std::string& model, const std::string& kind) {
 // kernels sum as llama.cpp does, so most rows agree bit for bit; but these random-weight models
 // are chaotic, and llama.cpp's own batch and one-by-one logits differ by up to mean KL 0.012 on
 // them. So a batch passes against either of llama.cpp's two results for the same positions.
-// A backend that does not round activations like ggml (f32 products on a GPU) has no `exact`
-// reference for these files, so it is held to the README's looser bound for such backends:
-// mean KL <= 0.1 and top-1 >= 0.7 (a real bug gives KL > 1).
-bool within(const Compare& c) {
-  return rounds_like_ggml() ? tight(c) : c.mean_kl <= 0.1 && c.top1 >= 0.7;
-}
+// A backend that rounds activations like ggml but sums in another order (a GPU) multiplies the
+// same values; the last-bit differences of its sums still flip near-tied rounding and expert
+// choices, as llama.cpp's own two orders do. It is held to mean KL <= 0.03 and top-1 >= 0.85,
+// and 0.1 over the 8 greedy rows (one flipped row dominates so few): measured on Vulkan at most
+// 0.019 (batch) and 0.054 (greedy); unrounded activations gave 0.18, a real bug gives KL > 1.
+bool within(const Compare& c) { return sums_like_ggml() ? tight(c) : c.mean_kl <= 0.03 && c.top1 >= 0.85; }
 
 void check_downloaded(const std::string& model, const std::string& kind) {
   const std::string dir = kFix + "/quant";
@@ -244,7 +241,7 @@ void check_downloaded(const std::string& model, const std::string& kind) {
   for (size_t k = 1; k < steps; ++k) s.engine().eval(std::span(&greedy[k - 1], 1), false, gen);
   const Compare cg = compare(gen, gen_ref, first_rows(steps), V);
   INFO(model << "." << kind << " greedy steps: KL " << cg.mean_kl << " top1 " << cg.top1);
-  CHECK(cg.mean_kl <= (rounds_like_ggml() ? 5e-3 : 0.1));  // 8 rows: too few for a top-1 rate, one near-tie is 0.125
+  CHECK(cg.mean_kl <= (sums_like_ggml() ? 5e-3 : 0.1));  // 8 rows: too few for a top-1 rate, one near-tie is 0.125
 
   s.engine().reset();
   const std::vector<float> seq = one_by_one(s, tokens);

@@ -4,6 +4,8 @@
 // dequantize each chunk once and apply it to every token of the tile, and subgroupAdd sums the
 // threads. No shared memory and no barrier (a workgroup is just WG / subgroup-size such rows).
 // With `tok` set, token t reads x column tok[t] (an expert's routed tokens).
+// Q4_1/Q5_1 with `sums` set (x rounded as Q8_1: round_act.comp) take the block offset's term as
+// ggml does, m * s with s the f16-rounded block sum, instead of m times the sum of x.
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #include "common.glsl"
 #include "dequant.glsl"
@@ -11,7 +13,7 @@
 #define TILE 8
 layout(local_size_x = 64) in;
 layout(push_constant) uniform P {
-  uint64_t w, x, y, tok;
+  uint64_t w, x, y, tok, sums;
   uint n_in, n_out, n_tok, w_row_bytes;
   uint x_stride, y_stride;  // floats between columns
   uint mode;                // 0: y = Wx, 1: y += Wx, 2: y = relu(y) * Wx (ReGLU's up after gate)
@@ -42,6 +44,14 @@ void main() {
         F32s xs = F32s(xcol[t] + uint64_t(c) * 128u);
         float s = 0.0;
         for (uint j = 0; j < 32u; ++j) s += v[j] * xs.v[j];
+#if WTYPE == DT_Q4_1 || WTYPE == DT_Q5_1
+        if (p.sums != 0) {  // swap m * sum(x) for m * s (x's column t0 + t, block c)
+          float sx = 0.0;
+          for (uint j = 0; j < 32u; ++j) sx += xs.v[j];
+          const float s8 = F32s(p.sums + (uint64_t(t0 + t) * uint64_t(chunks) + c) * 4u).v[0];
+          s += rd_f16(row + uint64_t(c) * uint64_t(BLOCK_BYTES) + 2u) * (s8 - sx);
+        }
+#endif
         acc[t] += s;
       }
     }

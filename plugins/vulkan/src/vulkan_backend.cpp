@@ -63,6 +63,12 @@ struct Buffer {
   void* owned_host = nullptr;  // host memory we allocated and imported
 };
 
+/// A work buffer that only grows.
+struct Scratch {
+  Buffer* buffer = nullptr;
+  uint64_t bytes = 0;
+};
+
 struct Recording {
   VkCommandBuffer cb = VK_NULL_HANDLE;
   uint64_t ticket = 0;  // the submission that last used it
@@ -70,7 +76,7 @@ struct Recording {
 
 // Push-constant blocks, laid out as the shaders declare them.
 struct MatmulArgs {
-  uint64_t w, x, y, tok;
+  uint64_t w, x, y, tok, sums;
   uint32_t n_in, n_out, n_tok, w_row_bytes, x_stride, y_stride, mode, rows_per_group;
 };
 struct GetRowsArgs {
@@ -96,10 +102,26 @@ struct AttentionArgs {
   uint32_t n_head, n_head_kv, head_dim, window, n_kv, q_stride, kv_stride, dst_stride;
   float scale;
 };
+struct RoundActArgs {
+  uint64_t x, y, tok;
+  uint32_t n, x_stride, mode;
+};
 struct CombineArgs {
   uint64_t src, idx, w, dst;
   uint32_t n, k, n_tok, src_stride, dst_stride, idx_stride, w_stride;
 };
+
+/// How ggml rounds a matmul's activations for weights of type `t` (round_act.comp's modes): 0
+/// none (float weights), 1 Q8_0 blocks, 2 Q8_K blocks, 3 bf16, 4 Q8_1 blocks (with their sums).
+uint32_t act_rounding(uint32_t t) {
+  switch (t) {
+    case PMOE_DTYPE_F32: case PMOE_DTYPE_F16: return 0;
+    case PMOE_DTYPE_BF16: return 3;
+    case PMOE_DTYPE_Q4_0: case PMOE_DTYPE_Q5_0: case PMOE_DTYPE_Q8_0: case PMOE_DTYPE_IQ4_NL: return 1;
+    case PMOE_DTYPE_Q4_1: case PMOE_DTYPE_Q5_1: return 4;
+    default: return 2;  // the K-quants and IQ4_XS
+  }
+}
 
 constexpr uint32_t kMatmulTile = 8;      // tokens per matmul workgroup (matmul.comp TILE)
 constexpr uint32_t kMatmulThreads = 64;  // matmul.comp local_size_x
@@ -121,7 +143,8 @@ class VulkanBackend final : public sdk::Compute {
       vkDeviceWaitIdle(device_);
       for (auto& [name, p] : pipelines_) vkDestroyPipeline(device_, p, nullptr);
       if (layout_) vkDestroyPipelineLayout(device_, layout_, nullptr);
-      if (scratch_) buffer_free(scratch_);
+      for (Scratch* s : {&scratch_, &act_scratch_})
+        if (s->buffer) buffer_free(s->buffer);
       if (pool_) vkDestroyCommandPool(device_, pool_, nullptr);
       if (timeline_) vkDestroySemaphore(device_, timeline_, nullptr);
       vkDestroyDevice(device_, nullptr);
@@ -629,18 +652,28 @@ class VulkanBackend final : public sdk::Compute {
     buffer_free(st);
   }
 
-  /// The expert op's scratch (gate/up results): grown, never shrunk, before recording.
+  /// Scratch of the ops about to be recorded, grown (never shrunk) before recording: the expert
+  /// op's gate/up results, and every matmul's rounded activations.
   void reserve_scratch(std::span<const pmoe_op> ops) {
-    uint64_t need = 0;
-    for (const pmoe_op& op : ops)
-      if (op.kind == PMOE_OP_MOE_EXPERT) need = std::max<uint64_t>(need, uint64_t(op.src[0].ne[1]) * uint64_t(op.src[4].ne[0]) * 4);
-    if (need <= scratch_bytes_) return;
-    if (scratch_) {
-      wait(ticket_, UINT64_MAX);  // submitted work may still use the old one
-      buffer_free(scratch_);
+    uint64_t hidden = 0, act = 0;
+    for (const pmoe_op& op : ops) {
+      if (op.kind == PMOE_OP_MATMUL) act = std::max<uint64_t>(act, uint64_t(op.src[1].ne[0]) * uint64_t(op.src[1].ne[1]));
+      if (op.kind != PMOE_OP_MOE_EXPERT) continue;
+      const uint64_t routes = uint64_t(op.src[4].ne[0]), ff = uint64_t(op.src[0].ne[1]);
+      hidden = std::max(hidden, ff * routes);
+      act = std::max(act, std::max<uint64_t>(ff, uint64_t(op.src[3].ne[0])) * routes);
     }
-    scratch_bytes_ = align_up(need, 1 << 20);
-    scratch_ = static_cast<Buffer*>(buffer_alloc(scratch_bytes_, 0));
+    grow(scratch_, hidden * 4);
+    grow(act_scratch_, (act + act / 32) * 4);  // values, and Q8_1's block sums
+  }
+  void grow(Scratch& s, uint64_t need) {
+    if (need <= s.bytes) return;
+    if (s.buffer) {
+      wait(ticket_, UINT64_MAX);  // submitted work may still use the old one
+      buffer_free(s.buffer);
+    }
+    s.bytes = align_up(need, 1 << 20);
+    s.buffer = static_cast<Buffer*>(buffer_alloc(s.bytes, 0));
   }
 
   // ---- recording ----------------------------------------------------------------------------
@@ -693,12 +726,28 @@ class VulkanBackend final : public sdk::Compute {
   }
   static uint32_t stride(const pmoe_tensor& t) { return uint32_t(t.nb[1] / 4); }  // floats between rows
 
-  void matmul(VkCommandBuffer cb, const pmoe_tensor& w, uint64_t x, uint32_t x_stride, uint64_t tok, uint64_t y,
-              uint32_t y_stride, uint32_t n_tok, uint32_t mode) {
+  /// A matmul input (n values per column, column t at x's column tok[t] or t) as the matmul for
+  /// weights of `type` reads it: rounded into the activation scratch as ggml rounds it, or as it is.
+  struct Input {
+    uint64_t x, tok;
+    uint32_t stride;
+    uint64_t sums = 0;  // Q8_1's block sums (round_act.comp), for Q4_1/Q5_1
+  };
+  Input rounded(VkCommandBuffer cb, uint32_t type, Input in, uint32_t n, uint32_t n_tok) {
+    const uint32_t mode = act_rounding(type);
+    if (mode == 0) return in;
+    const uint32_t per = mode == 2 ? 256 : mode == 3 ? 1 : 32, blocks = (n + per - 1) / per;
+    const uint64_t y = act_scratch_.buffer->address;
+    dispatch(cb, "round_act", RoundActArgs{in.x, y, in.tok, n, in.stride, mode}, (blocks + 63) / 64, n_tok);
+    return {y, 0, n, mode == 4 ? y + uint64_t(n) * n_tok * 4 : 0};
+  }
+
+  void matmul(VkCommandBuffer cb, const pmoe_tensor& w, Input in, uint64_t y, uint32_t y_stride, uint32_t n_tok,
+              uint32_t mode) {
     const uint32_t out = uint32_t(w.ne[1]);
     const uint32_t rows = std::max<uint32_t>(1, kMatmulThreads / subgroup_size_);  // one subgroup per row
     const uint32_t groups = (out + rows - 1) / rows, gx = std::min(groups, kMaxGroupsX);
-    MatmulArgs a{addr(w), x, y, tok, uint32_t(w.ne[0]), out, n_tok, uint32_t(w.nb[1]), x_stride, y_stride, mode, rows};
+    MatmulArgs a{addr(w), in.x, y, in.tok, in.sums, uint32_t(w.ne[0]), out, n_tok, uint32_t(w.nb[1]), in.stride, y_stride, mode, rows};
     dispatch(cb, "matmul_" + std::to_string(w.dtype), a, gx, (n_tok + kMatmulTile - 1) / kMatmulTile,
              (groups + gx - 1) / gx);
   }
@@ -708,16 +757,22 @@ class VulkanBackend final : public sdk::Compute {
     switch (op.kind) {
       case PMOE_OP_MATMUL: {
         const pmoe_tensor& x = op.src[1];
-        matmul(cb, op.src[0], addr(x), stride(x), 0, addr(d), stride(d), uint32_t(x.ne[1]), op.i[0] == 1 ? 1 : 0);
+        const pmoe_tensor& w = op.src[0];
+        const uint32_t n_tok = uint32_t(x.ne[1]);
+        const Input in = rounded(cb, w.dtype, {addr(x), 0, stride(x)}, uint32_t(x.ne[0]), n_tok);
+        matmul(cb, w, in, addr(d), stride(d), n_tok, op.i[0] == 1 ? 1 : 0);
         return;
       }
       case PMOE_OP_MOE_EXPERT: {
         // h = relu(gate x) * (up x) into scratch, then dst = down h
         const pmoe_tensor &g = op.src[0], &u = op.src[1], &dn = op.src[2], &x = op.src[3], &tok = op.src[4];
         const uint32_t routes = uint32_t(tok.ne[0]), ff = uint32_t(g.ne[1]);
-        matmul(cb, g, addr(x), stride(x), addr(tok), scratch_->address, ff, routes, 0);
-        matmul(cb, u, addr(x), stride(x), addr(tok), scratch_->address, ff, routes, 2);
-        matmul(cb, dn, scratch_->address, ff, 0, addr(d), stride(d), routes, 0);
+        const uint64_t h = scratch_.buffer->address;
+        const Input in{addr(x), addr(tok), stride(x)}, gx = rounded(cb, g.dtype, in, uint32_t(x.ne[0]), routes);
+        matmul(cb, g, gx, h, ff, routes, 0);
+        const bool same = act_rounding(u.dtype) == act_rounding(g.dtype);
+        matmul(cb, u, same ? gx : rounded(cb, u.dtype, in, uint32_t(x.ne[0]), routes), h, ff, routes, 2);
+        matmul(cb, dn, rounded(cb, dn.dtype, {h, 0, ff}, ff, routes), addr(d), stride(d), routes, 0);
         return;
       }
       case PMOE_OP_GET_ROWS: {
@@ -788,8 +843,7 @@ class VulkanBackend final : public sdk::Compute {
   uint64_t max_allocation_ = 0;
   uint32_t subgroup_size_ = 1;
   PFN_vkGetMemoryHostPointerPropertiesEXT host_pointer_props_ = nullptr;
-  Buffer* scratch_ = nullptr;
-  uint64_t scratch_bytes_ = 0;
+  Scratch scratch_, act_scratch_;
 };
 
 }  // namespace
