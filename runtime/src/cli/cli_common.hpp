@@ -3,7 +3,10 @@
 // exceptions into messages and exit codes, so commands only write their happy path.
 #include <boost/program_options.hpp>
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
 #include <exception>
 #include <iostream>
 #include <stdexcept>
@@ -38,6 +41,18 @@ inline int print_help(const std::string& usage, const std::string& summary,
                       const po::options_description& opts) {
   std::cout << "usage: pocketmoe " << usage << "\n\n" << summary << "\n\n" << opts;
   return kExitOk;
+}
+
+/// Throws a UsageError naming `option` unless a file can be written at `path` (its directory
+/// exists and is writable): output paths are checked before the work, not after it.
+inline void check_output_path(const std::string& option, const std::string& path) {
+  if (path.empty()) return;
+  const std::filesystem::path p(path);
+  const std::filesystem::path dir = p.has_parent_path() ? p.parent_path() : ".";
+  std::error_code ec;
+  if (std::filesystem::is_directory(p, ec)) throw UsageError(option + " " + path + ": is a directory");
+  if (!std::filesystem::is_directory(dir, ec)) throw UsageError(option + " " + path + ": no directory " + dir.string());
+  if (::access(dir.c_str(), W_OK) != 0) throw UsageError(option + " " + path + ": directory " + dir.string() + " is not writable");
 }
 
 /// Runs `body` (returning an exit code) for command `name`, mapping errors to exit codes:

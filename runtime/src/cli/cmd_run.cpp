@@ -70,9 +70,23 @@ int cmd_run(int argc, char** argv) {
     int generated = 0;
     const int limit = n_predict < 0 ? int(eng.n_ctx() - ids.size()) : n_predict;
     const uint32_t V = s.model().hp().n_vocab;
+    // per generated token: id, seconds since the previous token (the first: since the prompt's
+    // end), and the expert-cache stall in that time (`pocketmoe bench` reads these)
+    std::vector<int32_t> gen_ids;
+    std::vector<double> token_s, token_stall_s;
+    double ttft = 0;
+    auto last = t1;
+    double last_stall = at_decode_start.stall_seconds;
     while (generated < limit && eng.n_past() < eng.n_ctx()) {
       const int32_t next = sampler.sample(std::span(logits).last(V));
       ++generated;
+      const auto now = clock::now();
+      if (generated == 1) ttft = std::chrono::duration<double>(now - t0).count();
+      const double stall = cache_totals(s).stall_seconds;
+      gen_ids.push_back(next);
+      token_s.push_back(std::chrono::duration<double>(now - last).count());
+      token_stall_s.push_back(stall - last_stall);
+      last = now, last_stall = stall;
       if (tok.is_end_of_generation(next)) break;
       std::cout << out.push(next) << std::flush;
       logits.clear();
@@ -105,6 +119,11 @@ int cmd_run(int argc, char** argv) {
       j["decode"] = cache_counters_json(decode);  // the cache during decode alone (prefill excluded)
       j["decode"]["stall_fraction"] = decode_stall;
       j["peak_rss_bytes"] = rss;
+      j["time_to_first_token_seconds"] = ttft;
+      j["generated_ids"] = gen_ids;
+      j["token_seconds"] = token_s;
+      j["token_stall_seconds"] = token_stall_s;
+      j["compute_device"] = s.compute().props().name;
       std::ofstream f(stats_json);
       f << j.dump(2) << "\n";
       if (!f) throw Error(stats_json + ": write failed");

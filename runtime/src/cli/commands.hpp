@@ -17,12 +17,14 @@ int cmd_run(int argc, char** argv);
 int cmd_logits(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
 int cmd_info(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
 
 inline const Command kCommands[] = {
     {"run", "generate text from a prompt", cmd_run},
     {"logits", "write the logits of a token sequence (correctness checks)", cmd_logits},
     {"tokenize", "print the token ids of a text", cmd_tokenize},
     {"info", "describe a model file", cmd_info},
+    {"bench", "A/B-test configs on a model: medians, ratios with confidence intervals, HTML report", cmd_bench},
     {"plugins", "list the plugins found in the search paths and check that they load", cmd_plugins},
     {"synth", "write a synthetic SmallThinker GGUF (random weights, real layout)", cmd_synth},
 };
