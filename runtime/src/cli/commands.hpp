@@ -18,6 +18,7 @@ int cmd_logits(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
 int cmd_info(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_bench_storage(int argc, char** argv);
 
 inline const Command kCommands[] = {
     {"run", "generate text from a prompt", cmd_run},
@@ -25,6 +26,7 @@ inline const Command kCommands[] = {
     {"tokenize", "print the token ids of a text", cmd_tokenize},
     {"info", "describe a model file", cmd_info},
     {"bench", "A/B-test configs on a model: medians, ratios with confidence intervals, HTML report", cmd_bench},
+    {"bench-storage", "random expert-sized reads through each storage plugin: GB/s and latency per queue depth", cmd_bench_storage},
     {"plugins", "list the plugins found in the search paths and check that they load", cmd_plugins},
     {"synth", "write a synthetic SmallThinker GGUF (random weights, real layout)", cmd_synth},
 };
