@@ -4,7 +4,13 @@
 #include <sys/sysmacros.h>
 #include <sys/utsname.h>
 
+#include <cpuid.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -38,6 +44,26 @@ std::string proc_field(const char* file, const std::string& key) {
 uint64_t meminfo_bytes(const std::string& key) {
   const std::string v = proc_field("/proc/meminfo", key + ":");
   return v.empty() ? 0 : std::stoull(v) * 1024;  // "123456 kB"
+}
+
+/// What this process's memory cgroup still allows (limit - usage), 0 when unlimited: v2's
+/// memory.max/current, or v1's memory.limit_in_bytes/usage_in_bytes.
+uint64_t cgroup_memory_left() {
+  std::ifstream f("/proc/self/cgroup");  // "0::/path" (v2) or "N:memory,...:/path" (v1)
+  for (std::string line; std::getline(f, line);) {
+    const size_t a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    const std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    const bool v2 = controllers.empty(), v1 = ("," + controllers + ",").find(",memory,") != std::string::npos;
+    if (!v1 && !v2) continue;
+    const fs::path dir = fs::path(v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/memory") / path.substr(1);
+    const std::string max = first_line(dir / (v2 ? "memory.max" : "memory.limit_in_bytes"));
+    const std::string used = first_line(dir / (v2 ? "memory.current" : "memory.usage_in_bytes"));
+    if (max.empty() || max == "max" || used.empty() || max.size() >= 19) continue;  // v1 says "unlimited" as ~2^63
+    const uint64_t m = std::stoull(max), u = std::stoull(used);
+    return m > u ? m - u : 1;
+  }
+  return 0;
 }
 }  // namespace
 
@@ -79,9 +105,11 @@ MachineInfo machine_info(const std::string& path) {
   m.cores = std::thread::hardware_concurrency();
   m.ram_total = meminfo_bytes("MemTotal");
   m.ram_available = meminfo_bytes("MemAvailable");
+  if (const uint64_t left = cgroup_memory_left(); left && left < m.ram_available) m.ram_available = left;
   struct utsname u {};
   if (::uname(&u) == 0) m.kernel = std::string(u.sysname) + " " + u.release;
   m.disk = disk_of(path);
+  m.cpu_features = cpu_features();
   return m;
 }
 
@@ -91,9 +119,70 @@ nlohmann::json to_json(const MachineInfo& m) {
           {"ram_total_bytes", m.ram_total},
           {"ram_available_bytes", m.ram_available},
           {"kernel", m.kernel},
+          {"cpu_features", m.cpu_features},
           {"disk",
            {{"mount_point", m.disk.mount_point}, {"filesystem", m.disk.filesystem}, {"device", m.disk.device},
             {"model", m.disk.model}, {"rotational", m.disk.rotational}}}};
+}
+
+std::vector<std::string> cpu_features() {
+  unsigned a, b, c, d;
+  std::vector<std::string> out;
+  if (!__get_cpuid_count(1, 0, &a, &b, &c, &d)) return out;
+  const bool osxsave = c & (1u << 27), fma = c & (1u << 12), f16c = c & (1u << 29);
+  uint64_t xcr0 = 0;
+  if (osxsave) {
+    unsigned lo, hi;
+    __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    xcr0 = (uint64_t(hi) << 32) | lo;
+  }
+  const bool ymm = (xcr0 & 0x6) == 0x6, zmm = (xcr0 & 0xE6) == 0xE6, tiles = (xcr0 & 0x60000) == 0x60000;
+  unsigned a7 = 0, b7 = 0, c7 = 0, d7 = 0, a71 = 0, b71 = 0, c71 = 0, d71 = 0;
+  __get_cpuid_count(7, 0, &a7, &b7, &c7, &d7);
+  __get_cpuid_count(7, 1, &a71, &b71, &c71, &d71);
+  auto add = [&](bool present, const char* name) {
+    if (present) out.push_back(name);
+  };
+  add(ymm && (b7 & (1u << 5)), "avx2");
+  add(ymm && fma, "fma");
+  add(ymm && f16c, "f16c");
+  add(zmm && (b7 & (1u << 16)), "avx512f");
+  add(zmm && (b7 & (1u << 30)), "avx512bw");
+  add(zmm && (b7 & (1u << 31)), "avx512vl");
+  add(zmm && (b7 & (1u << 17)), "avx512dq");
+  add(zmm && (c7 & (1u << 11)), "avx512_vnni");
+  add(zmm && (c7 & (1u << 1)), "avx512_vbmi");
+  add(zmm && (a71 & (1u << 5)), "avx512_bf16");
+  add(tiles && (d7 & (1u << 24)), "amx_tile");
+  add(tiles && (d7 & (1u << 25)), "amx_int8");
+  add(tiles && (d7 & (1u << 22)), "amx_bf16");
+  return out;
+}
+
+double memory_read_bandwidth(uint64_t bytes, unsigned threads, int passes) {
+  threads = std::max(1u, threads);
+  const size_t n = size_t(bytes / 8 / threads * threads);
+  std::unique_ptr<uint64_t[]> buf(new uint64_t[n]);
+  for (size_t i = 0; i < n; ++i) buf[i] = i;  // touch every page (and not the zero page)
+  double best = 0;
+  volatile uint64_t sink = 0;
+  for (int p = 0; p < passes; ++p) {
+    std::vector<std::thread> pool;
+    std::vector<uint64_t> sums(threads);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (unsigned t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        const uint64_t* x = buf.get() + n / threads * t;
+        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;  // independent chains, so the loads overlap
+        for (size_t i = 0; i + 4 <= n / threads; i += 4) s0 += x[i], s1 += x[i + 1], s2 += x[i + 2], s3 += x[i + 3];
+        sums[t] = s0 + s1 + s2 + s3;
+      });
+    for (std::thread& th : pool) th.join();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (uint64_t v : sums) sink = sink + v;
+    best = std::max(best, double(n * 8) / s);
+  }
+  return best;
 }
 
 }  // namespace pmoe::bench

@@ -3,6 +3,7 @@
 // kernel. Read from /proc and /sys; a field that cannot be read is left empty (or 0).
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -15,8 +16,9 @@ struct DiskInfo {
 
 struct MachineInfo {
   std::string cpu, kernel;
+  std::vector<std::string> cpu_features;  // cpu_features()
   uint32_t cores = 0;
-  uint64_t ram_total = 0, ram_available = 0;
+  uint64_t ram_total = 0, ram_available = 0;  // available: also within this cgroup's memory.max
   DiskInfo disk;  // under the model file
 };
 
@@ -25,5 +27,14 @@ MachineInfo machine_info(const std::string& path);
 /// The mount, filesystem and block device holding `path`.
 DiskInfo disk_of(const std::string& path);
 nlohmann::json to_json(const MachineInfo& m);
+
+/// The vector extensions the kernels care about, from CPUID: avx2 fma f16c avx512f avx512bw
+/// avx512vl avx512dq avx512_vnni avx512_vbmi avx512_bf16 amx_tile amx_int8 amx_bf16 (those present,
+/// and usable: the OS saves their registers).
+std::vector<std::string> cpu_features();
+
+/// Memory read bandwidth in bytes/s: `threads` threads summing disjoint parts of a `bytes` buffer
+/// (touched first), the best of `passes`.
+double memory_read_bandwidth(uint64_t bytes, unsigned threads, int passes = 5);
 
 }  // namespace pmoe::bench

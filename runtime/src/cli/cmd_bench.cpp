@@ -4,6 +4,7 @@
 #include "bench/machine.hpp"
 #include "bench/report.hpp"
 #include "bench/stats.hpp"
+#include "cli/child_run.hpp"
 #include "cli/cli_common.hpp"
 #include "common/format.hpp"
 #include "config/config.hpp"
@@ -11,8 +12,6 @@
 #include "tokenizer/tokenizer.hpp"
 
 #include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -22,8 +21,6 @@
 #include <fstream>
 #include <iomanip>
 #include <sstream>
-
-extern char** environ;
 
 namespace pmoe::cli {
 namespace {
@@ -64,35 +61,6 @@ std::string prompt_of_tokens(const std::string& model, uint32_t n) {
   const size_t got = tok.encode(text, true, true).size();
   if (got != n) throw Error("cannot build a prompt of " + std::to_string(n) + " tokens for this tokenizer (got " + std::to_string(got) + ")");
   return text;
-}
-
-/// Runs `pocketmoe run` (this executable) and returns its --stats-json; stderr goes to `log`.
-json run_once(const std::vector<std::string>& args, const std::string& stats, const std::string& log) {
-  std::vector<char*> argv;
-  std::string self = fs::read_symlink("/proc/self/exe").string();
-  argv.push_back(self.data());
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid;
-  const int rc = posix_spawn(&pid, self.c_str(), &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) throw Error("cannot start " + self + ": " + std::strerror(rc));
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    std::ifstream f(log);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    throw Error("the run failed (" + (WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status)) : std::string("killed by a signal")) +
-                "):\n" + ss.str());
-  }
-  std::ifstream f(stats);
-  return json::parse(f);
 }
 
 /// The figures of one run, from `run`'s stats JSON.
@@ -234,7 +202,7 @@ int cmd_bench(int argc, char** argv) {
         if (threads > 0) args.insert(args.end(), {"-t", std::to_string(threads)});
         json out;
         try {
-          out = run_once(args, stats, log);
+          out = run_child(args, stats, log);
         } catch (const Error& e) {
           throw Error("config " + configs[c].path + ", round " + std::to_string(r + 1) + ": " + e.what());
         }

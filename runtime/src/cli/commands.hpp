@@ -19,6 +19,7 @@ int cmd_tokenize(int argc, char** argv);
 int cmd_info(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_bench_storage(int argc, char** argv);
+int cmd_probe(int argc, char** argv);
 
 inline const Command kCommands[] = {
     {"run", "generate text from a prompt", cmd_run},
@@ -27,6 +28,7 @@ inline const Command kCommands[] = {
     {"info", "describe a model file", cmd_info},
     {"bench", "A/B-test configs on a model: medians, ratios with confidence intervals, HTML report", cmd_bench},
     {"bench-storage", "random expert-sized reads through each storage plugin: GB/s and latency per queue depth", cmd_bench_storage},
+    {"probe", "measure this machine briefly and recommend a config for a model", cmd_probe},
     {"plugins", "list the plugins found in the search paths and check that they load", cmd_plugins},
     {"synth", "write a synthetic SmallThinker GGUF (random weights, real layout)", cmd_synth},
 };
