@@ -43,7 +43,7 @@ Session::Session(const SessionOptions& o)
     co.read_timeout = std::chrono::milliseconds(config_.read_timeout_ms);
     for (const auto& [k, v] : config_.storage.options)
       if (k == "direct_io") co.direct_io = v == "true";
-    cache_ = std::make_unique<ExpertCache>(*model_, *compute_, *storage_, *policy_, co);
+    cache_ = std::make_unique<ExpertCache>(expert_layout(*model_), *compute_, *storage_, *policy_, co);
   }
   engine_ = std::make_unique<Engine>(*model_, *compute_, eo);
   if (cache_) engine_->set_expert_cache(cache_.get(), config_.prefetch_lookahead, config_.pre_attention);
