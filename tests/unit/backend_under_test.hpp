@@ -31,7 +31,7 @@ inline bool skip_without_device() {
   try {
     PluginRegistry reg;
     const LoadedImpl impl = reg.load(name, PMOE_KIND_COMPUTE);
-    ComputeBackend probe(static_cast<const pmoe_compute_vtable*>(impl.vtable), reg.host(), {}, name, impl.abi_minor);
+    ComputeBackend probe(impl, {}, reg.host());
   } catch (const std::exception& e) {
     const std::string why = e.what();
     if (why.find("[not_found]") == std::string::npos) throw;

@@ -20,6 +20,7 @@
 #include "../conformance/cache_policy_conformance.hpp"
 #include "common/error.hpp"
 #include "config/config.hpp"
+#include "experts/lru_policy.hpp"
 #include "plugin/instances.hpp"
 #include "plugin/registry.hpp"
 
@@ -27,6 +28,9 @@ using pmoe::CachePolicyInstance;
 using namespace pmoe::conformance;
 
 namespace {
+
+// Built-ins join every registry these tests build, as they do the Session's.
+[[maybe_unused]] const bool builtins_registered = (pmoe::register_lru_policy(), true);
 
 pmoe::PluginRegistry& registry() {
   static pmoe::PluginRegistry reg({PMOE_BUILD_DIR "/lib/pocketmoe"}, false);

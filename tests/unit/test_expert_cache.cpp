@@ -187,10 +187,10 @@ TEST_CASE("a prefetch never evicts an expert predicted for this step; the predic
   ExpertCache& c = *s->expert_cache();
   REQUIRE(c.capacity() == 4);
   auto use = [&](uint32_t layer, uint32_t expert) {
-    REQUIRE(c.acquire(layer, expert));
-    const uint64_t key = PMOE_EXPERT_KEY(layer, expert);
-    c.wait_any(std::span(&key, 1));
-    c.release(layer, expert);
+    const std::optional<ExpertLease> lease = c.acquire(layer, expert);
+    REQUIRE(lease);
+    c.wait_any(std::span(&*lease, 1));
+    c.release(*lease);
   };
   for (uint32_t e = 0; e < 4; ++e) use(0, e);  // full; LRU order (0,0) (0,1) (0,2) (0,3)
   auto misses = [&] { return c.total_stats().misses; };

@@ -11,6 +11,9 @@ using pmoe::LruPolicy;
 
 namespace {
 
+// Built-ins join every registry these tests build, as they do the Session's.
+[[maybe_unused]] const bool builtins_registered = (pmoe::register_lru_policy(), true);
+
 pmoe_cache_shape shape(uint64_t capacity = 8) {
   return {sizeof(pmoe_cache_shape), 4, 16, 2, capacity};
 }

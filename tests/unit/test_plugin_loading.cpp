@@ -10,6 +10,7 @@
 
 #include "common/error.hpp"
 #include "config/config.hpp"
+#include "experts/lru_policy.hpp"
 #include "plugin/instances.hpp"
 #include "plugin/registry.hpp"
 
@@ -21,6 +22,9 @@ namespace fs = std::filesystem;
 using pmoe::PluginRegistry;
 
 namespace {
+
+// Built-ins join every registry these tests build, as they do the Session's.
+[[maybe_unused]] const bool builtins_registered = (pmoe::register_lru_policy(), true);
 
 std::string dir(const std::string& c) {
   return fs::weakly_canonical(fs::path(PMOE_TEST_PLUGIN_DIR) / c).string();

@@ -9,6 +9,7 @@
 #include "cli/cli_common.hpp"
 #include "cli/commands.hpp"
 #include "config/config.hpp"
+#include "experts/lru_policy.hpp"
 #include "plugin/registry.hpp"
 
 namespace pmoe::cli {
@@ -56,6 +57,7 @@ int cmd_plugins(int argc, char** argv) {
       cfg = load_config(vm["config"].as<std::string>());
       extra.insert(extra.end(), cfg->plugin_paths.begin(), cfg->plugin_paths.end());
     }
+    register_lru_policy();
     PluginRegistry reg(extra);
 
     std::cout << "search paths:\n";

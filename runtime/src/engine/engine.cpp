@@ -266,7 +266,7 @@ void Engine::reap(bool block) {
   if (block && !in_flight_.empty()) compute_.wait(in_flight_.front().ticket);
   size_t n = 0;  // tickets complete in order
   while (n < in_flight_.size() && compute_.done(in_flight_[n].ticket)) ++n;
-  for (size_t i = 0; i < n; ++i) cache_->release(in_flight_[i].layer, in_flight_[i].expert);
+  for (size_t i = 0; i < n; ++i) cache_->release(in_flight_[i].lease);
   in_flight_.erase(in_flight_.begin(), in_flight_.begin() + long(n));
 }
 
@@ -278,8 +278,10 @@ void Engine::reap_all() {
 
 void Engine::acquire_more(uint32_t il, const ExpertSpans& spans, StreamState& st) {
   reap(false);
-  while (st.next < spans.list.size() && cache_->acquire(il, spans.list[st.next].first)) {
-    st.pending.push_back(PMOE_EXPERT_KEY(il, spans.list[st.next].first));
+  while (st.next < spans.list.size()) {
+    const std::optional<ExpertLease> lease = cache_->acquire(il, spans.list[st.next].first);
+    if (!lease) break;
+    st.pending.push_back(*lease);
     st.pending_span.push_back(st.next++);
   }
 }
@@ -300,10 +302,8 @@ void Engine::run_experts_streamed(uint32_t il, const ExpertSpans& spans, const p
     }
     // each expert is submitted as soon as its own weights have landed; no waiting for the device
     const size_t i = cache_->wait_any(st.pending);
-    const size_t sp = st.pending_span[i];
-    const uint32_t e = spans.list[sp].first;
-    const pmoe_op op = expert_op(spans, sp, cache_->view(il, e), n2);
-    in_flight_.push_back({compute_.submit({&op, 1}), il, e});
+    const pmoe_op op = expert_op(spans, st.pending_span[i], cache_->view(st.pending[i]), n2);
+    in_flight_.push_back({compute_.submit({&op, 1}), st.pending[i]});
     st.pending.erase(st.pending.begin() + long(i));
     st.pending_span.erase(st.pending_span.begin() + long(i));
     acquire_more(il, spans, st);

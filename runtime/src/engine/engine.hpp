@@ -74,19 +74,19 @@ class Engine {
   struct StreamState {
     ExpertCache* cache = nullptr;
     size_t next = 0;                  // next span (expert) to acquire
-    std::vector<uint64_t> pending;    // acquired, not yet computed
+    std::vector<ExpertLease> pending; // acquired, not yet computed
     std::vector<size_t> pending_span;
     explicit StreamState(ExpertCache* c) : cache(c) {}
     StreamState(const StreamState&) = delete;
     StreamState& operator=(const StreamState&) = delete;
     ~StreamState() {  // after an error: unpin what was acquired, so the session can go on
-      for (uint64_t k : pending) cache->release(PMOE_KEY_LAYER(k), PMOE_KEY_EXPERT(k));
+      for (const ExpertLease& l : pending) cache->release(l);
     }
   };
   /// A streamed expert whose op was submitted: its slot stays pinned until `ticket` completes.
   struct InFlight {
     uint64_t ticket;
-    uint32_t layer, expert;
+    ExpertLease lease;
   };
   /// Release the slots of completed submissions; with `block`, first wait for the oldest one.
   void reap(bool block);

@@ -1,6 +1,7 @@
 #include "engine/session.hpp"
 
 #include "common/error.hpp"
+#include "experts/lru_policy.hpp"
 
 #include <iostream>
 
@@ -15,15 +16,13 @@ Session::Session(const SessionOptions& o)
     config_.compute.option_locs.resize(opts.size() - 1);
     config_.compute.option_locs.push_back(SourceLoc{"--threads", 0, 0});
   }
+  register_lru_policy();
   registry_ = std::make_unique<PluginRegistry>(config_.plugin_paths);
   registry_->check_config(config_);
   const std::string path = !o.model_path.empty() ? o.model_path : config_.model.value_or("");
   if (path.empty()) throw Error("no model given (use -m MODEL or `model:` in the config)");
   model_ = Model::load(path);
-  const LoadedImpl impl = registry_->load(config_.compute.name, PMOE_KIND_COMPUTE);
-  compute_ = std::make_unique<ComputeBackend>(
-      static_cast<const pmoe_compute_vtable*>(impl.vtable), registry_->host(),
-      registry_->check_options(config_.compute, PMOE_KIND_COMPUTE), config_.compute.name, impl.abi_minor);
+  compute_ = std::make_unique<ComputeBackend>(ComputeBackend::create(*registry_, config_.compute));
   EngineOptions eo = o.engine;
   if (config_.cache_budget > 0) {
     // Experts stream from storage into a bounded cache. Prefill is chunked so that one chunk
@@ -43,7 +42,7 @@ Session::Session(const SessionOptions& o)
     co.read_timeout = std::chrono::milliseconds(config_.read_timeout_ms);
     for (const auto& [k, v] : config_.storage.options)
       if (k == "direct_io") co.direct_io = v == "true";
-    cache_ = std::make_unique<ExpertCache>(*model_, *compute_, *storage_, *policy_, co);
+    cache_ = std::make_unique<ExpertCache>(expert_layout(*model_), *compute_, *storage_, *policy_, co);
   }
   engine_ = std::make_unique<Engine>(*model_, *compute_, eo);
   if (cache_) engine_->set_expert_cache(cache_.get(), config_.prefetch_lookahead, config_.pre_attention);

@@ -15,7 +15,6 @@ namespace pmoe {
 
 namespace {
 uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
-constexpr ExpertMatrix kMatrices[3] = {ExpertMatrix::Gate, ExpertMatrix::Up, ExpertMatrix::Down};
 using Clock = std::chrono::steady_clock;
 }  // namespace
 
@@ -41,35 +40,34 @@ CacheStats CacheStats::operator-(const CacheStats& o) const {
   return d;
 }
 
-ExpertCache::ExpertCache(const Model& model, ComputeBackend& compute, StorageBackend& storage,
+ExpertCache::ExpertCache(ExpertLayout layout, ComputeBackend& compute, StorageBackend& storage,
                          CachePolicyInstance& policy, const ExpertCacheOptions& options)
-    : model_(model), compute_(compute), storage_(storage), policy_(policy), options_(options) {
-  const Hparams& h = model.hp();
-  file_ = storage_.open(model.file().path(), options.direct_io ? PMOE_OPEN_DIRECT : 0);
+    : layout_(std::move(layout)), compute_(compute), storage_(storage), policy_(policy), options_(options) {
+  const uint32_t n_layer = uint32_t(layout_.layers.size()), top_k = layout_.n_expert_used;
+  file_ = storage_.open(layout_.path, options.direct_io ? PMOE_OPEN_DIRECT : 0);
   align_ = std::max<uint32_t>(1, storage_.direct_alignment(file_.file));
   // A slot holds the three matrices, each in a region that leaves room to round the read out to
   // the storage alignment on both sides (GGUF offsets are only 32-byte aligned).
-  for (uint32_t il = 0; il < h.n_layer; ++il) {
+  for (const auto& matrices : layout_.layers) {
     uint64_t bytes = 0;
-    for (ExpertMatrix m : kMatrices) bytes += align_up(model.expert_matrix_bytes(il, m) + align_, align_) + align_;
+    for (const ExpertMatrixLayout& m : matrices) bytes += align_up(m.bytes + align_, align_) + align_;
     slot_bytes_ = std::max(slot_bytes_, align_up(bytes, 4096));
   }
   const uint64_t n_slots = options.budget / slot_bytes_;
-  if (n_slots < h.n_expert_used) {
+  if (n_slots < top_k) {
     storage_.close(file_.file);
     throw Error("cache budget " + format_bytes(options.budget) + " is too small: one layer's top-" +
-                std::to_string(h.n_expert_used) + " experts need " + std::to_string(h.n_expert_used) +
-                " slots of " + format_bytes(slot_bytes_) + ", so the minimum is " +
-                std::to_string(h.n_expert_used * slot_bytes_) + " bytes (" +
-                format_bytes(h.n_expert_used * slot_bytes_) + ")");
+                std::to_string(top_k) + " experts need " + std::to_string(top_k) + " slots of " +
+                format_bytes(slot_bytes_) + ", so the minimum is " + std::to_string(top_k * slot_bytes_) +
+                " bytes (" + format_bytes(top_k * slot_bytes_) + ")");
   }
-  const uint64_t total_slots = uint64_t(h.n_layer) * h.n_expert;
+  const uint64_t total_slots = uint64_t(n_layer) * layout_.n_expert;
   slots_.resize(std::min(n_slots, total_slots));
   memory_ = compute_.alloc(slots_.size() * slot_bytes_, PMOE_BUFFER_HOST_VISIBLE);
   host_ = static_cast<uint8_t*>(compute_.host_ptr(memory_));
   if (!host_) throw Error("compute backend '" + compute_.name() + "' gave expert-cache memory that is not host-visible");
   for (uint32_t i = uint32_t(slots_.size()); i-- > 0;) free_.push_back(i);
-  stats_.resize(h.n_layer);
+  stats_.resize(n_layer);
   storage_.set_callback(&ExpertCache::on_read_done, this);
 }
 
@@ -95,11 +93,10 @@ ExpertCache::~ExpertCache() {
 }
 
 std::vector<ExpertCache::Part> ExpertCache::parts_of(uint64_t key) const {
-  const uint32_t il = PMOE_KEY_LAYER(key), e = PMOE_KEY_EXPERT(key);
   std::vector<Part> parts;
   uint64_t at = 0;
-  for (ExpertMatrix m : kMatrices) {
-    const uint64_t off = model_.expert_offset(il, m, e), len = model_.expert_matrix_bytes(il, m);
+  for (const ExpertMatrixLayout& m : layout_.layers[PMOE_KEY_LAYER(key)]) {
+    const uint64_t off = m.offset_of(PMOE_KEY_EXPERT(key)), len = m.bytes;
     const uint64_t start = off - off % align_;
     const uint64_t end = std::min(align_up(off + len, align_), file_.size);
     parts.push_back({start, end - start, at, at + off % align_});
@@ -202,33 +199,32 @@ void ExpertCache::arm_timer(Slot& s, std::chrono::steady_clock::duration after, 
   s.timer = std::move(timer);
 }
 
-bool ExpertCache::acquire(uint32_t layer, uint32_t expert) {
+std::optional<ExpertLease> ExpertCache::acquire(uint32_t layer, uint32_t expert) {
   const uint64_t key = PMOE_EXPERT_KEY(layer, expert);
   std::lock_guard lock(mu_);
   CacheStats& st = stats_[layer];
-  auto it = where_.find(key);
+  const auto it = where_.find(key);
+  int64_t s = it != where_.end() ? int64_t(it->second) : -1;
   // A failed entry with reads still in flight (it timed out) is used as it is: wait_any reports it.
-  if (it != where_.end() && (slots_[it->second].state != State::Failed || slots_[it->second].parts_left > 0)) {
-    Slot& s = slots_[it->second];
-    ++s.pins;
-    s.expected_tick = kNever;
+  if (s >= 0 && (slots_[size_t(s)].state != State::Failed || slots_[size_t(s)].parts_left > 0)) {
+    Slot& hit = slots_[size_t(s)];
+    ++hit.pins;
+    hit.expected_tick = kNever;
     ++st.uses, ++st.hits;
-    if (s.prefetched_unused) ++st.prefetch_hits, s.prefetched_unused = false;
+    if (hit.prefetched_unused) ++st.prefetch_hits, hit.prefetched_unused = false;
   } else {
-    int64_t s;
-    if (it != where_.end()) {
-      s = it->second;  // a failed entry (an earlier error, or a prefetch): read again on demand
+    if (s >= 0) {  // a failed entry (an earlier error, or a prefetch): read again on demand
       slots_[size_t(s)].attempts = 0;
       slots_[size_t(s)].prefetched_unused = false;
     } else if ((s = claim_slot(key)) < 0) {
-      return false;
+      return std::nullopt;
     }
     ++slots_[size_t(s)].pins;
     ++st.uses, ++st.misses;
     submit_reads(uint32_t(s), 0);
   }
   policy_.on_access(std::span(&key, 1), tick_);
-  return true;
+  return ExpertLease{uint32_t(s), key};
 }
 
 void ExpertCache::prefetch(uint32_t layer, uint32_t expert, uint32_t priority) {
@@ -250,7 +246,7 @@ void ExpertCache::prefetch_now(uint64_t key, uint32_t priority, uint64_t tick) {
   std::lock_guard lock(mu_);
   // A guess made in an earlier step is stale: the engine has moved on.
   if (closing_ || tick != tick_ || where_.count(key)) return;
-  const int64_t s = claim_slot(key, model_.hp().n_expert_used, true);
+  const int64_t s = claim_slot(key, layout_.n_expert_used, true);
   if (s < 0) return;
   slots_[size_t(s)].prefetched_unused = true;
   slots_[size_t(s)].expected_tick = tick;
@@ -330,7 +326,7 @@ void ExpertCache::read_failed(const Slot& s) const {
   const uint32_t il = PMOE_KEY_LAYER(s.key), e = PMOE_KEY_EXPERT(s.key);
   const auto parts = parts_of(s.key);
   throw Error("reading expert " + std::to_string(e) + " of layer " + std::to_string(il) + " from '" +
-              model_.file().path() + "' (offset " + std::to_string(parts[0].file_offset) + ", " +
+              layout_.path + "' (offset " + std::to_string(parts[0].file_offset) + ", " +
               std::to_string(slot_bytes_) + " bytes) failed after " + std::to_string(s.attempts) +
               " attempt(s): " + pmoe_status_name(s.error) + (s.short_read ? " (short read)" : "") +
               (s.timed_out ? " (it did not complete within " + std::to_string(options_.read_timeout.count()) + " ms)" : "") +
@@ -338,16 +334,20 @@ void ExpertCache::read_failed(const Slot& s) const {
               " via storage '" + storage_.name() + "'");
 }
 
-size_t ExpertCache::wait_any(std::span<const uint64_t> keys) {
+ExpertCache::Slot& ExpertCache::leased(const ExpertLease& lease) {
+  Slot& s = slots_.at(lease.slot);
+  if (s.key != lease.key || s.pins == 0) throw Error("internal: expert lease used after its release");
+  return s;
+}
+
+size_t ExpertCache::wait_any(std::span<const ExpertLease> leases) {
   std::unique_lock lock(mu_);
   const auto t0 = Clock::now();
   for (;;) {
-    for (size_t i = 0; i < keys.size(); ++i) {
-      const auto it = where_.find(keys[i]);
-      if (it == where_.end()) throw Error("internal: expert not acquired before wait");
-      const Slot& s = slots_[it->second];
+    for (size_t i = 0; i < leases.size(); ++i) {
+      const Slot& s = leased(leases[i]);
       if (s.state == State::Ready) {
-        stats_[PMOE_KEY_LAYER(keys[i])].stall_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+        stats_[PMOE_KEY_LAYER(s.key)].stall_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
         return i;
       }
       if (s.state == State::Failed) read_failed(s);
@@ -370,29 +370,29 @@ void ExpertCache::wait_for_slot() {
   });
 }
 
-ExpertView ExpertCache::view(uint32_t layer, uint32_t expert) {
+ExpertView ExpertCache::view(const ExpertLease& lease) {
   std::unique_lock lock(mu_);
-  const uint32_t s = where_.at(PMOE_EXPERT_KEY(layer, expert));
-  if (!slots_[s].device_visible) {  // the read landed through the host pointer
-    slots_[s].device_visible = true;
+  const uint32_t s = lease.slot;
+  if (Slot& slot = leased(lease); !slot.device_visible) {  // the read landed through the host pointer
+    slot.device_visible = true;
     lock.unlock();  // pinned and loaded: nobody else touches the slot
     compute_.flush(memory_, uint64_t(s) * slot_bytes_, slot_bytes_);
     lock.lock();
   }
-  const auto parts = parts_of(PMOE_EXPERT_KEY(layer, expert));
+  const auto parts = parts_of(lease.key);
+  const auto& matrices = layout_.layers[PMOE_KEY_LAYER(lease.key)];
   ExpertView v;
   pmoe_tensor* out[3] = {&v.gate, &v.up, &v.down};
-  for (int m = 0; m < 3; ++m) {
-    const GgufTensorInfo& t = model_.expert_tensor(layer, kMatrices[m]);
-    *out[m] = pmoe_tensor_2d(memory_, uint64_t(s) * slot_bytes_ + parts[size_t(m)].data_offset, t.type, t.ne[0], t.ne[1]);
-  }
+  for (size_t m = 0; m < 3; ++m)
+    *out[m] = pmoe_tensor_2d(memory_, uint64_t(s) * slot_bytes_ + parts[m].data_offset, matrices[m].dtype,
+                             matrices[m].ne0, matrices[m].ne1);
   return v;
 }
 
-void ExpertCache::release(uint32_t layer, uint32_t expert) {
+void ExpertCache::release(const ExpertLease& lease) {
   std::lock_guard lock(mu_);
-  Slot& s = slots_[where_.at(PMOE_EXPERT_KEY(layer, expert))];
-  if (s.pins > 0) --s.pins;
+  Slot& s = slots_[lease.slot];
+  if (s.key == lease.key && s.pins > 0) --s.pins;  // never throws: it also runs while unwinding
 }
 
 void ExpertCache::on_routing(uint32_t layer, const float* probs, uint32_t n_tokens, uint32_t n_experts) {

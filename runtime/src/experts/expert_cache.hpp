@@ -9,7 +9,7 @@
 // our lock), read deadlines and retry back-off (steady_timers), and lookahead prefetches (posted,
 // so speculative slot hunting and submission never delay the engine). One mutex guards the slot
 // state shared with the engine thread; a condition variable wakes it: no polling, no sleeps.
-#include "model/model.hpp"
+#include "model/expert_layout.hpp"
 #include "plugin/compute_backend.hpp"
 #include "plugin/instances.hpp"
 
@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -55,9 +56,16 @@ struct ExpertView {
   pmoe_tensor gate, up, down;
 };
 
+/// An acquired expert: names its slot, so the calls that use it need no lookup. The slot stays
+/// pinned to the expert until release.
+struct ExpertLease {
+  uint32_t slot;
+  uint64_t key;  // PMOE_EXPERT_KEY(layer, expert)
+};
+
 class ExpertCache {
  public:
-  ExpertCache(const Model& model, ComputeBackend& compute, StorageBackend& storage,
+  ExpertCache(ExpertLayout layout, ComputeBackend& compute, StorageBackend& storage,
               CachePolicyInstance& policy, const ExpertCacheOptions& options);
   ~ExpertCache();
   ExpertCache(const ExpertCache&) = delete;
@@ -67,9 +75,9 @@ class ExpertCache {
   uint64_t slot_bytes() const { return slot_bytes_; }
   uint32_t capacity() const { return uint32_t(slots_.size()); }
 
-  /// Demand: pin the expert and start its read if it is not resident. Returns false (and does
+  /// Demand: pin the expert and start its read if it is not resident. Returns nothing (and does
   /// nothing) when every slot is pinned or loading; the caller then finishes pinned work first.
-  bool acquire(uint32_t layer, uint32_t expert);
+  std::optional<ExpertLease> acquire(uint32_t layer, uint32_t expert);
   /// Block until some slot can be claimed (free, or settled and unpinned). For a caller that holds
   /// no pins while every slot is loading (prefetches took them): those reads all have deadlines.
   void wait_for_slot();
@@ -78,13 +86,13 @@ class ExpertCache {
   /// be had without touching pinned, loading or expected entries, leaving top-k slots for demand
   /// reads. Never blocks: the read is posted to the cache's strand.
   void prefetch(uint32_t layer, uint32_t expert, uint32_t priority);
-  /// Index into `keys` (PMOE_EXPERT_KEY) of an acquired expert that is loaded, waiting if none is.
+  /// Index into `leases` of an expert that is loaded, waiting if none is.
   /// Throws pmoe::Error naming file, offset and expert when its read failed for good.
-  size_t wait_any(std::span<const uint64_t> keys);
-  /// Tensors of a loaded, acquired expert (valid until release). The first view after a read
+  size_t wait_any(std::span<const ExpertLease> leases);
+  /// Tensors of a loaded, leased expert (valid until release). The first view after a read
   /// flushes the slot to the device (buffer_flush_range). Engine thread only.
-  ExpertView view(uint32_t layer, uint32_t expert);
-  void release(uint32_t layer, uint32_t expert);
+  ExpertView view(const ExpertLease& lease);
+  void release(const ExpertLease& lease);
   /// Router probabilities for the policy (optional use by router-aware policies).
   void on_routing(uint32_t layer, const float* probs, uint32_t n_tokens, uint32_t n_experts);
   /// One decode step or prefill chunk ends (predictions made in it expire).
@@ -134,6 +142,8 @@ class ExpertCache {
   void retry(uint32_t slot);
   void prefetch_now(uint64_t key, uint32_t priority, uint64_t tick);
   std::vector<Part> parts_of(uint64_t key) const;
+  /// The slot a lease names; throws if the lease is not held.
+  Slot& leased(const ExpertLease& lease);
   // Under the lock: a slot for `key` (free, or evicted from an unpinned ready entry) while more
   // than `keep` slots stay claimable, or -1. A speculative claim never evicts expected entries.
   int64_t claim_slot(uint64_t key, size_t keep = 0, bool speculative = false);
@@ -143,7 +153,7 @@ class ExpertCache {
   void arm_timer(Slot& s, std::chrono::steady_clock::duration after, Handler handler);
   [[noreturn]] void read_failed(const Slot& s) const;
 
-  const Model& model_;
+  const ExpertLayout layout_;
   ComputeBackend& compute_;
   StorageBackend& storage_;
   CachePolicyInstance& policy_;

@@ -1,5 +1,7 @@
 #include "experts/lru_policy.hpp"
 
+#include "plugin/registry.hpp"
+
 namespace pmoe {
 
 LruPolicy::LruPolicy(const pmoe_host*, const sdk::Options&, const pmoe_cache_shape& shape) {
@@ -37,6 +39,13 @@ size_t LruPolicy::victims(uint64_t* out, size_t max) {
   size_t n = 0;
   for (auto it = order_.rbegin(); it != order_.rend() && n < max; ++it) out[n++] = *it;
   return n;
+}
+
+void register_lru_policy() {
+  static const pmoe_impl impl =
+      sdk::cache_policy_impl<LruPolicy>("lru", "least recently used expert is evicted first (built-in)");
+  static const bool added = (PluginRegistry::add_builtin(impl), true);  // thread-safe once
+  (void)added;
 }
 
 }  // namespace pmoe

@@ -1,7 +1,7 @@
 #pragma once
 // The built-in cache policy: evict the least recently used expert first. It is a regular
 // pmoe::sdk::CachePolicy, exposed through the same C table a plugin policy would export
-// (PluginRegistry registers it as the built-in implementation "lru").
+// (register_lru_policy adds it to PluginRegistry's built-ins as "lru").
 #include <pocketmoe/cpp/plugin.hpp>
 
 #include <cstdint>
@@ -27,5 +27,9 @@ class LruPolicy : public sdk::CachePolicy {
   std::list<uint64_t> order_;  // front = most recently used
   std::unordered_map<uint64_t, std::list<uint64_t>::iterator> where_;
 };
+
+/// Adds "lru" to PluginRegistry's built-ins (once, however often it is called). Whatever builds a
+/// registry calls it first: the Session, `pocketmoe plugins`, tests.
+void register_lru_policy();
 
 }  // namespace pmoe

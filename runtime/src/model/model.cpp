@@ -200,6 +200,19 @@ uint64_t Model::dense_bytes() const {
   return s - total_expert_bytes();
 }
 
+ExpertLayout expert_layout(const Model& model) {
+  const Hparams& h = model.hp();
+  ExpertLayout l{model.file().path(), h.n_expert, h.n_expert_used, {}};
+  for (uint32_t il = 0; il < h.n_layer; ++il) {
+    auto& matrices = l.layers.emplace_back();
+    for (ExpertMatrix m : {ExpertMatrix::Gate, ExpertMatrix::Up, ExpertMatrix::Down}) {
+      const GgufTensorInfo& t = model.expert_tensor(il, m);
+      matrices[size_t(m)] = {t.offset, model.expert_matrix_bytes(il, m), t.type, t.ne[0], t.ne[1]};
+    }
+  }
+  return l;
+}
+
 std::string describe(const LayerSpec& l) {
   std::string s = l.sliding ? "swa(" + std::to_string(l.window) + ")" : "full";
   return s + (l.rope ? "+rope" : "+nope");

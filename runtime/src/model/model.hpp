@@ -3,6 +3,7 @@
 // attention kinds, and every tensor checked against the shapes those imply. Nothing is copied:
 // tensors are views into the read-only mapping of the file.
 #include "gguf/gguf.hpp"
+#include "model/expert_layout.hpp"
 
 #include <cstdint>
 #include <memory>

@@ -6,34 +6,27 @@
 
 namespace pmoe {
 
-ComputeBackend::ComputeBackend(const pmoe_compute_vtable* vtable, const pmoe_host* host,
-                               const OptionList& options, std::string name, uint32_t abi_minor)
-    : vt_(vtable), name_(std::move(name)), abi_minor_(abi_minor) {
-  std::vector<pmoe_option> items;
-  for (const auto& [k, v] : options) items.push_back({k.c_str(), v.c_str()});
-  const pmoe_options opts{items.data(), items.size()};
-  pmoe_error err{};
-  if (vt_->create(host, &opts, &handle_, &err) != PMOE_OK) fail("create", err);
+namespace {
+/// Compute's set-up errors read "compute backend 'NAME': <what>: <message> [<status>]".
+[[noreturn]] void throw_compute_error(const std::string& who, const char* what, const pmoe_error& err) {
+  throw Error(who + ": " + what + ": " + err.message + " [" + pmoe_status_name(err.code) + "]");
+}
+}  // namespace
+
+ComputeBackend::ComputeBackend(const LoadedImpl& impl, const OptionList& options, const pmoe_host* host)
+    : PluginInstance("compute backend", PMOE_KIND_COMPUTE, impl, options, host,
+                     [](const std::string& who, pmoe_status, const pmoe_error& err) { throw_compute_error(who, "create", err); }),
+      abi_minor_(impl.abi_minor) {
   props_.struct_size = sizeof props_;
   props_.device_type = PMOE_DEVICE_CPU;
   props_.unified_memory = 1;
   std::snprintf(props_.name, sizeof props_.name, "%s", name_.c_str());
-  if (PMOE_HAS_MEMBER(pmoe_compute_vtable, vt_, get_props) && vt_->get_props(handle_, &props_, &err) != PMOE_OK) {
-    const std::string why = err.message;
-    vt_->destroy(handle_);
-    handle_ = nullptr;
-    throw Error("compute backend '" + name_ + "': get_props: " + why);
-  }
+  pmoe_error err{};
+  if (PMOE_HAS_MEMBER(pmoe_compute_vtable, vt_, get_props) && vt_->get_props(handle_, &props_, &err) != PMOE_OK)
+    throw Error(who() + ": get_props: " + err.message);  // (the base destroys the instance)
 }
 
-ComputeBackend::~ComputeBackend() {
-  if (handle_) vt_->destroy(handle_);
-}
-
-void ComputeBackend::fail(const char* what, const pmoe_error& err) const {
-  throw Error("compute backend '" + name_ + "': " + what + ": " + err.message + " [" +
-              pmoe_status_name(err.code) + "]");
-}
+void ComputeBackend::fail(const char* what, const pmoe_error& err) const { throw_compute_error(who(), what, err); }
 
 pmoe_buffer* ComputeBackend::alloc(uint64_t size, uint32_t flags) {
   pmoe_buffer* b = nullptr;

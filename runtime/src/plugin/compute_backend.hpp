@@ -6,22 +6,19 @@
 
 #include <span>
 #include <string>
-#include <utility>
-#include <vector>
+
+#include "plugin/plugin_instance.hpp"
 
 namespace pmoe {
 
-class ComputeBackend {
+class ComputeBackend : public PluginInstance<pmoe_compute_vtable, pmoe_compute> {
  public:
-  using OptionList = std::vector<std::pair<std::string, std::string>>;
-  /// `abi_minor`: the ABI minor the plugin was built for (what it can know of).
-  ComputeBackend(const pmoe_compute_vtable* vtable, const pmoe_host* host, const OptionList& options,
-                 std::string name, uint32_t abi_minor = PMOE_ABI_MINOR);
-  ~ComputeBackend();
-  ComputeBackend(const ComputeBackend&) = delete;
-  ComputeBackend& operator=(const ComputeBackend&) = delete;
+  /// The ABI minor the plugin was built for (impl.abi_minor) decides the fallbacks it gets.
+  ComputeBackend(const LoadedImpl& impl, const OptionList& options, const pmoe_host* host);
+  static ComputeBackend create(PluginRegistry& reg, const PluginChoice& choice) {
+    return create_instance<ComputeBackend>(reg, choice, PMOE_KIND_COMPUTE);
+  }
 
-  const std::string& name() const { return name_; }
   pmoe_buffer* alloc(uint64_t size, uint32_t flags);
   /// Adopt host memory without a copy; nullptr when the backend cannot.
   pmoe_buffer* wrap(void* ptr, uint64_t size, uint32_t flags);
@@ -47,9 +44,6 @@ class ComputeBackend {
 
  private:
   [[noreturn]] void fail(const char* what, const pmoe_error& err) const;
-  const pmoe_compute_vtable* vt_;
-  pmoe_compute* handle_ = nullptr;
-  std::string name_;
   uint32_t abi_minor_;
   pmoe_compute_props props_{};
   uint64_t fallback_tickets_ = 0;  // a plugin without submit: execute + sync, complete at once

@@ -1,35 +1,17 @@
 #pragma once
-// RAII owners of plugin instances, used by the engine. They convert the C ABI's status + message
-// into pmoe::Error on set-up calls (create, open) and pass statuses through on hot paths.
+// The storage and cache-policy instances the engine uses (ownership: PluginInstance). They convert
+// the C ABI's status + message into pmoe::Error on set-up calls (create, open) and pass statuses
+// through on hot paths.
 #include <pocketmoe/cache_policy.h>
 #include <pocketmoe/storage.h>
 
 #include <cstdint>
 #include <span>
 #include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
 
-#include "plugin/registry.hpp"
+#include "plugin/plugin_instance.hpp"
 
 namespace pmoe {
-
-using OptionList = std::vector<std::pair<std::string, std::string>>;
-
-/// pmoe_options view of an OptionList; borrows the strings, so keep the list alive.
-class AbiOptions {
- public:
-  explicit AbiOptions(const OptionList& opts);
-  const pmoe_options* get() const { return &view_; }
-
- private:
-  std::vector<pmoe_option> items_;
-  pmoe_options view_{};
-};
-
-/// Throws pmoe::Error("<what> (<status>): <plugin message>").
-[[noreturn]] void throw_plugin_error(std::string_view what, pmoe_status status, const pmoe_error& err);
 
 /// A status from a hot-path call plus the plugin's message (empty on success).
 struct PluginStatus {
@@ -38,7 +20,7 @@ struct PluginStatus {
   bool ok() const { return status == PMOE_OK; }
 };
 
-class StorageBackend {
+class StorageBackend : public PluginInstance<pmoe_storage_vtable, pmoe_storage> {
  public:
   struct OpenFile {
     pmoe_file* file = nullptr;
@@ -46,12 +28,9 @@ class StorageBackend {
   };
 
   StorageBackend(const LoadedImpl& impl, const OptionList& options, const pmoe_host* host);
-  /// Loads the config's choice from `reg`, checks its options and creates the instance.
-  static StorageBackend create(PluginRegistry& reg, const PluginChoice& choice);
-  ~StorageBackend();
-  StorageBackend(StorageBackend&& o) noexcept;
-  StorageBackend& operator=(StorageBackend&&) = delete;
-  StorageBackend(const StorageBackend&) = delete;
+  static StorageBackend create(PluginRegistry& reg, const PluginChoice& choice) {
+    return create_instance<StorageBackend>(reg, choice, PMOE_KIND_STORAGE);
+  }
 
   /// Throws pmoe::Error with the plugin's message (it names the path).
   OpenFile open(const std::string& path, uint32_t flags);
@@ -61,27 +40,16 @@ class StorageBackend {
   PluginStatus submit(std::span<const pmoe_read_req> reqs);
   size_t poll(std::span<pmoe_read_done> out, size_t min_done, int64_t timeout_ns);
   uint32_t direct_alignment(pmoe_file* f);
-
-  const std::string& name() const { return name_; }
-  const pmoe_storage_vtable* vtable() const { return vt_; }
-  pmoe_storage* handle() const { return handle_; }
-
- private:
-  std::string name_;
-  const pmoe_storage_vtable* vt_ = nullptr;
-  pmoe_storage* handle_ = nullptr;
 };
 
-class CachePolicyInstance {
+class CachePolicyInstance : public PluginInstance<pmoe_cache_policy_vtable, pmoe_cache_policy> {
  public:
   CachePolicyInstance(const LoadedImpl& impl, const OptionList& options, const pmoe_host* host,
                       const pmoe_cache_shape& shape);
   static CachePolicyInstance create(PluginRegistry& reg, const PluginChoice& choice,
-                                    const pmoe_cache_shape& shape);
-  ~CachePolicyInstance();
-  CachePolicyInstance(CachePolicyInstance&& o) noexcept;
-  CachePolicyInstance& operator=(CachePolicyInstance&&) = delete;
-  CachePolicyInstance(const CachePolicyInstance&) = delete;
+                                    const pmoe_cache_shape& shape) {
+    return create_instance<CachePolicyInstance>(reg, choice, PMOE_KIND_CACHE_POLICY, shape);
+  }
 
   void on_insert(std::span<const uint64_t> keys) { vt_->on_insert(handle_, keys.data(), keys.size()); }
   void on_access(std::span<const uint64_t> keys, uint64_t tick) {
@@ -96,14 +64,8 @@ class CachePolicyInstance {
     if (has_routing_) vt_->on_routing(handle_, layer, probs, n_tokens, n_experts);
   }
 
-  const std::string& name() const { return name_; }
-  const pmoe_cache_policy_vtable* vtable() const { return vt_; }
-  pmoe_cache_policy* handle() const { return handle_; }
 
  private:
-  std::string name_;
-  const pmoe_cache_policy_vtable* vt_ = nullptr;
-  pmoe_cache_policy* handle_ = nullptr;
   bool has_routing_ = false;
 };
 

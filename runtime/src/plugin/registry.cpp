@@ -14,7 +14,6 @@
 
 #include "common/error.hpp"
 #include "config/yaml_util.hpp"
-#include "experts/lru_policy.hpp"
 
 namespace fs = std::filesystem;
 
@@ -66,10 +65,9 @@ const char* missing_member(uint32_t kind, const void* vt) {
   return nullptr;
 }
 
-const pmoe_impl& builtin_lru() {
-  static const pmoe_impl impl = sdk::cache_policy_impl<LruPolicy>(
-      "lru", "least recently used expert is evicted first (built-in)");
-  return impl;
+std::vector<const pmoe_impl*>& builtins() {
+  static std::vector<const pmoe_impl*> list;
+  return list;
 }
 
 PluginManifest builtin_manifest() {
@@ -80,7 +78,7 @@ PluginManifest builtin_manifest() {
   m.abi_major = PMOE_ABI_MAJOR;
   m.abi_minor = PMOE_ABI_MINOR;
   m.builtin = true;
-  m.provides.push_back({"lru", PMOE_KIND_CACHE_POLICY, builtin_lru().description, {}});
+  for (const pmoe_impl* impl : builtins()) m.provides.push_back({impl->name, impl->kind, impl->description, {}});
   return m;
 }
 
@@ -126,8 +124,11 @@ PluginRegistry::PluginRegistry(std::vector<std::string> extra_paths, bool defaul
   host_ = {sizeof(pmoe_host), PMOE_ABI_MAJOR, PMOE_ABI_MINOR, logger_.get(), &Logger::log};
 
   search_paths_ = make_search_paths(std::move(extra_paths), default_paths);
-  manifests_.push_back(builtin_manifest());
-  std::vector<std::string> dir_of{""};
+  std::vector<std::string> dir_of;  // per manifest
+  if (!builtins().empty()) {
+    manifests_.push_back(builtin_manifest());
+    dir_of.emplace_back();
+  }
   for (const auto& d : search_paths_) scan(d, dir_of);
 }
 
@@ -164,6 +165,10 @@ std::vector<std::string> PluginRegistry::make_search_paths(std::vector<std::stri
 }
 
 PluginRegistry::~PluginRegistry() = default;
+
+void PluginRegistry::add_builtin(const pmoe_impl& impl) {
+  if (std::find(builtins().begin(), builtins().end(), &impl) == builtins().end()) builtins().push_back(&impl);
+}
 
 void PluginRegistry::scan(const std::string& dir, std::vector<std::string>& dir_of) {
   std::error_code ec;
@@ -358,8 +363,9 @@ LoadedImpl PluginRegistry::load(std::string_view impl_name, uint32_t kind) {
     throw Error("'" + std::string(impl_name) + "' (" + m->manifest_path + ") is a " +
                 pmoe_kind_name(spec->kind) + " implementation, not " + pmoe_kind_name(kind));
   if (m->builtin) {
-    const pmoe_impl* impl = &builtin_lru();
-    return {impl, impl->vtable, m, spec, PMOE_ABI_MINOR};
+    for (const pmoe_impl* impl : builtins())
+      if (impl_name == impl->name) return {impl, impl->vtable, m, spec, PMOE_ABI_MINOR};
+    throw Error("internal: built-in '" + std::string(impl_name) + "' vanished");
   }
   Library& lib = open_library(*m);
   for (size_t i = 0; i < lib.desc->n_impls; ++i)

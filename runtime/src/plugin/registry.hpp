@@ -2,7 +2,8 @@
 // Plugin discovery and loading. The registry scans manifest directories, lists what they offer,
 // checks config options against the manifests' schemas and loads a library only when one of its
 // implementations is asked for: dlopen, the entry symbol, ABI negotiation, table validation.
-// Built-in implementations (the LRU cache policy) sit behind the same pmoe_impl tables.
+// Built-in implementations sit behind the same pmoe_impl tables; their owners add them
+// (add_builtin), so the registry knows none by name.
 //
 // Search order: extra_paths (the config's plugin_paths), $POCKETMOE_PLUGIN_PATH (colon-separated),
 // the build tree's plugin dir, the install dir, <executable dir>/../lib/pocketmoe. A plugin found
@@ -41,6 +42,11 @@ class PluginRegistry {
   ~PluginRegistry();
   PluginRegistry(const PluginRegistry&) = delete;
   PluginRegistry& operator=(const PluginRegistry&) = delete;
+
+  /// Adds an implementation compiled into the runtime (it takes no options). Registries built
+  /// afterwards list the built-ins first, in one "(built-in)" manifest. `impl` must outlive them;
+  /// call before building a registry (not thread-safe).
+  static void add_builtin(const pmoe_impl& impl);
 
   /// Every directory searched, in order (including ones that do not exist).
   const std::vector<std::string>& search_paths() const { return search_paths_; }
