@@ -48,9 +48,11 @@ import json, statistics, sys
 d = json.load(open(sys.argv[1]))
 for s in d["summary"]:
     runs = [r for r in d["runs"] if r["config"] == s["config"]]
-    sub = statistics.median(r["compute_submit_seconds"] / r["generated_tokens"] for r in runs) * 1e3
-    wait = statistics.median(r["compute_wait_seconds"] / r["generated_tokens"] for r in runs) * 1e3
-    print(f"{s['config']:18} {s['compute_device']:40} submit {sub:8.3f} ms/token, wait {wait:8.3f} ms/token")
+    per = lambda r, k: r[k] / (r["prompt_tokens"] + r["generated_tokens"])
+    sub = statistics.median(per(r, "compute_submit_seconds") for r in runs) * 1e3
+    wait = statistics.median(per(r, "compute_wait_seconds") for r in runs) * 1e3
+    print(f"{s['config']:18} {s['compute_device'][:40]:40} host time per token (prefill and decode): "
+          f"in submit {sub:7.3f} ms, in wait {wait:7.3f} ms")
 PY
 done
 echo "reports: $WORK/resident.html $WORK/streamed.html"

@@ -213,6 +213,8 @@ int cmd_bench(int argc, char** argv) {
         runs.push_back({{"config", configs[c].name}, {"round", r + 1}, {"position", k + 1}, {"metrics", m},
                         {"prompt_tokens", out["prompt_tokens"]}, {"generated_tokens", out["generated_tokens"]},
                         {"compute_device", out["compute_device"]}, {"token_seconds", out["token_seconds"]},
+                        {"compute_submit_seconds", out["compute_submit_seconds"]},
+                        {"compute_wait_seconds", out["compute_wait_seconds"]},
                         {"token_stall_seconds", out["token_stall_seconds"]}, {"layers", out.value("layers", json::array())}});
       }
 

@@ -83,20 +83,18 @@ std::vector<VulkanDevice> vulkan_devices(PluginRegistry& reg, std::string& why_n
     why_none = "the vulkan plugin is not installed";
     return out;
   }
-  try {
-    const LoadedImpl impl = reg.load("vulkan", PMOE_KIND_COMPUTE);
-    for (int i = 0; i < 16; ++i) {
-      try {
-        ComputeBackend be(static_cast<const pmoe_compute_vtable*>(impl.vtable), reg.host(),
-                          {{"device", std::to_string(i)}}, "vulkan", impl.abi_minor);
-        out.push_back({std::to_string(i), be.props().name, be.props().device_type, be.props().device_memory});
-      } catch (const Error& e) {
-        if (i == 0) why_none = e.what();
-        break;
-      }
+  for (int i = 0; i < 16; ++i) {
+    PluginChoice choice;
+    choice.name = "vulkan";
+    choice.options = {{"device", std::to_string(i)}};
+    choice.option_locs = {SourceLoc{"probe", 0, 0}};
+    try {
+      const ComputeBackend be = ComputeBackend::create(reg, choice);
+      out.push_back({std::to_string(i), be.props().name, be.props().device_type, be.props().device_memory});
+    } catch (const Error& e) {
+      if (i == 0) why_none = e.what();
+      break;
     }
-  } catch (const Error& e) {
-    why_none = e.what();
   }
   return out;
 }

@@ -124,6 +124,8 @@ int cmd_run(int argc, char** argv) {
       j["token_seconds"] = token_s;
       j["token_stall_seconds"] = token_stall_s;
       j["compute_device"] = s.compute().props().name;
+      j["compute_submit_seconds"] = s.compute().times().submit_seconds;  // host time in submit, all phases
+      j["compute_wait_seconds"] = s.compute().times().wait_seconds;
       std::ofstream f(stats_json);
       f << j.dump(2) << "\n";
       if (!f) throw Error(stats_json + ": write failed");

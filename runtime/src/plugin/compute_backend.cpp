@@ -2,6 +2,8 @@
 
 #include "common/error.hpp"
 
+#include <chrono>
+
 #include <cstdio>
 
 namespace pmoe {
@@ -85,7 +87,21 @@ std::string ComputeBackend::unsupported(const pmoe_op& op) {
   return {};
 }
 
+namespace {
+/// Adds the lifetime of the object to `seconds` (and counts it).
+struct Timed {
+  double& seconds;
+  uint64_t& count;
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  ~Timed() {
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++count;
+  }
+};
+}  // namespace
+
 uint64_t ComputeBackend::submit(std::span<const pmoe_op> ops) {
+  Timed timed{times_.submit_seconds, times_.submits};
   if (!PMOE_HAS_MEMBER(pmoe_compute_vtable, vt_, submit)) {
     execute(ops);
     sync();
@@ -108,6 +124,7 @@ bool ComputeBackend::done(uint64_t ticket) {
 
 void ComputeBackend::wait(uint64_t ticket) {
   if (!PMOE_HAS_MEMBER(pmoe_compute_vtable, vt_, wait)) return;
+  Timed timed{times_.wait_seconds, times_.waits};
   pmoe_error err{};
   if (vt_->wait(handle_, ticket, UINT64_MAX, &err) != PMOE_OK) fail("wait", err);
 }

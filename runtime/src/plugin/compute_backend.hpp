@@ -42,11 +42,20 @@ class ComputeBackend : public PluginInstance<pmoe_compute_vtable, pmoe_compute> 
   /// The host wrote [offset, offset + size) through host_ptr: make it visible to the device.
   void flush(pmoe_buffer* b, uint64_t offset, uint64_t size);
 
+  /// Host time spent inside submit (recording and queueing; all of the work for a backend that
+  /// computes as it is submitted, like the CPU) and inside blocking waits, since creation.
+  struct Times {
+    double submit_seconds = 0, wait_seconds = 0;
+    uint64_t submits = 0, waits = 0;
+  };
+  const Times& times() const { return times_; }
+
  private:
   [[noreturn]] void fail(const char* what, const pmoe_error& err) const;
   uint32_t abi_minor_;
   pmoe_compute_props props_{};
-  uint64_t fallback_tickets_ = 0;  // a plugin without submit: execute + sync, complete at once
+  uint64_t fallback_tickets_ = 0;
+  Times times_;  // a plugin without submit: execute + sync, complete at once
 };
 
 }  // namespace pmoe
