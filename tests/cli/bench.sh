@@ -2,9 +2,11 @@
 # `pocketmoe bench` end to end on a fixture model: two configs (in RAM, and streamed through a
 # small expert cache), two rounds. Checks the JSON (every run, rotation, sane figures, identical
 # tokens, verdicts), the self-contained HTML report, and errors before any run for bad input.
-# Usage: bench.sh POCKETMOE FIXTURES_DIR
+# A storage plugin that silently delivers zeros makes a config generate other tokens: bench must
+# say so and fail.
+# Usage: bench.sh POCKETMOE FIXTURES_DIR FAULT_PLUGIN_DIR
 set -euo pipefail
-PM="$1"; FIX="$2"
+PM="$1"; FIX="$2"; FAULT="$3"
 W="$(mktemp -d)"; trap 'rm -rf "$W"' EXIT
 MODEL="$FIX/models/st-a-f32.gguf"
 printf 'compute: { plugin: cpu-onednn, threads: 2 }\n' > "$W/ram.yaml"
@@ -57,4 +59,18 @@ grep -q "no directory" "$W/err.txt"
 printf 'compute: { plugin: cpu-onednn, thread: 2 }\n' > "$W/bad.yaml"
 if "$PM" bench -m "$MODEL" -c "$W/ram.yaml" -c "$W/bad.yaml" 2> "$W/err.txt"; then exit 1; fi
 grep -q "bad.yaml:1" "$W/err.txt"
+# a config whose output differs (corrupt reads) is refused, loudly
+cat > "$W/corrupt.yaml" <<Y
+plugin_paths: ["$FAULT"]
+compute: { plugin: cpu-onednn, threads: 2 }
+storage: { plugin: fault-storage, fault: zeros }
+cache: { policy: lru, budget: 2MiB }
+Y
+if "$PM" bench -m "$MODEL" -c "$W/ram.yaml" -c "$W/corrupt.yaml" --rounds 1 -n 12 --json "$W/bad.json" \
+     --report "$W/bad.html" > /dev/null 2> "$W/err.txt"; then
+  echo "bench accepted a config that generates other tokens"; exit 1
+fi
+grep -q "OUTPUT DIFFERS: corrupt" "$W/err.txt"
+grep -q "OUTPUT DIFFERS" "$W/bad.html"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["identical_tokens"] is False and d["differing_configs"] == ["corrupt"], d["differing_configs"]' "$W/bad.json"
 echo "bench: ok"

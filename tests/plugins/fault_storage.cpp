@@ -1,6 +1,7 @@
 // Test-only storage plugin that injects faults, loaded through the same ABI as real ones.
 // Reads are served by one worker thread with pread; options choose the fault:
-//   fault: none | eio | eio_once | short | slow      fail_every: N (every Nth read, 1-based)
+//   fault: none | eio | eio_once | short | slow | zeros   fail_every: N (every Nth read, 1-based)
+//   (zeros: the read succeeds but delivers zero bytes of data: silent corruption)
 //   delay_ms: how long a `slow` read takes
 #include <pocketmoe/cpp/plugin.hpp>
 
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -82,6 +84,7 @@ class FaultStorage final : public pmoe::sdk::Storage {
         const ssize_t got = pread(fd, r.dest, want, off_t(r.offset));
         if (got < 0) d.status = PMOE_ERR_IO, d.sys_errno = errno;
         else d.bytes = uint64_t(got);
+        if (hit && fault_ == "zeros") std::memset(r.dest, 0, r.length);
       }
       l.lock();
       if (cb_) {

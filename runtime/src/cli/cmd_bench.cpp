@@ -220,13 +220,14 @@ int cmd_bench(int argc, char** argv) {
 
     // offloading must never change output: every run on one compute device generates the same
     // tokens (another backend computes other last bits, so may legitimately sample others)
-    std::vector<std::string> differing;
+    std::vector<std::string> differing, differing_against;
     for (size_t c = 0; c < K; ++c) {
       size_t ref = 0;  // the first config on this device
       while (raw[ref][0]["compute_device"] != raw[c][0]["compute_device"]) ++ref;
       for (const json& out : raw[c])
         if (out["generated_ids"] != raw[ref][0]["generated_ids"] || out["compute_device"] != raw[c][0]["compute_device"]) {
-          differing.push_back(configs[c].name + (ref == c ? "" : " (against " + configs[ref].name + ")"));
+          differing.push_back(configs[c].name);
+          differing_against.push_back(configs[c].name + (ref == c ? " (its own runs)" : " (against " + configs[ref].name + ")"));
           break;
         }
     }
@@ -274,7 +275,7 @@ int cmd_bench(int argc, char** argv) {
     std::fflush(stdout);
     if (!differing.empty()) {
       std::string list;
-      for (const std::string& n : differing) list += (list.empty() ? "" : ", ") + n;
+      for (const std::string& n : differing_against) list += (list.empty() ? "" : ", ") + n;
       std::fprintf(stderr, "\n*** OUTPUT DIFFERS: %s generated other tokens than round 1 of the first config on the "
                            "same compute device, with the same seed.\n"
                            "*** Offloading must never change output: this is a bug; please report it.\n\n",
