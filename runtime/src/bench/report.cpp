@@ -45,6 +45,15 @@ double tick_step(double hi, int n = 5) {
   return 10 * mag;
 }
 
+/// One legend entry in the row under a chart's title, at `x` (advanced past it).
+std::string legend_item(double& x, const std::string& name, size_t c) {
+  std::ostringstream o;
+  o << "<rect x='" << num(x, 1) << "' y='27' width='10' height='10' fill='" << color(c) << "'/><text x='" << num(x + 14, 1)
+    << "' y='36'>" << esc(name) << "</text>";
+  x += 24 + 6.2 * double(name.size());
+  return o.str();
+}
+
 struct Series {
   std::string name;
   std::vector<std::pair<double, double>> points;
@@ -54,7 +63,7 @@ struct Series {
 /// An SVG line chart (or dots, with `dots`) of `series`, axes from 0 (y) and the data (x).
 std::string line_chart(const std::string& title, const std::string& xlabel, const std::string& ylabel,
                        const std::vector<Series>& series, bool dots = false, double y_max = 0) {
-  const double W = 560, H = 300, L = 60, R = 20, T = 30, B = 45;
+  const double W = 560, H = 300, L = 60, R = 20, T = 46, B = 45;
   double x0 = 1e300, x1 = -1e300, y1 = y_max;
   for (const Series& s : series)
     for (auto [x, y] : s.points) x0 = std::min(x0, x), x1 = std::max(x1, x), y1 = std::max(y1, y);
@@ -71,13 +80,16 @@ std::string line_chart(const std::string& title, const std::string& xlabel, cons
   for (double y = 0; y <= y1 + ys / 2; y += ys)
     o << "<line x1='" << L << "' x2='" << W - R << "' y1='" << py(y) << "' y2='" << py(y) << "' class='g'/><text x='"
       << L - 6 << "' y='" << py(y) + 4 << "' text-anchor='end'>" << num(y, ys < 1 ? 2 : 0) << "</text>";
-  const double xs = tick_step(x1 - x0);
+  bool whole = true;  // rounds, token indices: no ticks between whole numbers
+  for (const Series& s : series)
+    for (auto [x, y] : s.points) whole = whole && x == std::floor(x);
+  const double xs = std::max(tick_step(x1 - x0), whole ? 1.0 : 0.0);
   for (double x = std::ceil(x0 / xs) * xs; x <= x1 + xs / 100; x += xs)
     o << "<text x='" << px(x) << "' y='" << H - B + 16 << "' text-anchor='middle'>" << num(x, xs < 1 ? 2 : 0) << "</text>";
   o << "<line x1='" << L << "' x2='" << W - R << "' y1='" << H - B << "' y2='" << H - B << "' class='a'/>";
   o << "<text x='" << (L + W - R) / 2 << "' y='" << H - 8 << "' text-anchor='middle'>" << esc(xlabel) << "</text>";
   o << "<text transform='translate(14," << (T + H - B) / 2 << ") rotate(-90)' text-anchor='middle'>" << esc(ylabel) << "</text>";
-  double ly = T + 4;
+  double lx = L;
   for (const Series& s : series) {
     if (!dots && s.points.size() > 1) {
       o << "<polyline fill='none' stroke-width='2' stroke='" << color(s.color) << "' points='";
@@ -87,9 +99,7 @@ std::string line_chart(const std::string& title, const std::string& xlabel, cons
     if (dots || s.points.size() == 1)
       for (auto [x, y] : s.points)
         o << "<circle r='3' fill='" << color(s.color) << "' cx='" << num(px(x), 1) << "' cy='" << num(py(y), 1) << "'/>";
-    o << "<rect x='" << W - R - 150 << "' y='" << ly - 9 << "' width='10' height='10' fill='" << color(s.color)
-      << "'/><text x='" << W - R - 136 << "' y='" << ly << "'>" << esc(s.name) << "</text>";
-    ly += 15;
+    o << legend_item(lx, s.name, s.color);
   }
   o << "</svg>";
   return o.str();
@@ -98,7 +108,7 @@ std::string line_chart(const std::string& title, const std::string& xlabel, cons
 /// An SVG chart of grouped bars: one group per layer, one bar per config.
 std::string bar_chart(const std::string& title, const std::string& ylabel, const std::vector<std::string>& names,
                       const std::vector<std::vector<double>>& values) {
-  const double W = 560, H = 300, L = 60, R = 20, T = 30, B = 45;
+  const double W = 560, H = 300, L = 60, R = 20, T = 46, B = 45;
   size_t groups = 0;
   double y1 = 0;
   for (const auto& v : values) {
@@ -126,10 +136,8 @@ std::string bar_chart(const std::string& title, const std::string& ylabel, const
     o << "<text x='" << num(L + (double(g) + 0.5) * gw, 1) << "' y='" << H - B + 16 << "' text-anchor='middle'>" << g << "</text>";
   o << "<text x='" << (L + W - R) / 2 << "' y='" << H - 8 << "' text-anchor='middle'>layer</text>";
   o << "<text transform='translate(14," << (T + H - B) / 2 << ") rotate(-90)' text-anchor='middle'>" << esc(ylabel) << "</text>";
-  double ly = T + 4;
-  for (size_t c = 0; c < names.size(); ++c, ly += 15)
-    o << "<rect x='" << W - R - 150 << "' y='" << ly - 9 << "' width='10' height='10' fill='" << color(c)
-      << "'/><text x='" << W - R - 136 << "' y='" << ly << "'>" << esc(names[c]) << "</text>";
+  double lx = L;
+  for (size_t c = 0; c < names.size(); ++c) o << legend_item(lx, names[c], c);
   o << "</svg>";
   return o.str();
 }

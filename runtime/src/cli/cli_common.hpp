@@ -13,6 +13,7 @@
 #include <string>
 
 #include "common/error.hpp"
+#include "common/interrupt.hpp"
 
 namespace pmoe::cli {
 
@@ -21,6 +22,7 @@ namespace po = boost::program_options;
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitError = 1;  // the command ran and failed (bad config, plugin error, I/O)
 inline constexpr int kExitUsage = 2;  // the command line is wrong
+inline constexpr int kExitInterrupted = 130;  // SIGINT or SIGTERM (128 + SIGINT, as shells report)
 
 /// Thrown by a command for a bad command line that program_options cannot detect itself.
 class UsageError : public std::runtime_error {
@@ -69,7 +71,15 @@ int run_command(const char* name, F&& body) {
     std::cerr << "pocketmoe " << name << ": " << e.what() << "\nsee pocketmoe " << name
               << " --help\n";
     return kExitUsage;
+  } catch (const Interrupted&) {
+    std::cout.flush();
+    std::cerr << "\npocketmoe " << name << ": interrupted\n";
+    return kExitInterrupted;
   } catch (const std::exception& e) {
+    if (interrupted()) {  // e.g. a child process killed by the same Ctrl-C
+      std::cerr << "\npocketmoe " << name << ": interrupted\n";
+      return kExitInterrupted;
+    }
     std::cerr << "error: " << e.what() << "\n";
     return kExitError;
   }

@@ -6,6 +6,7 @@
 #include "bench/stats.hpp"
 #include "cli/child_run.hpp"
 #include "cli/cli_common.hpp"
+#include "common/atomic_file.hpp"
 #include "common/format.hpp"
 #include "config/config.hpp"
 #include "gguf/gguf.hpp"
@@ -292,15 +293,9 @@ int cmd_bench(int argc, char** argv) {
                 {"differing_configs", differing},
                 {"runs", runs}};
     if (!json_out.empty()) {
-      std::ofstream f(json_out);
-      f << doc.dump(1) << "\n";
-      if (!f) throw Error(json_out + ": write failed");
+      write_file_atomically(json_out, [&](std::ostream& f) { f << doc.dump(1) << "\n"; });
     }
-    if (!report_out.empty()) {
-      std::ofstream f(report_out);
-      f << bench::html_report(doc);
-      if (!f) throw Error(report_out + ": write failed");
-    }
+    if (!report_out.empty()) write_file_atomically(report_out, [&](std::ostream& f) { f << bench::html_report(doc); });
     return differing.empty() ? kExitOk : kExitError;
   });
 }

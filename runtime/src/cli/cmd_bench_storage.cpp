@@ -3,6 +3,7 @@
 #include "bench/machine.hpp"
 #include "bench/storage_sweep.hpp"
 #include "cli/cli_common.hpp"
+#include "common/atomic_file.hpp"
 #include "common/format.hpp"
 #include "config/config.hpp"
 #include "plugin/instances.hpp"
@@ -150,12 +151,9 @@ int cmd_bench_storage(int argc, char** argv) {
       }
     }
     if (!json_out.empty()) {
-      std::ofstream f(json_out);
-      f << nlohmann::json{{"file", file}, {"read_bytes", typical}, {"expert_ranges", model},
-                          {"machine", bench::to_json(machine)}, {"results", results}}
-               .dump(1)
-        << "\n";
-      if (!f) throw Error(json_out + ": write failed");
+      const nlohmann::json doc{{"file", file}, {"read_bytes", typical}, {"expert_ranges", model},
+                               {"machine", bench::to_json(machine)}, {"results", results}};
+      write_file_atomically(json_out, [&](std::ostream& f) { f << doc.dump(1) << "\n"; });
     }
     return kExitOk;
   });

@@ -1,5 +1,6 @@
 // pocketmoe logits: raw logits of a token sequence, the interface of the correctness checks.
 #include "cli/model_options.hpp"
+#include "common/atomic_file.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -67,6 +68,8 @@ int cmd_logits(int argc, char** argv) {
     po::notify(vm);
     if (tokens.empty() == tokens_file.empty()) throw UsageError("give exactly one of --tokens and --tokens-file");
     if (out.empty()) throw UsageError("--out is required");
+    check_output_path("--out", out);
+    check_output_path("--stats-json", stats_json);
     const std::vector<int32_t> ids = tokens.empty() ? read_token_file(tokens_file) : parse_token_list(tokens);
     if (ids.empty()) throw UsageError("no tokens given");
     if (so.engine.n_ctx == 0) so.engine.n_ctx = uint32_t(ids.size());
@@ -77,7 +80,10 @@ int cmd_logits(int argc, char** argv) {
     std::vector<float> logits;
     logits.reserve(ids.size() * s.model().hp().n_vocab);
     if (sequential)
-      for (int32_t id : ids) s.engine().eval(std::span(&id, 1), true, logits);
+      for (int32_t id : ids) {
+        throw_if_interrupted();
+        s.engine().eval(std::span(&id, 1), true, logits);
+      }
     else
       s.engine().eval(ids, true, logits);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -87,13 +93,11 @@ int cmd_logits(int argc, char** argv) {
       j["seconds"] = secs;
       j["decode_tokens_per_second"] = sequential ? double(ids.size()) / secs : 0.0;
       j["peak_rss_bytes"] = peak_rss_bytes();
-      std::ofstream js(stats_json);
-      js << j.dump(2) << "\n";
-      if (!js) throw Error(stats_json + ": write failed");
+      write_file_atomically(stats_json, [&](std::ostream& f) { f << j.dump(2) << "\n"; });
     }
-    std::ofstream f(out, std::ios::binary);
-    f.write(reinterpret_cast<const char*>(logits.data()), std::streamsize(logits.size() * 4));
-    if (!f) throw Error(out + ": write failed");
+    write_file_atomically(
+        out, [&](std::ostream& f) { f.write(reinterpret_cast<const char*>(logits.data()), std::streamsize(logits.size() * 4)); },
+        std::ios::binary);
     return kExitOk;
   });
 }

@@ -5,6 +5,7 @@
 #include "bench/storage_sweep.hpp"
 #include "cli/child_run.hpp"
 #include "cli/cli_common.hpp"
+#include "common/atomic_file.hpp"
 #include "common/format.hpp"
 #include "config/config.hpp"
 #include "model/model.hpp"
@@ -279,9 +280,7 @@ int cmd_probe(int argc, char** argv) {
                                                            "Every choice below comes from a measurement on that machine (docs/probe.md).");
       parse_config(yaml, config_out.empty() ? "probe" : config_out);  // what we write must load
       if (!config_out.empty()) {
-        std::ofstream f(config_out);
-        f << yaml;
-        if (!f) throw Error(config_out + ": write failed");
+        write_file_atomically(config_out, [&](std::ostream& f) { f << yaml; });
         std::printf("wrote %s\n", config_out.c_str());
       }
       doc["recommendation"] = {{"compute", rec.compute.value}, {"vulkan_device", rec.vulkan_device},
@@ -297,9 +296,7 @@ int cmd_probe(int argc, char** argv) {
     doc["seconds"] = took;
     std::printf("(probe took %.1f s)\n", took);
     if (!json_out.empty()) {
-      std::ofstream f(json_out);
-      f << doc.dump(1) << "\n";
-      if (!f) throw Error(json_out + ": write failed");
+      write_file_atomically(json_out, [&](std::ostream& f) { f << doc.dump(1) << "\n"; });
     }
     return kExitOk;
   });

@@ -1,5 +1,6 @@
 // pocketmoe run: generate text, streaming it, then a stats line (like llama-cli).
 #include "cli/model_options.hpp"
+#include "common/atomic_file.hpp"
 #include "engine/sampler.hpp"
 
 #include <nlohmann/json.hpp>
@@ -37,6 +38,7 @@ int cmd_run(int argc, char** argv) {
     auto vm = parse_args(argc, argv, opts);
     if (vm.count("help")) return print_help("run -m MODEL -p PROMPT [-n N] [--temp T] [--chat]", "Generate text.", opts);
     po::notify(vm);
+    check_output_path("--stats-json", stats_json);
 
     Session s(so);
     const Tokenizer& tok = s.tokenizer();
@@ -77,7 +79,7 @@ int cmd_run(int argc, char** argv) {
     double ttft = 0;
     auto last = t1;
     double last_stall = at_decode_start.stall_seconds;
-    while (generated < limit && eng.n_past() < eng.n_ctx()) {
+    while (generated < limit && eng.n_past() < eng.n_ctx() && !interrupted()) {
       const int32_t next = sampler.sample(std::span(logits).last(V));
       ++generated;
       const auto now = clock::now();
@@ -93,7 +95,12 @@ int cmd_run(int argc, char** argv) {
       eng.eval(std::span(&next, 1), false, logits);
     }
     std::cout << out.flush() << "\n";
+    std::cout.flush();
     const auto t2 = clock::now();
+    const bool context_full = eng.n_past() >= eng.n_ctx() && generated < limit;
+    if (context_full)
+      std::cerr << "\n[the context is full (" << eng.n_ctx() << " tokens): generation stopped; --ctx-size sets it]\n";
+    if (interrupted()) std::cerr << "\n[interrupted]\n";
     const double prompt_s = std::chrono::duration<double>(t1 - t0).count();
     const double gen_s = std::chrono::duration<double>(t2 - t1).count();
     const double prompt_tps = double(ids.size()) / prompt_s, gen_tps = generated / std::max(gen_s, 1e-9);
@@ -119,6 +126,8 @@ int cmd_run(int argc, char** argv) {
       j["decode"] = cache_counters_json(decode);  // the cache during decode alone (prefill excluded)
       j["decode"]["stall_fraction"] = decode_stall;
       j["peak_rss_bytes"] = rss;
+      j["interrupted"] = interrupted();
+      j["context_full"] = context_full;
       j["time_to_first_token_seconds"] = ttft;
       j["generated_ids"] = gen_ids;
       j["token_seconds"] = token_s;
@@ -126,11 +135,9 @@ int cmd_run(int argc, char** argv) {
       j["compute_device"] = s.compute().props().name;
       j["compute_submit_seconds"] = s.compute().times().submit_seconds;  // host time in submit, all phases
       j["compute_wait_seconds"] = s.compute().times().wait_seconds;
-      std::ofstream f(stats_json);
-      f << j.dump(2) << "\n";
-      if (!f) throw Error(stats_json + ": write failed");
+      write_file_atomically(stats_json, [&](std::ostream& f) { f << j.dump(2) << "\n"; });
     }
-    return kExitOk;
+    return interrupted() ? kExitInterrupted : kExitOk;
   });
 }
 

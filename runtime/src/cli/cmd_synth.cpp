@@ -102,6 +102,7 @@ int cmd_synth(int argc, char** argv) {
       o.seed = vm["seed"].as<uint64_t>();
       o.threads = vm["threads"].as<unsigned>();
       model = vm["output"].as<std::string>();
+      check_output_path("-o", model);
 
       const auto t0 = std::chrono::steady_clock::now();
       const synth::Result r =

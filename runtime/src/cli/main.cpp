@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
               << PMOE_ABI_MINOR << ")\n";
     return kExitOk;
   }
+  pmoe::install_interrupt_handlers();
   for (const auto& c : kCommands)
     if (cmd == c.name) return c.run(argc - 1, argv + 1);
 

@@ -9,6 +9,7 @@
 #include <pocketmoe/dtype.h>
 
 #include "common/error.hpp"
+#include "common/interrupt.hpp"
 
 namespace pmoe {
 
@@ -202,6 +203,7 @@ void GgufWriter::write(const std::string& path, Progress progress) const {
   std::vector<uint8_t> buf;
   buf.reserve(max_size + alignment_);
   for (const Tensor& t : tensors_) {
+    throw_if_interrupted();  // TmpFile removes the partial file
     const uint64_t padded = t.size + pad_to(t.size, alignment_);
     buf.assign(padded, 0);
     if (t.fill) t.fill(buf.data(), t.size);

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Interruptions and output paths (hardening): SIGINT stops `run` at a token boundary with its
+# text and stats written (exit 130); SIGTERM leaves no partial file from `synth`; output paths are
+# checked before any work; a full context ends generation with a visible note.
+# Usage: interrupt.sh POCKETMOE FIXTURES_DIR FAULT_PLUGIN_DIR
+set -euo pipefail
+PM="$1"; FIX="$2"; FAULT="$3"
+W="$(mktemp -d)"; trap 'rm -rf "$W"' EXIT
+MODEL="$FIX/models/st-a-f32.gguf"
+# every expert read takes 20 ms, so generation is still running when the signal comes
+cat > "$W/slow.yaml" <<Y
+plugin_paths: ["$FAULT"]
+compute: { plugin: cpu-onednn, threads: 2 }
+storage: { plugin: fault-storage, fault: slow, delay_ms: 20 }
+cache: { policy: lru, budget: 1MiB }
+Y
+"$PM" run -m "$MODEL" -c "$W/slow.yaml" -p "Hello" -n 1000 --stats-json "$W/stats.json" > "$W/out.txt" 2> "$W/err.txt" &
+pid=$!
+sleep 3
+kill -INT "$pid"
+rc=0; wait "$pid" || rc=$?
+test "$rc" = 130 || { echo "exit $rc, wanted 130"; cat "$W/err.txt"; exit 1; }
+grep -q "^Hello" "$W/out.txt"                  # what was printed is flushed to the file
+grep -q "interrupted" "$W/err.txt"
+grep -q "generated: " "$W/err.txt"             # the stats line
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["interrupted"] and 0 < d["generated_tokens"] < 1000, d' "$W/stats.json"
+test -z "$(ls "$W" | grep '\.tmp$' || true)"
+
+"$PM" synth --shape 4b-a0.6b -o "$W/big.gguf" > /dev/null 2>&1 &
+pid=$!
+sleep 1.5
+kill -TERM "$pid"
+rc=0; wait "$pid" || rc=$?
+test "$rc" = 130 || { echo "synth: exit $rc, wanted 130"; exit 1; }
+test ! -e "$W/big.gguf" && test ! -e "$W/big.gguf.tmp"
+
+# output paths are checked before the work
+for cmd in "run -m $MODEL -p Hi --stats-json $W/no/dir/s.json" "logits -m $MODEL --tokens 1,2 --out $W/no/dir/l.bin" \
+           "synth -o $W/no/dir/m.gguf"; do
+  rc=0; $PM $cmd > /dev/null 2> "$W/err.txt" || rc=$?
+  test "$rc" = 2 && grep -q "no directory $W/no/dir" "$W/err.txt" || { echo "$cmd: exit $rc"; cat "$W/err.txt"; exit 1; }
+done
+
+# a full context ends generation with a note
+"$PM" run -m "$MODEL" -p "Hello" -n 100 --ctx-size 12 --temp 0 > /dev/null 2> "$W/err.txt"
+grep -q "the context is full (12 tokens)" "$W/err.txt"
+echo "interrupt: ok"
