@@ -18,10 +18,24 @@ inline std::string backend_under_test() {
   return b && *b ? b : "";
 }
 
-/// "compute: { plugin: NAME }\n" for a config running the backend under test; "" for the default.
+/// Options for the backend under test, as YAML flow-map entries ("fp16: on"): PMOE_TEST_COMPUTE_OPTIONS.
+inline std::string backend_options() {
+  const char* o = std::getenv("PMOE_TEST_COMPUTE_OPTIONS");
+  return o && *o ? o : "";
+}
+
+/// Whether the backend under test multiplies 16-bit and quantized weights in f16
+/// (PMOE_TEST_F16_PRODUCTS=1), and so is held to the fixtures' looser bound for such backends.
+inline bool f16_products() {
+  const char* f = std::getenv("PMOE_TEST_F16_PRODUCTS");
+  return f && std::string(f) == "1";
+}
+
+/// "compute: { plugin: NAME[, options] }\n" for a config running the backend under test; "" for
+/// the default.
 inline std::string backend_config_section() {
-  const std::string name = backend_under_test();
-  return name.empty() ? "" : "compute: { plugin: " + name + " }\n";
+  const std::string name = backend_under_test(), opts = backend_options();
+  return name.empty() ? "" : "compute: { plugin: " + name + (opts.empty() ? "" : ", " + opts) + " }\n";
 }
 
 /// Exits 77 (skipped) when the backend under test cannot be created for want of a device.

@@ -113,6 +113,8 @@ std::vector<int> first_rows(size_t n) {
 
 /// The fixtures README's bound for quantized files: mean KL <= 5e-3 and top-1 >= 0.85.
 bool tight(const Compare& c) { return c.mean_kl <= 5e-3 && c.top1 >= 0.85; }
+/// The README's bound for a backend computing in f16 (against the nearer reference).
+bool f16_bound(const Compare& c) { return c.mean_kl <= 0.1 && c.top1 >= 0.7; }
 
 // One fixture run: batch (and seq, gen, routing where stored) of `model` on `seq_name`.
 void check_f32(const std::string& model, const std::string& kind, const std::string& setting) {
@@ -196,12 +198,12 @@ void check_quantized(const std::string& model, const std::string& kind) {
   const Compare ref = compare(batch, read_bin(base + ".ref.batch.bin"), positions, V);
   const Compare exact = compare(batch, read_bin(base + ".exact.batch.bin"), positions, V);
   INFO(base << " vs ref: KL " << ref.mean_kl << " top1 " << ref.top1 << " (vs exact: KL " << exact.mean_kl << ")");
-  CHECK(tight(ref));
+  CHECK((pmoe::test::f16_products() ? f16_bound(ref) || f16_bound(exact) : tight(ref)));
   s.engine().reset();
   const std::vector<float> seq = one_by_one(s, tokens);
   const Compare cs = compare(seq, read_bin(base + ".ref.seq.bin"), positions, V);
   INFO("one by one vs ref: KL " << cs.mean_kl << " top1 " << cs.top1);
-  CHECK(tight(cs));
+  CHECK((pmoe::test::f16_products() ? f16_bound(cs) : tight(cs)));
 }
 }  // namespace
 
@@ -215,7 +217,11 @@ void check_quantized(const std::string& model, const std::string& kind) {
 // choices, as llama.cpp's own two orders do. It is held to mean KL <= 0.03 and top-1 >= 0.85,
 // and 0.1 over the 8 greedy rows (one flipped row dominates so few): measured on Vulkan at most
 // 0.019 (batch) and 0.054 (greedy); unrounded activations gave 0.18, a real bug gives KL > 1.
-bool within(const Compare& c) { return sums_like_ggml() ? tight(c) : c.mean_kl <= 0.03 && c.top1 >= 0.85; }
+// A backend with f16 products gets the README's looser bound for f16 backends.
+bool within(const Compare& c) {
+  if (pmoe::test::f16_products()) return f16_bound(c);
+  return sums_like_ggml() ? tight(c) : c.mean_kl <= 0.03 && c.top1 >= 0.85;
+}
 
 void check_downloaded(const std::string& model, const std::string& kind) {
   const std::string dir = kFix + "/quant";

@@ -4,9 +4,14 @@
 // dequantize each chunk once and apply it to every token of the tile, and subgroupAdd sums the
 // threads. No shared memory and no barrier (a workgroup is just WG / subgroup-size such rows).
 // With `tok` set, token t reads x column tok[t] (an expert's routed tokens).
+// Built with -DFP16 (the plugin's `fp16` option, for 16-bit and quantized weights only) the
+// products are taken in f16 pairs; chunk and row sums stay f32.
 // Q4_1/Q5_1 with `sums` set (x rounded as Q8_1: round_act.comp) take the block offset's term as
 // ggml does, m * s with s the f16-rounded block sum, instead of m times the sum of x.
 #extension GL_KHR_shader_subgroup_arithmetic : require
+#ifdef FP16
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#endif
 #include "common.glsl"
 #include "dequant.glsl"
 
@@ -43,7 +48,12 @@ void main() {
       for (uint t = 0; t < nt; ++t) {
         F32s xs = F32s(xcol[t] + uint64_t(c) * 128u);
         float s = 0.0;
+#ifdef FP16  // products of f16-rounded values in f16 pairs (the `fp16` option), sums in f32
+        for (uint j = 0; j < 32u; j += 2u)
+          s += float(dot(f16vec2(float16_t(v[j]), float16_t(v[j + 1u])), f16vec2(float16_t(xs.v[j]), float16_t(xs.v[j + 1u]))));
+#else
         for (uint j = 0; j < 32u; ++j) s += v[j] * xs.v[j];
+#endif
 #if WTYPE == DT_Q4_1 || WTYPE == DT_Q5_1
         if (p.sums != 0) {  // swap m * sum(x) for m * s (x's column t0 + t, block c)
           float sx = 0.0;

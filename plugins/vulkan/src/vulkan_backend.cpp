@@ -134,7 +134,9 @@ class VulkanBackend final : public sdk::Compute {
   VulkanBackend(const pmoe_host* host, const sdk::Options& o) : host_(host) {
     create_instance();
     pick_device(o.get_string("device", "auto"));
-    create_device();
+    const std::string fp16 = o.get_string("fp16", "off");
+    if (fp16 != "off" && fp16 != "on" && fp16 != "auto") invalid("fp16: '" + fp16 + "' is not off, on or auto");
+    create_device(fp16);
     sdk::log(host_, PMOE_LOG_INFO, "vulkan", std::string("device: ") + props_.deviceName +
                                                  (host_import_ ? " (host memory import)" : ""));
   }
@@ -251,8 +253,8 @@ class VulkanBackend final : public sdk::Compute {
                     : props_.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU          ? PMOE_DEVICE_CPU
                                                                                 : PMOE_DEVICE_OTHER;
     p.unified_memory = p.device_type != PMOE_DEVICE_DISCRETE_GPU;
-    std::snprintf(p.name, sizeof p.name, "%.100s (Vulkan %u.%u)", props_.deviceName, VK_API_VERSION_MAJOR(props_.apiVersion),
-                  VK_API_VERSION_MINOR(props_.apiVersion));
+    std::snprintf(p.name, sizeof p.name, "%.100s (Vulkan %u.%u%s)", props_.deviceName, VK_API_VERSION_MAJOR(props_.apiVersion),
+                  VK_API_VERSION_MINOR(props_.apiVersion), fp16_ ? ", fp16" : "");
     for (uint32_t i = 0; i < mem_.memoryHeapCount; ++i)
       if (mem_.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) p.device_memory += mem_.memoryHeaps[i].size;
     for (uint32_t i = 0; i < mem_.memoryTypeCount; ++i)
@@ -404,7 +406,7 @@ class VulkanBackend final : public sdk::Compute {
     vkGetPhysicalDeviceMemoryProperties(physical_, &mem_);
   }
 
-  void create_device() {
+  void create_device(const std::string& fp16) {
     VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
     VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, &f12};
     vkGetPhysicalDeviceFeatures2(physical_, &f2);
@@ -413,6 +415,8 @@ class VulkanBackend final : public sdk::Compute {
       unsupported(dev + " has Vulkan " + std::to_string(VK_API_VERSION_MINOR(props_.apiVersion)) + ", 1.2 is needed");
     if (!f12.bufferDeviceAddress || !f12.timelineSemaphore || !f2.features.shaderInt64)
       unsupported(dev + " lacks bufferDeviceAddress, timelineSemaphore or shaderInt64");
+    if (fp16 == "on" && !f12.shaderFloat16) unsupported("fp16: on, but " + dev + " has no shaderFloat16 (use auto or off)");
+    fp16_ = fp16 != "off" && f12.shaderFloat16;
 
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(physical_, &nq, nullptr);
@@ -458,6 +462,7 @@ class VulkanBackend final : public sdk::Compute {
     VkPhysicalDeviceVulkan12Features on12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
     on12.bufferDeviceAddress = VK_TRUE;
     on12.timelineSemaphore = VK_TRUE;
+    on12.shaderFloat16 = fp16_ ? VK_TRUE : VK_FALSE;
     VkPhysicalDeviceFeatures2 on{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, &on12};
     on.features.shaderInt64 = VK_TRUE;
     VkDeviceCreateInfo di{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, &on};
@@ -748,7 +753,7 @@ class VulkanBackend final : public sdk::Compute {
     const uint32_t rows = std::max<uint32_t>(1, kMatmulThreads / subgroup_size_);  // one subgroup per row
     const uint32_t groups = (out + rows - 1) / rows, gx = std::min(groups, kMaxGroupsX);
     MatmulArgs a{addr(w), in.x, y, in.tok, in.sums, uint32_t(w.ne[0]), out, n_tok, uint32_t(w.nb[1]), in.stride, y_stride, mode, rows};
-    dispatch(cb, "matmul_" + std::to_string(w.dtype), a, gx, (n_tok + kMatmulTile - 1) / kMatmulTile,
+    dispatch(cb, (fp16_ && w.dtype != PMOE_DTYPE_F32 ? "matmul_fp16_" : "matmul_") + std::to_string(w.dtype), a, gx, (n_tok + kMatmulTile - 1) / kMatmulTile,
              (groups + gx - 1) / gx);
   }
 
@@ -842,6 +847,7 @@ class VulkanBackend final : public sdk::Compute {
   uint64_t import_alignment_ = 4096;
   uint64_t max_allocation_ = 0;
   uint32_t subgroup_size_ = 1;
+  bool fp16_ = false;  // the fp16 option, granted
   PFN_vkGetMemoryHostPointerPropertiesEXT host_pointer_props_ = nullptr;
   Scratch scratch_, act_scratch_;
 };
