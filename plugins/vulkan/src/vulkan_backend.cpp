@@ -61,6 +61,7 @@ struct Buffer {
   uint64_t allocation = 0;  // bytes of the allocation
   bool coherent = true;
   void* owned_host = nullptr;  // host memory we allocated and imported
+  Buffer* mirror = nullptr;    // device-local copy the kernels read (VRAM slots: see buffer_flush_range)
 };
 
 /// A work buffer that only grows.
@@ -128,15 +129,18 @@ constexpr uint32_t kMatmulThreads = 64;  // matmul.comp local_size_x
 constexpr uint32_t kMaxGroupsX = 65535;  // maxComputeWorkGroupCount[0] is at least this
 constexpr uint32_t kMaxHeadDim = 256;    // attention.comp MAX_HEAD_DIM
 constexpr size_t kRecordings = 16;       // command buffers in the ring
+constexpr uint32_t kHostSide = 1u << 31;  // buffer_alloc: the host side of a VRAM slot buffer
 
 class VulkanBackend final : public sdk::Compute {
  public:
   VulkanBackend(const pmoe_host* host, const sdk::Options& o) : host_(host) {
     create_instance();
     pick_device(o.get_string("device", "auto"));
-    const std::string fp16 = o.get_string("fp16", "off");
+    const std::string fp16 = o.get_string("fp16", "off"), vram = o.get_string("vram_slots", "auto");
+    if (vram != "auto" && vram != "on" && vram != "off") invalid("vram_slots: '" + vram + "' is not auto, on or off");
     if (fp16 != "off" && fp16 != "on" && fp16 != "auto") invalid("fp16: '" + fp16 + "' is not off, on or auto");
     create_device(fp16);
+    vram_slots_ = vram == "on" || (vram == "auto" && props_.deviceType == VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU);
     sdk::log(host_, PMOE_LOG_INFO, "vulkan", std::string("device: ") + props_.deviceName +
                                                  (host_import_ ? " (host memory import)" : ""));
   }
@@ -158,7 +162,16 @@ class VulkanBackend final : public sdk::Compute {
 
   void* buffer_alloc(uint64_t size, uint32_t flags) override {
     size = std::max<uint64_t>(size, 4);
-    if (flags & PMOE_BUFFER_HOST_VISIBLE) {
+    if ((flags & PMOE_BUFFER_HOST_VISIBLE) && vram_slots_) {
+      // VRAM slots: the host writes the host-visible buffer, the kernels read a device-local
+      // mirror that buffer_flush_range uploads to (one copy per storage read)
+      auto* b = static_cast<Buffer*>(buffer_alloc(size, (flags & ~uint32_t(PMOE_BUFFER_HOST_VISIBLE)) | kHostSide));
+      b->mirror = allocate(size, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0);
+      b->mirror->size = size;
+      b->address = b->mirror->address;
+      return b;
+    }
+    if (flags & (PMOE_BUFFER_HOST_VISIBLE | kHostSide)) {
       // Storage reads land here with O_DIRECT: the host pointer must be 4 KiB aligned.
       if (host_import_) {
         const uint64_t bytes = align_up(size, std::max<uint64_t>(4096, import_alignment_));
@@ -189,9 +202,10 @@ class VulkanBackend final : public sdk::Compute {
   }
 
   void* buffer_wrap(void* ptr, uint64_t size, uint32_t) override {
-    // Adopt the read-only GGUF mapping where the driver imports host memory; otherwise the host
+    // Adopt the read-only GGUF mapping where the driver imports host memory; otherwise (and with
+    // VRAM slots: a discrete GPU would read host memory over the bus at every use) the host
     // uploads the dense tensors only.
-    if (!host_import_ || reinterpret_cast<uintptr_t>(ptr) % import_alignment_ != 0) return nullptr;
+    if (!host_import_ || vram_slots_ || reinterpret_cast<uintptr_t>(ptr) % import_alignment_ != 0) return nullptr;
     const uint64_t bytes = align_up(size, import_alignment_);
     if (bytes - size >= 4096 && import_alignment_ > 4096) return nullptr;  // would run past the mapping
     try {
@@ -206,6 +220,12 @@ class VulkanBackend final : public sdk::Compute {
   void buffer_free(void* p) noexcept override {
     auto* b = static_cast<Buffer*>(p);
     if (!b) return;
+    try {
+      wait(ticket_, UINT64_MAX);  // submitted work (an upload, a kernel) may still use it
+    } catch (const StatusError&) {
+      vkDeviceWaitIdle(device_);
+    }
+    buffer_free(b->mirror);
     vkDestroyBuffer(device_, b->buffer, nullptr);
     vkFreeMemory(device_, b->memory, nullptr);
     std::free(b->owned_host);
@@ -219,7 +239,7 @@ class VulkanBackend final : public sdk::Compute {
     wait(ticket_, UINT64_MAX);  // ordered with earlier submissions, which may still read it
     if (b->host) {
       std::memcpy(b->host + off, src, size);
-      if (!b->coherent) buffer_flush_range(p, off, size);
+      if (!b->coherent || b->mirror) buffer_flush_range(p, off, size);
       return;
     }
     staged_copy(b, off, const_cast<void*>(src), size, true);
@@ -227,6 +247,7 @@ class VulkanBackend final : public sdk::Compute {
   void buffer_read(void* p, uint64_t off, void* dst, uint64_t size) override {
     auto* b = static_cast<Buffer*>(p);
     if (off > b->size || size > b->size - off) invalid("buffer_read out of bounds");
+    if (b->mirror) return buffer_read(b->mirror, off, dst, size);  // what the kernels see
     wait(ticket_, UINT64_MAX);
     if (b->host) {
       if (!b->coherent) {
@@ -240,9 +261,12 @@ class VulkanBackend final : public sdk::Compute {
   }
   void buffer_flush_range(void* p, uint64_t off, uint64_t size) override {
     auto* b = static_cast<Buffer*>(p);
-    if (b->coherent) return;
-    const VkMappedMemoryRange r = atom_range(b, off, size);
-    check(vkFlushMappedMemoryRanges(device_, 1, &r), "vkFlushMappedMemoryRanges");
+    if (off > b->size || size > b->size - off) invalid("buffer_flush_range out of bounds");
+    if (!b->coherent) {
+      const VkMappedMemoryRange r = atom_range(b, off, size);
+      check(vkFlushMappedMemoryRanges(device_, 1, &r), "vkFlushMappedMemoryRanges");
+    }
+    if (b->mirror) upload(b, off, size);
   }
 
   // ---- properties and capabilities ----------------------------------------------------------
@@ -342,9 +366,19 @@ class VulkanBackend final : public sdk::Compute {
     wi.semaphoreCount = 1;
     wi.pSemaphores = &timeline_;
     wi.pValues = &ticket;
-    const VkResult r = vkWaitSemaphores(device_, &wi, timeout_ns);
-    if (r == VK_TIMEOUT) return false;
-    check(r, "vkWaitSemaphores");
+    for (;;) {
+      const VkResult r = vkWaitSemaphores(device_, &wi, timeout_ns);
+      if (r == VK_TIMEOUT) return false;
+      check(r, "vkWaitSemaphores");
+      // trust the counter, not the return: a wait that returned before the value was reached
+      // would let the host read results still being written
+      uint64_t value = 0;
+      check(vkGetSemaphoreCounterValue(device_, timeline_, &value), "vkGetSemaphoreCounterValue");
+      if (value >= ticket) break;
+      if (!early_wait_logged_)
+        sdk::log(host_, PMOE_LOG_WARN, "vulkan", "vkWaitSemaphores returned before the timeline reached its value; waiting again");
+      early_wait_logged_ = true;
+    }
     completed_ = std::max(completed_, ticket);
     return true;
   }
@@ -627,6 +661,23 @@ class VulkanBackend final : public sdk::Compute {
     return ticket;
   }
 
+  /// Copies [off, off + size) of a VRAM-slot buffer to its mirror, queued after everything
+  /// submitted so far and before everything submitted later (no wait: the slot is reused only
+  /// after the computations that read it completed, and they come after this copy).
+  void upload(Buffer* b, uint64_t off, uint64_t size) {
+    Recording& rec = ring_[ticket_ % kRecordings];
+    wait(rec.ticket, UINT64_MAX);
+    check(vkResetCommandBuffer(rec.cb, 0), "vkResetCommandBuffer");
+    VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+    check(vkBeginCommandBuffer(rec.cb, &bi), "vkBeginCommandBuffer");
+    barrier(rec.cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT);  // after earlier kernels read the mirror
+    const VkBufferCopy region{b->pad + off, off, size};
+    vkCmdCopyBuffer(rec.cb, b->buffer, b->mirror->buffer, 1, &region);
+    check(vkEndCommandBuffer(rec.cb), "vkEndCommandBuffer");
+    queue_submit(rec);
+  }
+
   /// Copy between host memory and a buffer the host cannot map, through a staging buffer.
   void staged_copy(Buffer* b, uint64_t off, void* host, uint64_t size, bool to_device) {
     Buffer* st = allocate(size, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT, VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
@@ -708,12 +759,15 @@ class VulkanBackend final : public sdk::Compute {
     return pipelines_[name] = p;
   }
 
-  void barrier(VkCommandBuffer cb) {
+  /// Orders what follows in `cb` (by default compute reads and writes) after all earlier work.
+  void barrier(VkCommandBuffer cb, VkPipelineStageFlags dst_stage = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+               VkAccessFlags dst_access = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT) {
     VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
-    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_HOST_WRITE_BIT;
-    mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+    mb.srcAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
+                       VK_ACCESS_HOST_WRITE_BIT;
+    mb.dstAccessMask = dst_access;
     vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_HOST_BIT,
-                         VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+                         dst_stage, 0, 1, &mb, 0, nullptr, 0, nullptr);
   }
 
   template <class Args>
@@ -847,7 +901,9 @@ class VulkanBackend final : public sdk::Compute {
   uint64_t import_alignment_ = 4096;
   uint64_t max_allocation_ = 0;
   uint32_t subgroup_size_ = 1;
-  bool fp16_ = false;  // the fp16 option, granted
+  bool fp16_ = false;        // the fp16 option, granted
+  bool vram_slots_ = false;
+  bool early_wait_logged_ = false;  // the vram_slots option: host-visible buffers get device-local mirrors
   PFN_vkGetMemoryHostPointerPropertiesEXT host_pointer_props_ = nullptr;
   Scratch scratch_, act_scratch_;
 };
