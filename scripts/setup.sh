@@ -12,17 +12,20 @@ PACKAGES=(
   libvulkan-dev mesa-vulkan-drivers glslc
 )
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+# ensure_packages PKG...: installs those not installed yet (apt-get, as root or with sudo)
+ensure_packages() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
   echo "==> installing Debian packages: ${missing[*]}"
-  SUDO=""
+  local SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+}
+ensure_packages "${PACKAGES[@]}"
 
 JOBS="${JOBS:-$(nproc)}"
 echo "==> configuring ($BUILD_DIR)"

@@ -1,5 +1,6 @@
 // GGUF reader/writer: fixture facts, writer round trip, and a corruption corpus that must always
 // end in pmoe::Error with a message saying where (never a crash or an out-of-bounds read).
+#include <algorithm>
 #include <doctest/doctest.h>
 
 #include <pocketmoe/dtype.h>
@@ -824,4 +825,38 @@ TEST_CASE("gguf: corruption corpus on a fixture model") {
   }
   CHECK(rejected > 500);
   MESSAGE("random damage: " << rejected << " rejected, " << accepted << " still valid");
+}
+
+TEST_CASE("model: a flipped bit in a count key is an error naming the key, never an allocation") {
+  // st-a-f32 with one bit of one count set high (2^20 and 2^30): each must end in pmoe::Error
+  // naming a key or tensor before anything is sized by the count (fuzz_gguf found head_count_kv
+  // = 0 dividing by zero; a flipped block_count used to allocate per layer first).
+  const Bytes good = read_all(fixture("models/st-a-f32.gguf"));
+  const Layout l = walk(good);
+  const char* counts[] = {"block_count", "expert_count", "expert_used_count", "attention.head_count",
+                          "attention.head_count_kv", "embedding_length", "expert_feed_forward_length",
+                          "attention.key_length", "attention.value_length", "rope.dimension_count"};
+  int checked = 0;
+  for (const Layout::Kv& kv : l.kvs) {
+    const bool count = std::any_of(std::begin(counts), std::end(counts),
+                                   [&](const char* c) { return kv.key == std::string("smallthinker.") + c; });
+    if (!count || kv.type != GgufValueType::UINT32) continue;
+    for (uint32_t value : {1u << 20, 1u << 30, 0u}) {
+      Bytes b = good;
+      poke<uint32_t>(b, kv.value_at, value);
+      const fs::path out = tmp_dir() / "flipped-count.gguf";
+      std::ofstream(out, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+      INFO(kv.key << " = " << value);
+      std::string msg;
+      try {
+        Model::load(out.string());
+      } catch (const pmoe::Error& e) {
+        msg = e.what();
+      }  // anything else (std::bad_alloc, a crash) fails the test case
+      CHECK(!msg.empty());
+      CHECK((contains(msg, "smallthinker.") || contains(msg, "tensor '")));
+      ++checked;
+    }
+  }
+  CHECK(checked >= 18);
 }

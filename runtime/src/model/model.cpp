@@ -44,6 +44,7 @@ void Model::read_hparams() {
   h.n_layer = positive("block_count");
   h.n_head = positive("attention.head_count");
   h.n_head_kv = f.get_u32_opt(key("attention.head_count_kv")).value_or(h.n_head);
+  if (h.n_head_kv == 0) throw Error(f.path() + ": metadata key '" + key("attention.head_count_kv") + "' must be > 0");
   h.n_expert = positive("expert_count");
   h.n_expert_used = positive("expert_used_count");
   h.n_ff_exp = positive("expert_feed_forward_length");
@@ -69,15 +70,26 @@ void Model::read_hparams() {
 
   auto bad = [&](const std::string& what) { throw Error(f.path() + ": " + what); };
   if (v_dim != h.head_dim)
-    bad("attention.key_length (" + std::to_string(h.head_dim) + ") != attention.value_length (" +
-        std::to_string(v_dim) + "): not supported");
-  if (h.n_head % h.n_head_kv) bad("head_count must be a multiple of head_count_kv");
+    bad(key("attention.key_length") + " (" + std::to_string(h.head_dim) + ") != " + key("attention.value_length") +
+        " (" + std::to_string(v_dim) + "): not supported");
+  if (h.n_head % h.n_head_kv)
+    bad(key("attention.head_count") + " (" + std::to_string(h.n_head) + ") must be a multiple of " +
+        key("attention.head_count_kv") + " (" + std::to_string(h.n_head_kv) + ")");
   if (h.n_rot != h.head_dim)
-    bad("rope.dimension_count (" + std::to_string(h.n_rot) + ") must equal the head size (" +
+    bad(key("rope.dimension_count") + " (" + std::to_string(h.n_rot) + ") must equal the head size (" +
         std::to_string(h.head_dim) + ")");
-  if (h.head_dim % 2) bad("head size must be even for RoPE");
-  if (h.n_expert_used > h.n_expert) bad("expert_used_count > expert_count");
-  if (!(h.rms_eps > 0.f)) bad("attention.layer_norm_rms_epsilon must be > 0");
+  if (h.head_dim % 2) bad(key("attention.key_length") + " (" + std::to_string(h.head_dim) + ") must be even for RoPE");
+  if (h.n_expert_used > h.n_expert)
+    bad(key("expert_used_count") + " (" + std::to_string(h.n_expert_used) + ") > " + key("expert_count") + " (" +
+        std::to_string(h.n_expert) + ")");
+  if (!(h.rms_eps > 0.f)) bad(key("attention.layer_norm_rms_epsilon") + " must be > 0");
+
+  // Counts are checked against what the file holds before anything is sized by them: a flipped
+  // bit in block_count must be an error naming the key, not gigabytes of allocation.
+  const size_t tensors = f.tensors().size();
+  if (h.n_layer > tensors / 4)  // every layer has norms, attention and experts: many more tensors
+    bad("metadata key '" + key("block_count") + "' is " + std::to_string(h.n_layer) + ", but the file holds only " +
+        std::to_string(tensors) + " tensors (a layer needs at least 4)");
 
   // Layer kinds (fixtures/README "What a correct runtime does"): with a window, layer il is SWA
   // iff il % P != 0 and NoPE iff il % 4 == 0; without one every layer is RoPE + full attention.
