@@ -35,8 +35,10 @@ function(pocketmoe_add_plugin target)
     CXX_VISIBILITY_PRESET hidden
     VISIBILITY_INLINES_HIDDEN ON
     LIBRARY_OUTPUT_DIRECTORY ${ARG_OUTPUT_DIR})
-  target_link_options(${target} PRIVATE
-    "LINKER:--version-script=${_PMOE_PLUGIN_CMAKE_DIR}/plugin.map" "LINKER:--no-undefined")
+  target_link_options(${target} PRIVATE "LINKER:--version-script=${_PMOE_PLUGIN_CMAKE_DIR}/plugin.map")
+  if(NOT PMOE_PLUGIN_ALLOW_UNDEFINED)  # a sanitizer runtime linked into the executable only (clang ASan) sets it
+    target_link_options(${target} PRIVATE "LINKER:--no-undefined")
+  endif()
   get_filename_component(manifest_src ${ARG_MANIFEST} ABSOLUTE)
   set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${manifest_src})
   file(READ ${manifest_src} manifest_text)

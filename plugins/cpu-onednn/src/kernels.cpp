@@ -2,6 +2,7 @@
 // themselves live in kernels_scalar.cpp, kernels_avx2.cpp and kernels_avx512.cpp.
 #include "kernels.hpp"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cmath>
@@ -230,9 +231,14 @@ void prepare_row(uint32_t weight_type, Order order, const float* x, uint8_t* dst
 // ---- kernel sets ------------------------------------------------------------------------------------
 
 namespace {
+// CPUID.1:ECX.F16C[bit 29] (clang's __builtin_cpu_supports has no "f16c")
+bool has_f16c() {
+  unsigned a, b, c, d;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+
 Isa detect_isa() {
-  if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")))
-    return Isa::scalar;
+  if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c())) return Isa::scalar;
   if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("avx512vnni")))

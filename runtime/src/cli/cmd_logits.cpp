@@ -88,7 +88,7 @@ int cmd_logits(int argc, char** argv) {
       s.engine().eval(ids, true, logits);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!stats_json.empty()) {
-      nlohmann::json j = cache_stats_json(s, expert_uses);
+      nlohmann::json j = cache_stats_json(s, expert_uses, secs);
       j["tokens"] = ids.size();
       j["seconds"] = secs;
       j["decode_tokens_per_second"] = sequential ? double(ids.size()) / secs : 0.0;

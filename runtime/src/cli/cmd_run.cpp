@@ -66,6 +66,7 @@ int cmd_run(int argc, char** argv) {
     eng.eval(ids, false, logits);
     const auto t1 = clock::now();
     const CacheStats at_decode_start = cache_totals(s);
+    const uint64_t uses_at_decode_start = expert_uses;
     StreamDecoder out(tok, show_special);
     if (!chat) std::cout << prompt;
     std::cout.flush();
@@ -105,7 +106,8 @@ int cmd_run(int argc, char** argv) {
     const double gen_s = std::chrono::duration<double>(t2 - t1).count();
     const double prompt_tps = double(ids.size()) / prompt_s, gen_tps = generated / std::max(gen_s, 1e-9);
     const uint64_t rss = peak_rss_bytes();
-    const CacheStats decode = cache_totals(s) - at_decode_start;
+    CacheStats decode = cache_totals(s) - at_decode_start;
+    if (!s.expert_cache()) decode.uses = decode.hits = expert_uses - uses_at_decode_start;  // all resident
     const double decode_stall = decode.stall_seconds / std::max(gen_s, 1e-9);  // share of decode time
     std::cerr << std::fixed << std::setprecision(2) << "\nprompt: " << ids.size() << " tokens, "
               << prompt_tps << " tok/s | generated: " << generated << " tokens, " << gen_tps
@@ -116,14 +118,14 @@ int cmd_run(int argc, char** argv) {
                 << "%, stall " << 100.0 * decode_stall << "% of decode time";
     std::cerr << "\n";
     if (!stats_json.empty()) {
-      nlohmann::json j = cache_stats_json(s, expert_uses);
+      nlohmann::json j = cache_stats_json(s, expert_uses, prompt_s + gen_s);
       j["prompt_tokens"] = ids.size();
       j["prompt_seconds"] = prompt_s;
       j["prompt_tokens_per_second"] = prompt_tps;
       j["generated_tokens"] = generated;
       j["decode_seconds"] = gen_s;
       j["decode_tokens_per_second"] = gen_tps;
-      j["decode"] = cache_counters_json(decode);  // the cache during decode alone (prefill excluded)
+      j["decode"] = cache_counters_json(decode, gen_s);  // the cache during decode alone (prefill excluded)
       j["decode"]["stall_fraction"] = decode_stall;
       j["peak_rss_bytes"] = rss;
       j["interrupted"] = interrupted();

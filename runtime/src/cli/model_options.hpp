@@ -39,13 +39,16 @@ inline uint64_t distinct_experts(const RoutingEvent& ev) {
   return uint64_t(std::unique(e.begin(), e.end()) - e.begin());
 }
 
-/// The counters of CacheStats as JSON.
-inline nlohmann::json cache_counters_json(const CacheStats& c) {
-  return nlohmann::json{{"uses", c.uses}, {"hits", c.hits}, {"misses", c.misses},
-                        {"prefetches", c.prefetches}, {"prefetch_hits", c.prefetch_hits},
-                        {"prefetch_wasted", c.prefetch_wasted}, {"bytes_read", c.bytes_read},
-                        {"read_seconds", c.read_seconds}, {"stall_seconds", c.stall_seconds},
-                        {"read_bytes_per_second", c.read_seconds > 0 ? double(c.bytes_read) / c.read_seconds : 0.0}};
+/// The counters of CacheStats as JSON. Hits split into demand hits (resident when first asked
+/// for) and prefetch hits (there because a prefetch read them). `wall_seconds` > 0 adds the read
+/// throughput over that wall time (summed per-read times overlap, so they would overstate it).
+inline nlohmann::json cache_counters_json(const CacheStats& c, double wall_seconds = 0) {
+  nlohmann::json j{{"uses", c.uses}, {"hits", c.hits}, {"demand_hits", c.hits - c.prefetch_hits},
+                   {"misses", c.misses}, {"prefetches", c.prefetches}, {"prefetch_hits", c.prefetch_hits},
+                   {"prefetch_wasted", c.prefetch_wasted}, {"bytes_read", c.bytes_read},
+                   {"read_seconds", c.read_seconds}, {"stall_seconds", c.stall_seconds}};
+  if (wall_seconds > 0) j["read_bytes_per_second"] = double(c.bytes_read) / wall_seconds;
+  return j;
 }
 
 /// Totals of the expert cache so far (zero when every expert is resident).
@@ -55,16 +58,16 @@ inline CacheStats cache_totals(Session& s) {
 
 /// Expert-cache statistics: totals plus one entry per layer. With no cache every expert is
 /// resident, so every use counts as a hit and nothing is read.
-inline nlohmann::json cache_stats_json(Session& s, uint64_t uses_if_resident) {
+inline nlohmann::json cache_stats_json(Session& s, uint64_t uses_if_resident, double wall_seconds = 0) {
   ExpertCache* cache = s.expert_cache();
   if (!cache) {
     CacheStats c;
     c.uses = c.hits = uses_if_resident;
-    nlohmann::json j = cache_counters_json(c);
+    nlohmann::json j = cache_counters_json(c, wall_seconds);
     j["streaming"] = false;
     return j;
   }
-  nlohmann::json j = cache_counters_json(cache->total_stats());
+  nlohmann::json j = cache_counters_json(cache->total_stats(), wall_seconds);
   j["streaming"] = true;
   j["slots"] = cache->capacity();
   j["slot_bytes"] = cache->slot_bytes();

@@ -1,6 +1,7 @@
 #include "engine/session.hpp"
 
 #include "common/error.hpp"
+#include "common/format.hpp"
 #include "experts/lru_policy.hpp"
 
 #include <iostream>
@@ -35,6 +36,13 @@ Session::Session(const SessionOptions& o)
     const uint64_t capacity = std::min<uint64_t>(uint64_t(h.n_layer) * h.n_expert,
                                                  config_.cache_budget / model_->expert_bytes(0));
     const pmoe_cache_shape shape{sizeof(pmoe_cache_shape), h.n_layer, h.n_expert, h.n_expert_used, capacity};
+    // below one token's experts the cache evicts what the same token needs again: every step
+    // reads (nearly) all of its experts from storage
+    const uint64_t working_set = uint64_t(h.n_layer) * h.n_expert_used * model_->expert_bytes(0);
+    if (config_.cache_budget < working_set)
+      std::cerr << "warning: cache.budget (" << format_bytes(config_.cache_budget) << ") is below one token's experts ("
+                << format_bytes(working_set) << " = " << h.n_layer << " layers x " << h.n_expert_used
+                << " experts): the cache will thrash; raise the budget (pocketmoe probe -m MODEL recommends one)\n";
     policy_ = std::make_unique<CachePolicyInstance>(CachePolicyInstance::create(*registry_, config_.cache_policy, shape));
     ExpertCacheOptions co;
     co.budget = config_.cache_budget;

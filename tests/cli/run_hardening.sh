@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Interruptions and output paths (hardening): SIGINT stops `run` at a token boundary with its
-# text and stats written (exit 130); SIGTERM leaves no partial file from `synth`; output paths are
-# checked before any work; a full context ends generation with a visible note.
-# Usage: interrupt.sh POCKETMOE FIXTURES_DIR FAULT_PLUGIN_DIR
+# `run` as users hit it (hardening): SIGINT stops it at a token boundary with its text and stats
+# written (exit 130); SIGTERM leaves no partial file from `synth`; output paths are checked before
+# any work; a full context ends generation with a visible note; the stats do not mislead (real
+# decode numbers in RAM, demand hits apart from prefetch hits, read throughput over wall time, a
+# warning when the budget is below one token's experts).
+# Usage: run_hardening.sh POCKETMOE FIXTURES_DIR FAULT_PLUGIN_DIR
 set -euo pipefail
 PM="$1"; FIX="$2"; FAULT="$3"
 W="$(mktemp -d)"; trap 'rm -rf "$W"' EXIT
@@ -44,4 +46,23 @@ done
 # a full context ends generation with a note
 "$PM" run -m "$MODEL" -p "Hello" -n 100 --ctx-size 12 --temp 0 > /dev/null 2> "$W/err.txt"
 grep -q "the context is full (12 tokens)" "$W/err.txt"
-echo "interrupt: ok"
+# stats: in RAM the decode object counts the expert uses (all hits); streamed, demand hits and
+# prefetch hits add up to the hits, and read throughput is over wall time
+"$PM" run -m "$MODEL" -p "Hello" -n 8 --stats-json "$W/ram.json" > /dev/null 2>&1
+cat > "$W/tiny-budget.yaml" <<Y
+storage: { plugin: storage-posix }
+cache: { policy: lru, budget: 256KiB }
+Y
+"$PM" run -m "$MODEL" -c "$W/tiny-budget.yaml" -p "Hello" -n 8 --stats-json "$W/stream.json" > /dev/null 2> "$W/err.txt"
+grep -q "warning: cache.budget (256.0 KiB) is below one token's experts" "$W/err.txt"
+python3 - "$W/ram.json" "$W/stream.json" <<'PY'
+import json, sys
+ram, st = (json.load(open(p)) for p in sys.argv[1:])
+d = ram["decode"]
+assert d["uses"] > 0 and d["hits"] == d["uses"] and d["demand_hits"] == d["uses"] and d["bytes_read"] == 0, d
+for j in (st, st["decode"]):
+    assert j["hits"] == j["demand_hits"] + j["prefetch_hits"], j
+wall = st["prompt_seconds"] + st["decode_seconds"]
+assert abs(st["read_bytes_per_second"] - st["bytes_read"] / wall) <= 1e-6 * st["read_bytes_per_second"], st
+PY
+echo "run hardening: ok"
