@@ -3,7 +3,9 @@
 # written (exit 130); SIGTERM leaves no partial file from `synth`; output paths are checked before
 # any work; a full context ends generation with a visible note; the stats do not mislead (real
 # decode numbers in RAM, demand hits apart from prefetch hits, read throughput over wall time, a
-# warning when the budget is below one token's experts).
+# warning when the budget is below one token's experts); numbers out of range, llama-cli habits,
+# FIFOs and device nodes are refused up front with what to do instead; -s -1 (the default) picks
+# a random seed and prints it; help shows defaults as typed.
 # Usage: run_hardening.sh POCKETMOE FIXTURES_DIR FAULT_PLUGIN_DIR
 set -euo pipefail
 PM="$1"; FIX="$2"; FAULT="$3"
@@ -65,4 +67,38 @@ for j in (st, st["decode"]):
 wall = st["prompt_seconds"] + st["decode_seconds"]
 assert abs(st["read_bytes_per_second"] - st["bytes_read"] / wall) <= 1e-6 * st["read_bytes_per_second"], st
 PY
+# the command line as users type it: exit 2 with a message naming the option
+expect_usage() {  # grep-pattern args...
+  local want="$1"; shift
+  rc=0; "$PM" "$@" > /dev/null 2> "$W/err.txt" || rc=$?
+  test "$rc" = 2 && grep -q -- "$want" "$W/err.txt" || { echo "pocketmoe $*: exit $rc, wanted 2 and '$want':"; cat "$W/err.txt"; exit 1; }
+}
+expect_usage "use --ctx-size 2048" run -m "$MODEL" -p Hi -c 2048
+expect_usage "interactive chat" run -m "$MODEL" -p Hi -cnv
+expect_usage "does not split layers" run -m "$MODEL" -p Hi -ngl 99
+expect_usage "colored output" run -m "$MODEL" -p Hi -co
+expect_usage "--ctx-size -1 is out of range" run -m "$MODEL" -p Hi --ctx-size -1
+expect_usage "--ubatch 0 is out of range" run -m "$MODEL" -p Hi --ubatch 0
+expect_usage "--threads 5000 is out of range" run -m "$MODEL" -p Hi -t 5000
+expect_usage "--temp nan is out of range" run -m "$MODEL" -p Hi --temp nan
+expect_usage "--top-p 1.5 is out of range" run -m "$MODEL" -p Hi --top-p 1.5
+expect_usage "--min-p -0.1 is out of range" run -m "$MODEL" -p Hi --min-p -0.1
+expect_usage "--repeat-penalty 0 is out of range" run -m "$MODEL" -p Hi --repeat-penalty 0
+expect_usage "-n -5 is out of range" run -m "$MODEL" -p Hi -n -5
+expect_usage "--ctx-size -1 is out of range" logits -m "$MODEL" --tokens 1,2 -o "$W/l.bin" --ctx-size -1
+"$PM" run --help > "$W/help.txt"
+grep -q -- "--temp arg (=0.8)" "$W/help.txt" && grep -q -- "--top-p arg (=0.95)" "$W/help.txt"
+"$PM" run -m "$MODEL" -p Hi -n 2 > /dev/null 2> "$W/err.txt"
+seed="$(sed -n 's/^seed: \([0-9]*\) .*/\1/p' "$W/err.txt")"
+test -n "$seed"
+"$PM" run -m "$MODEL" -p Hi -n 6 -s "$seed" > "$W/a.txt" 2>/dev/null
+"$PM" run -m "$MODEL" -p Hi -n 6 -s "$seed" > "$W/b.txt" 2>/dev/null
+cmp -s "$W/a.txt" "$W/b.txt"   # the printed seed repeats the run
+
+# a FIFO or device node is refused at once, never waited on
+mkfifo "$W/fifo.gguf" "$W/fifo.yaml"
+for args in "-m $W/fifo.gguf" "-m /dev/zero" "-m $MODEL -c $W/fifo.yaml"; do
+  rc=0; timeout 20 "$PM" run $args -p Hi > /dev/null 2> "$W/err.txt" || rc=$?
+  test "$rc" = 1 && grep -q "not a regular file" "$W/err.txt" || { echo "run $args: exit $rc"; cat "$W/err.txt"; exit 1; }
+done
 echo "run hardening: ok"

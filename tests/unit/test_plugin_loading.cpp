@@ -67,9 +67,15 @@ std::string scratch_manifest(const std::string& name, const std::string& text) {
   return fs::weakly_canonical(d).string();
 }
 
+/// The error a manifest gives: it is skipped (a warning), and an error about the plugin it was
+/// meant to provide lists it.
 std::string scan_error(const std::string& name, const std::string& text) {
   std::string d = scratch_manifest(name, text);
-  return error_of([&] { PluginRegistry reg({d}, false); });
+  PluginRegistry reg({d}, false);
+  REQUIRE(reg.unreadable().size() == 1);
+  const std::string missing = error_of([&] { reg.load("x-policy", PMOE_KIND_CACHE_POLICY); });
+  CHECK(missing.find("skipped unreadable manifests: " + reg.unreadable()[0]) != std::string::npos);
+  return reg.unreadable()[0];
 }
 
 }  // namespace
@@ -248,6 +254,28 @@ TEST_CASE("the same plugin found again later in the search path is shadowed, lik
   CHECK_NOTHROW(reg.load("test-fifo", PMOE_KIND_CACHE_POLICY));
 }
 
+TEST_CASE("a truncated or corrupt library is refused naming the file, before dlopen (no SIGBUS)") {
+  for (const char* damage : {"truncated", "no magic", "empty"}) {
+    fs::path copy = fs::path(PMOE_BUILD_DIR) / "test-plugin-scratch" / (std::string("broken-") + (damage[0] == 'n' ? "magic" : damage));
+    fs::remove_all(copy);
+    fs::create_directories(copy);
+    fs::copy(dir("good"), copy);
+    const std::string lib = fs::weakly_canonical(copy / "libpmoe_test_good.so").string();
+    const uint64_t size = fs::file_size(lib);
+    if (std::string(damage) == "truncated") fs::resize_file(lib, size * 6 / 10);
+    if (std::string(damage) == "empty") fs::resize_file(lib, 0);
+    if (std::string(damage) == "no magic") {
+      std::fstream f(lib, std::ios::in | std::ios::out | std::ios::binary);
+      f.write("JUNK", 4);
+    }
+    PluginRegistry reg({fs::weakly_canonical(copy).string()}, false);
+    const std::string msg = error_of([&] { reg.load("test-fifo", PMOE_KIND_CACHE_POLICY); });
+    INFO(damage << ": " << msg);
+    CHECK(msg.rfind(lib + ": not a loadable plugin library (manifest ", 0) == 0);
+    CHECK(msg.find(std::string(damage) == "truncated" ? "truncated: " : std::string(damage) == "empty" ? "shorter than an ELF header" : "no ELF magic") != std::string::npos);
+  }
+}
+
 TEST_CASE("a missing library lists every path tried") {
   std::string d = scratch_manifest("ghost", R"(plugin: ghost
 version: 0.1.0
@@ -259,6 +287,13 @@ library: libnothere.so
   CHECK(error_of([&] { reg.load("ghost-policy", PMOE_KIND_CACHE_POLICY); }) ==
         d + "/m.yaml: library of plugin 'ghost' not found; tried: " + d + "/libnothere.so, " +
             dir("good") + "/libnothere.so");
+}
+
+TEST_CASE("a bad manifest on the search path does not break the others") {
+  const std::string d = scratch_manifest("broken-beside-good", "plugin: x\nprovides: [\n");
+  PluginRegistry reg({d, dir("good")}, false);
+  CHECK(reg.unreadable().size() == 1);
+  CHECK_NOTHROW(reg.load("test-fifo", PMOE_KIND_CACHE_POLICY));
 }
 
 TEST_CASE("bad manifests are errors with FILE:LINE:COL") {

@@ -661,9 +661,9 @@ class VulkanBackend final : public sdk::Compute {
     return ticket;
   }
 
-  /// Copies [off, off + size) of a VRAM-slot buffer to its mirror, queued after everything
-  /// submitted so far and before everything submitted later (no wait: the slot is reused only
-  /// after the computations that read it completed, and they come after this copy).
+  /// Copies [off, off + size) of a VRAM-slot buffer to its mirror, after everything submitted so
+  /// far, and waits for it: the host may reuse the slot's host side as soon as this returns (a
+  /// queued copy raced with that once under load, in CI: streamed != resident on lavapipe).
   void upload(Buffer* b, uint64_t off, uint64_t size) {
     Recording& rec = ring_[ticket_ % kRecordings];
     wait(rec.ticket, UINT64_MAX);
@@ -675,7 +675,7 @@ class VulkanBackend final : public sdk::Compute {
     const VkBufferCopy region{b->pad + off, off, size};
     vkCmdCopyBuffer(rec.cb, b->buffer, b->mirror->buffer, 1, &region);
     check(vkEndCommandBuffer(rec.cb), "vkEndCommandBuffer");
-    queue_submit(rec);
+    wait(queue_submit(rec), UINT64_MAX);
   }
 
   /// Copy between host memory and a buffer the host cannot map, through a staging buffer.

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <exception>
 #include <iostream>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 
@@ -55,6 +56,36 @@ inline void check_output_path(const std::string& option, const std::string& path
   if (std::filesystem::is_directory(p, ec)) throw UsageError(option + " " + path + ": is a directory");
   if (!std::filesystem::is_directory(dir, ec)) throw UsageError(option + " " + path + ": no directory " + dir.string());
   if (::access(dir.c_str(), W_OK) != 0) throw UsageError(option + " " + path + ": directory " + dir.string() + " is not writable");
+}
+
+/// `v` if lo <= v <= hi, else a UsageError naming the option and the range (NaN is never in it).
+template <class T>
+T check_range(const std::string& option, T v, T lo, T hi) {
+  if (!(v >= lo && v <= hi)) {
+    std::ostringstream m;
+    m << option << " " << v << " is out of range (" << lo << ".." << hi << ")";
+    throw UsageError(m.str());
+  }
+  return v;
+}
+
+/// Options a llama-cli user types that mean something else here, or nothing: a UsageError that
+/// says what to use instead, before program_options reads them as something they are not
+/// ("-cnv" would be -c "nv", a config file).
+inline void reject_llama_cli_habits(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-cnv" || a == "--conversation" || a == "-i" || a == "--interactive")
+      throw UsageError(a + ": llama-cli's interactive chat; pocketmoe has no chat mode yet (generate with -p PROMPT, "
+                           "--chat formats it as a chat turn)");
+    if (a == "-ngl" || a == "--n-gpu-layers" || a == "--gpu-layers")
+      throw UsageError(a + ": pocketmoe does not split layers between devices; pick the compute device in the config "
+                           "(compute: { plugin: vulkan }, e.g. configs/vulkan-igpu-1gb.yaml)");
+    if (a == "-co" || a == "--color")
+      throw UsageError(a + ": llama-cli's colored output; pocketmoe prints plain text (here -c is the config file)");
+    if (a == "-fa" || a == "--flash-attn")
+      throw UsageError(a + ": pocketmoe's attention needs no switch (its kernels already work in blocks)");
+  }
 }
 
 /// Runs `body` (returning an exit code) for command `name`, mapping errors to exit codes:

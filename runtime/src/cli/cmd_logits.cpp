@@ -49,11 +49,12 @@ std::vector<int32_t> read_token_file(const std::string& path) {
 int cmd_logits(int argc, char** argv) {
   return run_command("logits", [&] {
     SessionOptions so;
+    ModelArgs model_args;
     so.load_tokenizer = false;
     std::string tokens, tokens_file, out, stats_json;
     bool sequential = false;
     po::options_description opts("options");
-    add_model_options(opts, so);
+    add_model_options(opts, so, model_args);
     opts.add_options()
       ("tokens", po::value(&tokens), "comma-separated token ids")
       ("tokens-file", po::value(&tokens_file), "JSON array of token ids")
@@ -61,11 +62,13 @@ int cmd_logits(int argc, char** argv) {
       ("sequential", po::bool_switch(&sequential), "feed one token at a time through the KV cache")
       ("stats-json", po::value(&stats_json), "write expert-cache statistics as JSON")
       ("help,h", "this help");
+    reject_llama_cli_habits(argc, argv);
     auto vm = parse_args(argc, argv, opts);
     if (vm.count("help"))
       return print_help("logits -m MODEL (--tokens 1,2,3 | --tokens-file F.json) --out OUT.bin",
                         "Write the logits of every input position.", opts);
     po::notify(vm);
+    apply_model_options(vm, model_args, so);
     if (tokens.empty() == tokens_file.empty()) throw UsageError("give exactly one of --tokens and --tokens-file");
     if (out.empty()) throw UsageError("--out is required");
     check_output_path("--out", out);

@@ -67,7 +67,8 @@ int cmd_plugins(int argc, char** argv) {
     }
     for (const auto& s : reg.shadowed()) std::cout << "  skipped " << s << "\n";
 
-    int failed = 0;
+    int failed = int(reg.unreadable().size());  // a broken manifest is an error here, where plugins are checked
+    for (const auto& s : reg.unreadable()) std::cout << "  FAILED (unreadable manifest) " << s << "\n";
     std::cout << "\nplugins:\n";
     for (const auto& m : reg.manifests()) {
       std::cout << "  " << m.plugin << " " << m.version << "  (ABI " << m.abi_major << "."

@@ -8,36 +8,50 @@
 #include <chrono>
 #include <fstream>
 #include <iomanip>
+#include <random>
 
 namespace pmoe::cli {
 
 int cmd_run(int argc, char** argv) {
   return run_command("run", [&] {
     SessionOptions so;
+    ModelArgs model_args;
     SamplerParams sp;
     std::string prompt, stats_json, system;
-    int n_predict = 128;
+    int64_t n_predict = 128, seed = -1;
     bool chat = false, show_special = false;
     po::options_description opts("options");
-    add_model_options(opts, so);
+    add_model_options(opts, so, model_args);
     opts.add_options()
       ("prompt,p", po::value(&prompt)->required(), "prompt text")
       ("n-predict,n", po::value(&n_predict)->default_value(128), "tokens to generate (-1: until end of text or context)")
-      ("temp", po::value(&sp.temperature)->default_value(0.8f), "temperature (0 = greedy)")
+      ("temp", po::value(&sp.temperature)->default_value(0.8f, "0.8"), "temperature, 0..100 (0 = greedy)")
       ("top-k", po::value(&sp.top_k)->default_value(40), "top-k (0 = off)")
-      ("top-p", po::value(&sp.top_p)->default_value(0.95f), "top-p (1 = off)")
-      ("min-p", po::value(&sp.min_p)->default_value(0.05f), "min-p (0 = off)")
-      ("repeat-penalty", po::value(&sp.repeat_penalty)->default_value(1.0f), "repetition penalty (1 = off)")
+      ("top-p", po::value(&sp.top_p)->default_value(0.95f, "0.95"), "top-p, 0..1 (1 = off)")
+      ("min-p", po::value(&sp.min_p)->default_value(0.05f, "0.05"), "min-p, 0..1 (0 = off)")
+      ("repeat-penalty", po::value(&sp.repeat_penalty)->default_value(1.0f, "1"), "repetition penalty, > 0 (1 = off)")
       ("repeat-last-n", po::value(&sp.repeat_last_n)->default_value(64), "tokens the penalty looks back")
-      ("seed,s", po::value(&sp.seed)->default_value(0), "random seed")
+      ("seed,s", po::value(&seed)->default_value(-1), "random seed (-1: a random one, printed)")
       ("chat", po::bool_switch(&chat), "format the prompt as a chat turn (ChatML)")
       ("system", po::value(&system), "system message for --chat")
       ("special", po::bool_switch(&show_special), "print special tokens")
       ("stats-json", po::value(&stats_json), "write run statistics as JSON")
       ("help,h", "this help");
+    reject_llama_cli_habits(argc, argv);
     auto vm = parse_args(argc, argv, opts);
     if (vm.count("help")) return print_help("run -m MODEL -p PROMPT [-n N] [--temp T] [--chat]", "Generate text.", opts);
     po::notify(vm);
+    apply_model_options(vm, model_args, so);
+    check_range("-n", n_predict, int64_t(-1), int64_t(1) << 24);
+    check_range("--temp", sp.temperature, 0.f, 100.f);
+    check_range("--top-p", sp.top_p, 0.f, 1.f);
+    check_range("--min-p", sp.min_p, 0.f, 1.f);
+    check_range("--repeat-penalty", sp.repeat_penalty, 1e-3f, 100.f);
+    check_range("--top-k", sp.top_k, 0, 1 << 24);
+    check_range("--repeat-last-n", sp.repeat_last_n, 0, 1 << 24);
+    check_range("--seed", seed, int64_t(-1), int64_t(UINT32_MAX));
+    sp.seed = seed >= 0 ? uint64_t(seed) : std::random_device{}();
+    if (seed < 0) std::cerr << "seed: " << sp.seed << " (-s " << sp.seed << " repeats this run)\n";
     check_output_path("--stats-json", stats_json);
 
     Session s(so);
@@ -71,7 +85,7 @@ int cmd_run(int argc, char** argv) {
     if (!chat) std::cout << prompt;
     std::cout.flush();
     int generated = 0;
-    const int limit = n_predict < 0 ? int(eng.n_ctx() - ids.size()) : n_predict;
+    const int limit = n_predict < 0 ? int(eng.n_ctx() - ids.size()) : int(n_predict);
     const uint32_t V = s.model().hp().n_vocab;
     // per generated token: id, seconds since the previous token (the first: since the prompt's
     // end), and the expert-cache stall in that time (`pocketmoe bench` reads these)

@@ -14,6 +14,7 @@
 
 #include "common/error.hpp"
 #include "config/yaml_util.hpp"
+#include "plugin/elf_check.hpp"
 
 namespace fs = std::filesystem;
 
@@ -178,7 +179,16 @@ void PluginRegistry::scan(const std::string& dir, std::vector<std::string>& dir_
     if (e.path().extension() == ".yaml" && e.is_regular_file(ec)) files.push_back(e.path());
   std::sort(files.begin(), files.end());
   for (const auto& f : files) {
-    PluginManifest m = load_manifest(f.string());
+    PluginManifest m;
+    try {
+      m = load_manifest(f.string());
+    } catch (const Error& e) {
+      // one broken manifest must not break every command: it is skipped with a warning, and an
+      // error about a plugin that cannot be found lists it (the config may have meant that one)
+      unreadable_.push_back(e.what());
+      Logger::log(logger_.get(), PMOE_LOG_WARN, "plugins", (std::string("skipping an unreadable manifest: ") + e.what()).c_str());
+      continue;
+    }
     bool skip = false;
     for (size_t i = 0; i < manifests_.size() && !skip; ++i) {
       const auto& prev = manifests_[i];
@@ -229,7 +239,9 @@ std::string PluginRegistry::unknown_impl(std::string_view name, uint32_t kind) c
   return "no " + std::string(pmoe_kind_name(kind)) + " implementation named '" + std::string(name) +
          "'" + yaml::did_you_mean(name, cands) + "; available: " +
          (names.empty() ? std::string("none") : join(names, ", ")) +
-         "; searched: " + join(search_paths_, ", ");
+         "; searched: " + join(search_paths_, ", ") +
+         (unreadable_.empty() ? "" : "; skipped unreadable manifests: " + join(unreadable_, "; ")) +
+         (shadowed_.empty() ? "" : "; skipped shadowed manifests: " + join(shadowed_, "; "));
 }
 
 PluginRegistry::Library& PluginRegistry::open_library(const PluginManifest& m) {
@@ -267,6 +279,9 @@ PluginRegistry::Library& PluginRegistry::open_library(const PluginManifest& m) {
   }
   if (path.empty())
     fail(mp + ": library of plugin '" + m.plugin + "' not found; tried: " + join(tried, ", "));
+
+  if (const std::string why = elf_problem(path); !why.empty())
+    fail(path + ": not a loadable plugin library (manifest " + mp + "): " + why);
 
   // rtld_local keeps plugins' symbols apart; RTLD_NODELETE keeps the code mapped at exit, so
   // threads a plugin's dependencies left parked (OpenMP pools) never run unmapped code.

@@ -36,7 +36,7 @@ struct LoadedImpl {
 
 class PluginRegistry {
  public:
-  /// Scans all search dirs; a bad manifest throws pmoe::Error naming FILE:LINE:COL. With
+  /// Scans all search dirs; a manifest that cannot be read is skipped (unreadable()). With
   /// `default_paths` false only `extra_paths` are searched (tests, hermetic setups).
   explicit PluginRegistry(std::vector<std::string> extra_paths = {}, bool default_paths = true);
   ~PluginRegistry();
@@ -57,6 +57,9 @@ class PluginRegistry {
   const std::vector<PluginManifest>& manifests() const { return manifests_; }
   /// Manifests skipped because the same plugin was found earlier: "path (shadowed by path)".
   const std::vector<std::string>& shadowed() const { return shadowed_; }
+  /// Manifests skipped because they could not be read: "FILE:LINE:COL: what" each (a warning
+  /// when found; listed again by any error about an implementation that cannot be found).
+  const std::vector<std::string>& unreadable() const { return unreadable_; }
 
   const ImplManifest* find(std::string_view impl_name, uint32_t kind) const;
 
@@ -88,6 +91,7 @@ class PluginRegistry {
   std::vector<std::string> search_paths_;
   std::vector<PluginManifest> manifests_;
   std::vector<std::string> shadowed_;
+  std::vector<std::string> unreadable_;
   std::map<std::string, std::unique_ptr<Library>> libraries_;  // by library path
   std::unique_ptr<Logger> logger_;
   pmoe_host host_{};
