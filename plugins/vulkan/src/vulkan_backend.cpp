@@ -136,7 +136,7 @@ class VulkanBackend final : public sdk::Compute {
   VulkanBackend(const pmoe_host* host, const sdk::Options& o) : host_(host) {
     create_instance();
     pick_device(o.get_string("device", "auto"));
-    const std::string fp16 = o.get_string("fp16", "off"), vram = o.get_string("vram_slots", "auto");
+    const std::string fp16 = o.get_string("fp16", "off"), vram = o.get_string("vram_slots", "off");
     if (vram != "auto" && vram != "on" && vram != "off") invalid("vram_slots: '" + vram + "' is not auto, on or off");
     if (fp16 != "off" && fp16 != "on" && fp16 != "auto") invalid("fp16: '" + fp16 + "' is not off, on or auto");
     create_device(fp16);
