@@ -1,8 +1,10 @@
 #include "bench/machine.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
 #include <cpuid.h>
 
@@ -123,6 +125,18 @@ nlohmann::json to_json(const MachineInfo& m) {
           {"disk",
            {{"mount_point", m.disk.mount_point}, {"filesystem", m.disk.filesystem}, {"device", m.disk.device},
             {"model", m.disk.model}, {"rotational", m.disk.rotational}}}};
+}
+
+void drop_page_cache(const std::string& path) {
+  if (const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+  }
+}
+
+uint64_t process_status_bytes(const std::string& field) {
+  const std::string v = proc_field("/proc/self/status", field + ":");
+  return v.empty() ? 0 : std::stoull(v) * 1024;  // "123456 kB"
 }
 
 std::vector<std::string> cpu_features() {

@@ -28,6 +28,13 @@ MachineInfo machine_info(const std::string& path);
 DiskInfo disk_of(const std::string& path);
 nlohmann::json to_json(const MachineInfo& m);
 
+/// Drops `path`'s pages from the page cache (POSIX_FADV_DONTNEED on our own descriptor: no root
+/// needed), so the next read of it is cold; a file that cannot be opened is left alone.
+void drop_page_cache(const std::string& path);
+
+/// A "Name:   N kB" line of /proc/self/status in bytes ("VmRSS", "VmHWM"), 0 if unknown.
+uint64_t process_status_bytes(const std::string& field);
+
 /// The vector extensions the kernels care about, from CPUID: avx2 fma f16c avx512f avx512bw
 /// avx512vl avx512dq avx512_vnni avx512_vbmi avx512_bf16 amx_tile amx_int8 amx_bf16 (those present,
 /// and usable: the OS saves their registers).

@@ -45,6 +45,23 @@ double tick_step(double hi, int n = 5) {
   return 10 * mag;
 }
 
+// Chart geometry: size, and the margins left, right, top (title and legend row) and bottom.
+constexpr double W = 560, H = 300, L = 60, R = 20, T = 46, B = 45;
+
+/// The opening of a chart's SVG: the title, and the y grid lines with their labels every `ys` up
+/// to `y1` (`py` maps a value to its y pixel).
+template <class Py>
+std::string chart_frame(const std::string& title, double y1, double ys, Py py) {
+  std::ostringstream o;
+  o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H << "' viewBox='0 0 " << W << " " << H
+    << "' role='img'><title>" << esc(title) << "</title>";
+  o << "<text x='" << W / 2 << "' y='18' text-anchor='middle' class='t'>" << esc(title) << "</text>";
+  for (double y = 0; y <= y1 + ys / 2; y += ys)
+    o << "<line x1='" << L << "' x2='" << W - R << "' y1='" << py(y) << "' y2='" << py(y) << "' class='g'/><text x='"
+      << L - 6 << "' y='" << py(y) + 4 << "' text-anchor='end'>" << num(y, ys < 1 ? 2 : 0) << "</text>";
+  return o.str();
+}
+
 /// One legend entry in the row under a chart's title, at `x` (advanced past it).
 std::string legend_item(double& x, const std::string& name, size_t c) {
   std::ostringstream o;
@@ -63,7 +80,6 @@ struct Series {
 /// An SVG line chart (or dots, with `dots`) of `series`, axes from 0 (y) and the data (x).
 std::string line_chart(const std::string& title, const std::string& xlabel, const std::string& ylabel,
                        const std::vector<Series>& series, bool dots = false, double y_max = 0) {
-  const double W = 560, H = 300, L = 60, R = 20, T = 46, B = 45;
   double x0 = 1e300, x1 = -1e300, y1 = y_max;
   for (const Series& s : series)
     for (auto [x, y] : s.points) x0 = std::min(x0, x), x1 = std::max(x1, x), y1 = std::max(y1, y);
@@ -74,12 +90,7 @@ std::string line_chart(const std::string& title, const std::string& xlabel, cons
   auto px = [&](double x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
   auto py = [&](double y) { return H - B - y / y1 * (H - T - B); };
   std::ostringstream o;
-  o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H << "' viewBox='0 0 " << W << " " << H
-    << "' role='img'><title>" << esc(title) << "</title>";
-  o << "<text x='" << W / 2 << "' y='18' text-anchor='middle' class='t'>" << esc(title) << "</text>";
-  for (double y = 0; y <= y1 + ys / 2; y += ys)
-    o << "<line x1='" << L << "' x2='" << W - R << "' y1='" << py(y) << "' y2='" << py(y) << "' class='g'/><text x='"
-      << L - 6 << "' y='" << py(y) + 4 << "' text-anchor='end'>" << num(y, ys < 1 ? 2 : 0) << "</text>";
+  o << chart_frame(title, y1, ys, py);
   bool whole = true;  // rounds, token indices: no ticks between whole numbers
   for (const Series& s : series)
     for (auto [x, y] : s.points) whole = whole && x == std::floor(x);
@@ -108,7 +119,6 @@ std::string line_chart(const std::string& title, const std::string& xlabel, cons
 /// An SVG chart of grouped bars: one group per layer, one bar per config.
 std::string bar_chart(const std::string& title, const std::string& ylabel, const std::vector<std::string>& names,
                       const std::vector<std::vector<double>>& values) {
-  const double W = 560, H = 300, L = 60, R = 20, T = 46, B = 45;
   size_t groups = 0;
   double y1 = 0;
   for (const auto& v : values) {
@@ -120,12 +130,7 @@ std::string bar_chart(const std::string& title, const std::string& ylabel, const
   auto py = [&](double y) { return H - B - y / y1 * (H - T - B); };
   const double gw = (W - L - R) / double(std::max<size_t>(groups, 1)), bw = gw * 0.8 / double(std::max<size_t>(values.size(), 1));
   std::ostringstream o;
-  o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H << "' viewBox='0 0 " << W << " " << H
-    << "' role='img'><title>" << esc(title) << "</title>";
-  o << "<text x='" << W / 2 << "' y='18' text-anchor='middle' class='t'>" << esc(title) << "</text>";
-  for (double y = 0; y <= y1 + ys / 2; y += ys)
-    o << "<line x1='" << L << "' x2='" << W - R << "' y1='" << py(y) << "' y2='" << py(y) << "' class='g'/><text x='"
-      << L - 6 << "' y='" << py(y) + 4 << "' text-anchor='end'>" << num(y, ys < 1 ? 2 : 0) << "</text>";
+  o << chart_frame(title, y1, ys, py);
   for (size_t c = 0; c < values.size(); ++c)
     for (size_t g = 0; g < values[c].size(); ++g)
       o << "<rect x='" << num(L + double(g) * gw + gw * 0.1 + double(c) * bw, 1) << "' y='" << num(py(values[c][g]), 1)

@@ -1,5 +1,6 @@
 #include "bench/storage_sweep.hpp"
 
+#include "bench/machine.hpp"
 #include "bench/stats.hpp"
 #include "common/error.hpp"
 #include "gguf/gguf.hpp"
@@ -54,10 +55,7 @@ SweepPoint random_reads(StorageBackend& storage, const std::string& path, const 
   p.queue_depth = queue_depth;
   p.direct = direct;
   if (ranges.empty() || queue_depth == 0) throw Error("random_reads: nothing to read");
-  if (const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    ::close(fd);
-  }
+  drop_page_cache(path);
   StorageBackend::OpenFile f;
   try {
     f = storage.open(path, direct ? PMOE_OPEN_DIRECT : 0);

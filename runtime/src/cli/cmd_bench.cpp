@@ -32,19 +32,13 @@ struct BenchConfig {
   std::string path, name, text;
 };
 
-/// Drop the file's pages from the page cache (no root needed: POSIX_FADV_DONTNEED on our own
-/// descriptor), or read it once so they are all cached (`warm`).
-void set_page_cache(const std::string& path, bool warm) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
-  if (warm) {
-    std::vector<char> buf(1 << 20);
-    while (::read(fd, buf.data(), buf.size()) > 0) {
-    }
-  } else {
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+/// Reads the file once, so that all its pages are in the page cache (`--warm`).
+void read_into_page_cache(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path + ": cannot open");
+  std::vector<char> buf(1 << 20);
+  while (f.read(buf.data(), std::streamsize(buf.size())) || f.gcount() > 0) {
   }
-  ::close(fd);
 }
 
 /// A prompt of exactly `n` tokens (with BOS, if the model adds one) for this model's tokenizer.
@@ -189,13 +183,13 @@ int cmd_bench(int argc, char** argv) {
     std::vector<std::vector<json>> metrics(K);  // [config][round]
     std::vector<std::vector<json>> raw(K);
     json runs = json::array();
-    if (warm) set_page_cache(model, true);
+    if (warm) read_into_page_cache(model);
     Progress progress(K * size_t(rounds));
     for (int r = 0; r < rounds; ++r)
       for (size_t k = 0; k < K; ++k) {
         const size_t c = (k + size_t(r)) % K;  // rotate, so no config always runs first or after another
         progress.start(size_t(r) + 1, size_t(rounds), configs[c].name);
-        if (!warm) set_page_cache(model, false);
+        if (!warm) bench::drop_page_cache(model);
         const std::string stats = (work / "stats.json").string(), log = (work / "stderr.txt").string();
         std::vector<std::string> args = {"run", "-m", model, "-c", configs[c].path, "-p", prompt, "-n",
                                          std::to_string(n_predict), "--temp", "1", "--seed", std::to_string(seed),

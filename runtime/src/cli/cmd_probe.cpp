@@ -47,21 +47,6 @@ struct ScratchFile {
   }
 };
 
-void drop_page_cache(const std::string& path) {
-  if (const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    ::close(fd);
-  }
-}
-
-/// This process's resident memory (VmRSS).
-uint64_t resident_bytes() {
-  std::ifstream f("/proc/self/status");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
-  return 0;
-}
-
 struct VulkanDevice {
   std::string index, name;
   uint32_t type = 0;
@@ -233,13 +218,13 @@ int cmd_probe(int argc, char** argv) {
         trial.compute.value = c.plugin;
         trial.vulkan_device = c.device;
         if (rec.streamed) {  // this process stays alive beside the trial: leave it its memory
-          const uint64_t mine = resident_bytes() + (32 << 20);
+          const uint64_t mine = bench::process_status_bytes("VmRSS") + (32 << 20);
           trial.budget_bytes = rec.budget_bytes > 2 * mine ? rec.budget_bytes - mine : rec.budget_bytes / 2;
           trial.budget.value = std::to_string(trial.budget_bytes >> 20) + "MiB";
         }
         const std::string cfg = (work / "trial.yaml").string(), stats = (work / "stats.json").string();
         std::ofstream(cfg) << bench::config_yaml(trial, "probe trial");
-        drop_page_cache(model);  // a cold start, and no cached pages left over to count against a limit
+        bench::drop_page_cache(model);  // a cold start, and no cached pages left over to count against a limit
         try {
           const json out = run_child({"run", "-m", model, "-c", cfg, "-p", "The small thinker reads", "-n", "8", "--temp",
                                       "1", "--stats-json", stats},

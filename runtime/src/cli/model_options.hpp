@@ -1,5 +1,6 @@
 #pragma once
 // Options shared by the commands that run a model (run, logits, bench): -m, -c, -t, --ctx-size.
+#include "bench/machine.hpp"
 #include "cli/cli_common.hpp"
 #include "common/format.hpp"
 #include "engine/session.hpp"
@@ -42,13 +43,7 @@ inline void apply_model_options(const po::variables_map& vm, const ModelArgs& a,
 }
 
 /// Peak resident set size of this process in bytes (VmHWM), 0 if unknown.
-inline uint64_t peak_rss_bytes() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
-  return 0;
-}
+inline uint64_t peak_rss_bytes() { return bench::process_status_bytes("VmHWM"); }
 
 /// Experts one layer step needs: each distinct expert is loaded once per chunk, however many of
 /// the chunk's tokens use it (the unit of `uses` in the statistics).
