@@ -45,7 +45,7 @@ config() {  # name budget pre_attention lookahead
     if [ "$2" != "0" ]; then
       echo "storage: { plugin: $STORAGE, direct_io: true${STORAGE_OPTS:+, $STORAGE_OPTS} }"
       echo "cache: { policy: lru, budget: $2 }"
-      echo "prefetch: { pre_attention: $3, lookahead: $4, prefill_chunk: 8 }"
+      echo "prefetch: { pre_attention: $3, lookahead: $4 }"
     fi
   } > "$f"
 }

@@ -28,7 +28,7 @@ config() {  # name compute-section budget
     if [ "$3" != 0 ]; then
       echo "storage: { plugin: storage-posix, direct_io: true, workers: 4 }"
       echo "cache: { policy: lru, budget: $3 }"
-      echo "prefetch: { lookahead: 4, prefill_chunk: 8 }"
+      echo "prefetch: { lookahead: 4 }"
     fi
   } > "$WORK/$1.yaml"
 }

@@ -69,7 +69,7 @@ TEST_CASE("config: defaults") {
   CHECK(d.cache_policy.name == "lru");
   CHECK(d.cache_budget == 0);
   CHECK(d.prefetch_lookahead == 0);
-  CHECK(d.prefill_chunk == 8);
+  CHECK(d.prefill_chunk == 0);  // unset: --ubatch, else kDefaultPrefillChunk
   CHECK(d.compute.loc.str() == "<default config>");
 
   auto empty = parse_config("# nothing but a comment\n", "empty.yaml");

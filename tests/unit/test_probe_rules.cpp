@@ -95,24 +95,6 @@ TEST_CASE("compute: the fastest measured backend; the CPU wins near-ties; lookah
   CHECK(none.lookahead.value == "4");  // nothing measured: the default
 }
 
-TEST_CASE("prefill chunk: the smallest that computes as long as it reads; a fast disk gives small chunks") {
-  Measurements x = disk(1.0, 1.2, 0.9);
-  x.ram_available = 1 * GiB;
-  const ModelNeeds m = model_4b();
-  x.compute = {{"cpu-onednn", "", "cpu", 20.0, ""}};
-  Recommendation r = recommend_memory_and_storage(m, x);
-  recommend_compute(m, x, r);
-  // 4 tokens: 32 (1 - (7/8)^4) = 13.2 experts x 1.9 MiB at 1.2 GB/s = 21.9 ms > 4 x 1.56 ms ... up to 64
-  CHECK(std::stoi(r.prefill_chunk.value) >= 4);
-  CHECK(std::stoi(r.prefill_chunk.value) <= 64);
-  Measurements fast = disk(100.0, 100.0, 100.0);  // a disk as fast as memory: the smallest chunk
-  fast.ram_available = 1 * GiB;
-  fast.compute = x.compute;
-  Recommendation f = recommend_memory_and_storage(m, fast);
-  recommend_compute(m, fast, f);
-  CHECK(f.prefill_chunk.value == "4");
-}
-
 TEST_CASE("the written config loads, comments and all") {
   Measurements x = disk(1.0, 1.2, 0.9);
   x.ram_available = 1 * GiB;
@@ -127,5 +109,5 @@ TEST_CASE("the written config loads, comments and all") {
   CHECK(c.storage_fallback == "storage-posix");
   CHECK(c.cache_budget == r.budget_bytes);
   CHECK(c.prefetch_lookahead == uint32_t(std::stoi(r.lookahead.value)));
-  CHECK(c.prefill_chunk == uint32_t(std::stoi(r.prefill_chunk.value)));
+  CHECK(c.prefill_chunk == 0);  // not recommended: the one default serves RAM and streamed runs
 }

@@ -43,7 +43,6 @@ Recommendation recommend_memory_and_storage(const ModelNeeds& m, const Measureme
     r.storage = {"", "experts stay in RAM: no storage plugin is used"};
     r.direct_io = {"false", ""};
     r.lookahead = {"0", "in RAM nothing is prefetched"};
-    r.prefill_chunk = {"", "in RAM, prefill runs in batches of --ubatch tokens"};
     return r;
   }
   r.streamed = true;
@@ -93,7 +92,6 @@ Recommendation recommend_memory_and_storage(const ModelNeeds& m, const Measureme
   }
 
   r.lookahead = {"4", "the default until a layer time is measured"};
-  r.prefill_chunk = {"8", "the default until a layer time is measured"};
   return r;
 }
 
@@ -127,22 +125,6 @@ void recommend_compute(const ModelNeeds& m, const Measurements& x, Recommendatio
   const int k = std::clamp(int(std::ceil(d->p95_us / layer_us)), 1, 8);
   r.lookahead = {std::to_string(k), fmt("a layer decodes in %.0f us and a read takes up to %.0f us (p95): %.0f layers ahead",
                                         layer_us, d->p95_us, k)};
-  // prefill chunk: a chunk of c tokens reads each distinct expert of a layer once, E (1 - (1 -
-  // k/E)^c) of them, and computes c tokens. The smallest power of two from 4 to 64 for which the
-  // compute (c x the decode layer time, an upper bound) covers the reads: larger chunks read
-  // fewer bytes per token but delay the first layer's compute behind more reads.
-  const double E = std::max(1u, m.n_expert), topk = m.n_expert_used, bytes_per_us = d->gb_per_s * 1e3;
-  uint32_t chunk = 64;
-  double read_us = 0;
-  for (uint32_t c = 4; c <= 64; c *= 2) {
-    read_us = E * (1 - std::pow(1 - topk / E, double(c))) * double(m.expert_bytes) / std::max(bytes_per_us, 1e-9);
-    if (double(c) * layer_us >= read_us) {
-      chunk = c;
-      break;
-    }
-  }
-  r.prefill_chunk = {std::to_string(chunk), fmt("%.0f tokens compute a layer in about %.0f us, as long as reading its experts (%.0f us)",
-                                                chunk, double(chunk) * layer_us, read_us)};
 }
 
 std::string config_yaml(const Recommendation& r, const std::string& header) {
@@ -164,7 +146,6 @@ std::string config_yaml(const Recommendation& r, const std::string& header) {
   o << "  direct_io: " << r.direct_io.value << "   # " << line(r.direct_io.reason) << "\n";
   o << "cache:\n  policy: lru\n  budget: " << r.budget.value << "\n";
   o << "prefetch:\n  lookahead: " << r.lookahead.value << "   # " << line(r.lookahead.reason) << "\n";
-  o << "  prefill_chunk: " << r.prefill_chunk.value << "   # " << line(r.prefill_chunk.reason) << "\n";
   return o.str();
 }
 

@@ -51,7 +51,7 @@ struct Recommendation {
   Choice direct_io;               // "true"/"false"
   Choice budget;                  // bytes as text ("768MiB"); "0" in RAM
   uint64_t budget_bytes = 0;
-  Choice lookahead, prefill_chunk;
+  Choice lookahead;
   std::vector<std::string> warnings;
 };
 

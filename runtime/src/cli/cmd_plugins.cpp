@@ -96,9 +96,6 @@ int cmd_plugins(int argc, char** argv) {
       std::cout << "\nconfig " << cfg->path << ": ";
       try {
         reg.check_config(*cfg);
-        reg.load(cfg->compute.name, PMOE_KIND_COMPUTE);
-        reg.load(cfg->storage.name, PMOE_KIND_STORAGE);
-        reg.load(cfg->cache_policy.name, PMOE_KIND_CACHE_POLICY);
         std::cout << "ok\n";
       } catch (const Error& e) {
         std::cout << "INVALID\n";

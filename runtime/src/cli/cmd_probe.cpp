@@ -257,7 +257,6 @@ int cmd_probe(int argc, char** argv) {
         show("storage", rec.storage);
         show("direct_io", rec.direct_io);
         show("lookahead", rec.lookahead);
-        show("prefill_chunk", rec.prefill_chunk);
       }
       for (const std::string& w : rec.warnings) std::printf("  warning: %s\n", w.c_str());
       const std::string yaml = bench::config_yaml(rec, "Written by `pocketmoe probe -m " + model + "` on " + machine.cpu +
@@ -271,7 +270,7 @@ int cmd_probe(int argc, char** argv) {
       doc["recommendation"] = {{"compute", rec.compute.value}, {"vulkan_device", rec.vulkan_device},
                                {"streamed", rec.streamed}, {"storage", rec.storage.value},
                                {"direct_io", rec.direct_io.value}, {"budget", rec.budget.value},
-                               {"lookahead", rec.lookahead.value}, {"prefill_chunk", rec.prefill_chunk.value},
+                               {"lookahead", rec.lookahead.value},
                                {"warnings", rec.warnings}, {"config", yaml}};
       doc["compute"] = json::array();
       for (const bench::ComputePoint& c : x.compute)

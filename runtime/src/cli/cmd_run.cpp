@@ -124,7 +124,7 @@ int cmd_run(int argc, char** argv) {
     if (!s.expert_cache()) decode.uses = decode.hits = expert_uses - uses_at_decode_start;  // all resident
     const double decode_stall = decode.stall_seconds / std::max(gen_s, 1e-9);  // share of decode time
     std::cerr << std::fixed << std::setprecision(2) << "\nprompt: " << ids.size() << " tokens, "
-              << prompt_tps << " tok/s | generated: " << generated << " tokens, " << gen_tps
+              << prompt_tps << " tok/s (chunks of " << eng.ubatch() << ") | generated: " << generated << " tokens, " << gen_tps
               << " tok/s | peak RSS " << double(rss) / (1 << 20) << " MiB\n"
               << cache_summary(s, expert_uses);
     if (s.expert_cache())
@@ -136,6 +136,7 @@ int cmd_run(int argc, char** argv) {
       j["prompt_tokens"] = ids.size();
       j["prompt_seconds"] = prompt_s;
       j["prompt_tokens_per_second"] = prompt_tps;
+      j["prefill_chunk"] = eng.ubatch();
       j["generated_tokens"] = generated;
       j["decode_seconds"] = gen_s;
       j["decode_tokens_per_second"] = gen_tps;

@@ -18,7 +18,7 @@ namespace pmoe::cli {
 /// The numbers of the model options as typed (signed and wide, so "-1" is not silently wrapped
 /// into 4294967295); apply_model_options checks and stores them.
 struct ModelArgs {
-  int64_t threads = 0, ctx_size = 0, ubatch = 256;
+  int64_t threads = 0, ctx_size = 0, ubatch = 0;
 };
 
 inline void add_model_options(po::options_description& opts, SessionOptions& s, ModelArgs& a) {
@@ -27,7 +27,8 @@ inline void add_model_options(po::options_description& opts, SessionOptions& s, 
     ("config,c", po::value(&s.config_path), "YAML config (default: built-in: cpu-onednn, everything in RAM)")
     ("threads,t", po::value(&a.threads), "compute threads, 1..1024 (overrides the config)")
     ("ctx-size", po::value(&a.ctx_size), "context size in tokens, 1..1048576 (default: min(model's, 4096))")
-    ("ubatch", po::value(&a.ubatch)->default_value(256), "tokens per prefill chunk, 1..65536");
+    ("ubatch", po::value(&a.ubatch), "tokens per prefill chunk, 1..65536 (default: the config's prefetch.prefill_chunk, else 256; "
+                                     "the same in RAM and streamed, so both give the same text)");
 }
 
 /// Checks the model options (ranges; a number where llama-cli habits put one, see
@@ -35,7 +36,7 @@ inline void add_model_options(po::options_description& opts, SessionOptions& s, 
 inline void apply_model_options(const po::variables_map& vm, const ModelArgs& a, SessionOptions& s) {
   if (vm.count("threads")) s.threads = int(check_range("--threads", a.threads, int64_t(1), int64_t(1024)));
   if (vm.count("ctx-size")) s.engine.n_ctx = uint32_t(check_range("--ctx-size", a.ctx_size, int64_t(1), int64_t(1) << 20));
-  s.engine.ubatch = uint32_t(check_range("--ubatch", a.ubatch, int64_t(1), int64_t(65536)));
+  if (vm.count("ubatch")) s.engine.ubatch = uint32_t(check_range("--ubatch", a.ubatch, int64_t(1), int64_t(65536)));
   if (!s.config_path.empty() && !std::filesystem::exists(s.config_path) &&
       s.config_path.find_first_not_of("0123456789") == std::string::npos)
     throw UsageError("-c " + s.config_path + ": -c is the config file here (llama-cli's -c is the context size: use --ctx-size " +

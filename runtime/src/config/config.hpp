@@ -38,7 +38,9 @@ struct Config {
   PluginChoice cache_policy;         // cache: {policy, budget, ...options}; default lru
   uint64_t cache_budget = 0;         // cache.budget in bytes; 0 = unlimited (all experts resident)
   uint32_t prefetch_lookahead = 0;   // prefetch.lookahead: layers routed ahead
-  uint32_t prefill_chunk = 8;        // prefetch.prefill_chunk: tokens per prefill batch (>= 1)
+  // prefetch.prefill_chunk: tokens per prefill batch, in RAM and streamed alike (one setting, so
+  // the same prompt gives the same bits either way); 0 = unset (--ubatch, else kDefaultPrefillChunk)
+  uint32_t prefill_chunk = 0;
   uint32_t read_timeout_ms = 30000;  // prefetch.read_timeout_ms: a slower expert read is an error
   uint32_t read_retries = 2;         // prefetch.read_retries: retries of a retryable read error
   bool pre_attention = true;         // prefetch.pre_attention: read experts while attention runs

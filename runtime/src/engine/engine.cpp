@@ -23,7 +23,7 @@ Engine::Engine(const Model& model, ComputeBackend& compute, EngineOptions o)
     : model_(model), compute_(compute) {
   const Hparams& h = model.hp();
   n_ctx_ = o.n_ctx ? o.n_ctx : std::min<uint32_t>(h.n_ctx_train, 4096);
-  ubatch_ = std::max<uint32_t>(1, std::min(o.ubatch, n_ctx_));
+  ubatch_ = std::max<uint32_t>(1, std::min(o.ubatch ? o.ubatch : kDefaultPrefillChunk, n_ctx_));
   // Logit rows per lm_head call: bounded so a 150k vocabulary does not need a huge buffer.
   logit_rows_ = std::clamp<uint32_t>(uint32_t((64u << 20) / (uint64_t(h.n_vocab) * 4)), 1, ubatch_);
 

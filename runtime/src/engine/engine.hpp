@@ -16,9 +16,16 @@
 
 namespace pmoe {
 
+/// A chunk this size reads each expert at most once per layer for 256 tokens: streamed prefill of
+/// the 4B model at 1 GiB ran 3.2x faster than with chunks of 8, reading 1.8 GiB instead of 50.
+inline constexpr uint32_t kDefaultPrefillChunk = 256;
+
 struct EngineOptions {
   uint32_t n_ctx = 0;    // KV-cache positions; 0 = min(context_length, 4096)
-  uint32_t ubatch = 256; // tokens per forward chunk during prefill
+  /// Tokens per forward chunk during prefill; 0 = kDefaultPrefillChunk. The kernels sum a batch
+  /// in llama.cpp's order for its size, so the chunking is part of the result: RAM and streamed
+  /// runs use the same one (Session: --ubatch, else the config's prefetch.prefill_chunk).
+  uint32_t ubatch = 0;
   /// Experts will stream through an expert cache: a backend that cannot adopt the mapped file
   /// then gets only the dense tensors uploaded, never the experts.
   bool experts_streamed = false;
@@ -47,6 +54,7 @@ class Engine {
   void reset() { n_past_ = 0; }
   uint32_t n_past() const { return n_past_; }
   uint32_t n_ctx() const { return n_ctx_; }
+  uint32_t ubatch() const { return ubatch_; }
   const Model& model() const { return model_; }
 
   /// Stream experts through `cache` instead of reading them from the mapped file; route

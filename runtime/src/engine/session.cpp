@@ -25,10 +25,8 @@ Session::Session(const SessionOptions& o)
   model_ = Model::load(path);
   compute_ = std::make_unique<ComputeBackend>(ComputeBackend::create(*registry_, config_.compute));
   EngineOptions eo = o.engine;
+  if (eo.ubatch == 0) eo.ubatch = config_.prefill_chunk;  // one chunking in RAM and streamed
   if (config_.cache_budget > 0) {
-    // Experts stream from storage into a bounded cache. Prefill is chunked so that one chunk
-    // touches few experts (the authors' engine uses 4-8 tokens).
-    eo.ubatch = config_.prefill_chunk;
     eo.experts_streamed = true;
     const Hparams& h = model_->hp();
     storage_ = make_storage();

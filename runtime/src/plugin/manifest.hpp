@@ -29,6 +29,8 @@ struct PluginManifest {
   uint16_t abi_major = 0, abi_minor = 0;
   std::vector<ImplManifest> provides;
   bool builtin = false;
+  /// Manifests of the same plugin found later on the search path and skipped for this one.
+  std::vector<std::string> shadows;
 };
 
 /// Parses a manifest file; errors are pmoe::Error("FILE:LINE:COL: what").

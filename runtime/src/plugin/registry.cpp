@@ -197,6 +197,7 @@ void PluginRegistry::scan(const std::string& dir, std::vector<std::string>& dir_
         throw Error(m.manifest_path + ": plugin '" + m.plugin + "' is also described by " +
                     prev.manifest_path + " in the same directory (a stale copy? remove one)");
       shadowed_.push_back(m.manifest_path + " (shadowed by " + prev.manifest_path + ")");
+      manifests_[i].shadows.push_back(m.manifest_path);
       skip = true;
     }
     if (skip) continue;
@@ -252,7 +253,8 @@ PluginRegistry::Library& PluginRegistry::open_library(const PluginManifest& m) {
   }
   it->second = std::make_unique<Library>();
   Library& lib = *it->second;
-  auto fail = [&](const std::string& msg) {
+  auto fail = [&](const std::string& what) {
+    const std::string msg = what + shadow_note(m);
     lib.error = msg;
     lib.desc = nullptr;
     throw Error(msg);
@@ -398,7 +400,7 @@ std::vector<std::pair<std::string, std::string>> PluginRegistry::check_options(
   if (spec->kind != kind)
     throw Error(choice.loc.str() + ": '" + choice.name + "' (" + m->manifest_path + ") is a " +
                 pmoe_kind_name(spec->kind) + " implementation; '" + section + "' needs a " +
-                pmoe_kind_name(kind) + " one");
+                pmoe_kind_name(kind) + " one" + shadow_note(*m));
   std::vector<std::pair<std::string, std::string>> out;
   for (size_t i = 0; i < choice.options.size(); ++i) {
     const auto& [key, value] = choice.options[i];
@@ -413,22 +415,42 @@ std::vector<std::pair<std::string, std::string>> PluginRegistry::check_options(
       }
       std::string hint = yaml::did_you_mean(key, cands);
       throw Error(where + ": unknown key '" + key + "' in '" + section + "'" + hint + "; '" +
-                  spec->name + "' " + (list.empty() ? "takes no options" : "takes: " + list));
+                  spec->name + "' " + (list.empty() ? "takes no options" : "takes: " + list) +
+                  shadow_note(*m));
     }
     try {
       out.emplace_back(key, normalize_option(*o, value));
     } catch (const Error& e) {
       throw Error(where + ": option '" + key + "' of '" + spec->name + "' (" + o->type + "): " +
-                  e.what());
+                  e.what() + shadow_note(*m));
     }
   }
   return out;
 }
 
-void PluginRegistry::check_config(const Config& cfg) const {
+void PluginRegistry::check_config(const Config& cfg) {
   check_options(cfg.compute, PMOE_KIND_COMPUTE);
   check_options(cfg.storage, PMOE_KIND_STORAGE);
   check_options(cfg.cache_policy, PMOE_KIND_CACHE_POLICY);
+  if (!cfg.storage_fallback.empty() && !find(cfg.storage_fallback, PMOE_KIND_STORAGE))
+    throw Error(cfg.storage_fallback_loc.str() + ": storage fallback: " +
+                unknown_impl(cfg.storage_fallback, PMOE_KIND_STORAGE));
+  // Libraries are opened (and checked against their manifests) up front, also those a run in RAM
+  // never calls, so `plugins -c` and `run` accept exactly the same configs.
+  load(cfg.compute.name, PMOE_KIND_COMPUTE);
+  load(cfg.cache_policy.name, PMOE_KIND_CACHE_POLICY);
+  try {
+    load(cfg.storage.name, PMOE_KIND_STORAGE);
+  } catch (const Error&) {
+    if (cfg.storage_fallback.empty()) throw;
+    load(cfg.storage_fallback, PMOE_KIND_STORAGE);  // what `run` falls back to
+  }
+}
+
+std::string PluginRegistry::shadow_note(const PluginManifest& m) {
+  if (m.shadows.empty()) return "";
+  return " (plugin '" + m.plugin + "' comes from " + m.manifest_path + ", which shadows " +
+         join(m.shadows, ", ") + " further down the search path)";
 }
 
 }  // namespace pmoe

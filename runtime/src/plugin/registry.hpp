@@ -73,8 +73,11 @@ class PluginRegistry {
   /// normalised for pmoe_options (defaults not filled in). Errors carry the config's location.
   std::vector<std::pair<std::string, std::string>> check_options(const PluginChoice& choice,
                                                                  uint32_t kind) const;
-  /// check_options for the compute, storage and cache sections.
-  void check_config(const Config& cfg) const;
+  /// The one validator of a config's plugin choices (`run` and `plugins -c` both call it):
+  /// check_options for the compute, storage and cache sections, the storage fallback, and the
+  /// libraries of all three loaded and checked (a failing storage library is accepted when the
+  /// fallback loads, as `run` then uses it). Errors carry the config's location.
+  void check_config(const Config& cfg);
 
   /// Host services for plugins: log -> stderr, filtered by $POCKETMOE_LOG
   /// (debug|info|warn|error, default warn).
@@ -85,6 +88,8 @@ class PluginRegistry {
   struct Logger;
   const PluginManifest* owner(std::string_view impl_name, const ImplManifest** spec) const;
   std::string unknown_impl(std::string_view name, uint32_t kind) const;
+  /// "" or, for a plugin that shadows others of its name, which manifest won and which it hid.
+  static std::string shadow_note(const PluginManifest& m);
   void scan(const std::string& dir, std::vector<std::string>& dirs_of);
   Library& open_library(const PluginManifest& m);
 
