@@ -55,3 +55,28 @@ TEST_CASE("repetition penalty pushes a repeated token down") {
   s.accept(0);
   CHECK(s.sample(std::vector<float>{3.f, 2.f, 1.f}) == 1);  // 3 / 2 = 1.5 < 2
 }
+
+TEST_CASE("the repetition penalty counts a token once however often it repeats (as llama.cpp)") {
+  SamplerParams p;
+  p.temperature = 0, p.repeat_penalty = 2.0f, p.repeat_last_n = 8;
+  Sampler s(p);
+  for (int i = 0; i < 3; ++i) s.accept(0);
+  CHECK(s.sample(std::vector<float>{3.f, 1.4f, 1.f}) == 0);  // 3 / 2 = 1.5 > 1.4 (per occurrence: 3 / 8)
+}
+
+TEST_CASE("presence penalty: once per distinct token; frequency penalty: once per occurrence") {
+  SamplerParams p;
+  p.temperature = 0, p.repeat_last_n = 8;
+  p.presence_penalty = 0.3f;
+  {
+    Sampler s(p);
+    s.accept(0), s.accept(0);
+    CHECK(s.sample(std::vector<float>{2.4f, 2.0f}) == 0);  // 2.4 - 0.3 = 2.1 > 2.0
+  }
+  p.presence_penalty = 0, p.frequency_penalty = 0.25f;
+  {
+    Sampler s(p);
+    s.accept(0), s.accept(0);
+    CHECK(s.sample(std::vector<float>{2.4f, 2.0f}) == 1);  // 2.4 - 2 x 0.25 = 1.9 < 2.0
+  }
+}

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <unordered_map>
 
 namespace pmoe {
 
@@ -20,11 +21,15 @@ void Sampler::accept(int32_t token) {
 int32_t Sampler::sample(std::span<const float> logits) {
   cand_.resize(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) cand_[i] = {logits[i], int32_t(i)};
-  if (p_.repeat_penalty != 1.0f)
-    for (int32_t t : recent_) {  // as llama.cpp: shrink positive logits, grow negative ones
+  if (p_.repeat_penalty != 1.0f || p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f) {
+    std::unordered_map<int32_t, int> count;
+    for (int32_t t : recent_) ++count[t];
+    for (const auto& [t, n] : count) {  // as llama.cpp: shrink positive logits, grow negative ones
       float& l = cand_[size_t(t)].first;
       l = l > 0 ? l / p_.repeat_penalty : l * p_.repeat_penalty;
+      l -= float(n) * p_.frequency_penalty + p_.presence_penalty;
     }
+  }
   auto by_logit = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };

@@ -1,6 +1,6 @@
 #pragma once
-// Token sampling with llama.cpp's knobs, applied in llama.cpp's order: repetition penalty,
-// top-k, top-p, min-p, temperature, then a draw from a seeded generator (reproducible for a
+// Token sampling with llama.cpp's knobs, applied in llama.cpp's order: penalties (repetition,
+// presence, frequency: over the last repeat_last_n tokens, once per distinct token), top-k, top-p, min-p, temperature, then a draw from a seeded generator (reproducible for a
 // seed). temperature <= 0 is greedy (ties -> lowest id).
 #include <cstdint>
 #include <deque>
@@ -17,6 +17,8 @@ struct SamplerParams {
   float min_p = 0.05f;         // <= 0: off
   float repeat_penalty = 1.0f; // 1: off
   int32_t repeat_last_n = 64;
+  float presence_penalty = 0.0f;  // subtracted from a token seen in the window (OpenAI's meaning)
+  float frequency_penalty = 0.0f; // subtracted once per occurrence in the window
   uint64_t seed = 0;
 };
 

@@ -50,8 +50,8 @@ Session::Session(const SessionOptions& o)
       if (k == "direct_io") co.direct_io = v == "true";
     cache_ = std::make_unique<ExpertCache>(expert_layout(*model_), *compute_, *storage_, *policy_, co);
   }
-  engine_ = std::make_unique<Engine>(*model_, *compute_, eo);
-  if (cache_) engine_->set_expert_cache(cache_.get(), config_.prefetch_lookahead, config_.pre_attention);
+  engine_options_ = eo;
+  engine_ = make_engine();
   if (o.load_tokenizer) {
     try {
       tokenizer_.emplace(Tokenizer::from_gguf(model_->file()));
@@ -62,6 +62,14 @@ Session::Session(const SessionOptions& o)
 }
 
 Session::~Session() = default;
+
+std::unique_ptr<Engine> Session::make_engine(uint32_t n_ctx) const {
+  EngineOptions eo = engine_options_;
+  if (n_ctx) eo.n_ctx = n_ctx;
+  auto e = std::make_unique<Engine>(*model_, *compute_, eo);
+  if (cache_) e->set_expert_cache(cache_.get(), config_.prefetch_lookahead, config_.pre_attention);
+  return e;
+}
 
 std::unique_ptr<StorageBackend> Session::make_storage() {
   try {

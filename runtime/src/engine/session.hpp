@@ -35,6 +35,10 @@ class Session {
   const Model& model() const { return *model_; }
   ComputeBackend& compute() { return *compute_; }
   Engine& engine() { return *engine_; }
+  /// Another engine on the same model, compute backend and expert cache, with its own KV cache
+  /// (the server's slots); n_ctx 0: the session's. Engines must not run concurrently: they share
+  /// the backend's queue and the cache's leases.
+  std::unique_ptr<Engine> make_engine(uint32_t n_ctx = 0) const;
   /// The expert cache when the config sets `cache.budget` (experts streamed); else nullptr.
   ExpertCache* expert_cache() { return cache_.get(); }
   /// Throws when the model has no usable tokenizer.
@@ -50,6 +54,7 @@ class Session {
   std::unique_ptr<StorageBackend> storage_;
   std::unique_ptr<CachePolicyInstance> policy_;
   std::unique_ptr<ExpertCache> cache_;
+  EngineOptions engine_options_;
   std::unique_ptr<Engine> engine_;
   std::optional<Tokenizer> tokenizer_;
   std::string tokenizer_error_;
