@@ -2,7 +2,7 @@
 // ids to text must give the bytes back (tokenizer.hpp promises decode(encode(s)) == s), with and
 // without special-token parsing; ids must be in the vocabulary.
 #include "common/error.hpp"
-#include "gguf/gguf.hpp"
+#include "fixture_tokenizer.hpp"
 #include "tokenizer/tokenizer.hpp"
 
 #include <cstdint>
@@ -11,20 +11,8 @@
 #include <memory>
 #include <string>
 
-namespace {
-const pmoe::Tokenizer& tokenizer() {
-  static const pmoe::Tokenizer t = [] {
-    const char* dir = std::getenv("PMOE_FIXTURES_DIR");
-    const std::string path = std::string(dir ? dir : PMOE_FIXTURES_DIR) + "/tokenizer/ggml-vocab-qwen2.gguf";
-    static const auto file = pmoe::GgufFile::open(path);
-    return pmoe::Tokenizer::from_gguf(*file);
-  }();
-  return t;
-}
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const pmoe::Tokenizer& tok = tokenizer();
+  const pmoe::Tokenizer& tok = fixture_tokenizer();
   const std::string text(reinterpret_cast<const char*>(data), size);
   const auto ids = tok.encode(text, false, false);
   for (int32_t id : ids)

@@ -87,7 +87,7 @@ expect_usage() {  # grep-pattern args...
   test "$rc" = 2 && grep -q -- "$want" "$W/err.txt" || { echo "pocketmoe $*: exit $rc, wanted 2 and '$want':"; cat "$W/err.txt"; exit 1; }
 }
 expect_usage "use --ctx-size 2048" run -m "$MODEL" -p Hi -c 2048
-expect_usage "interactive chat" run -m "$MODEL" -p Hi -cnv
+expect_usage "interactive chat is .pocketmoe chat" logits -m "$MODEL" --tokens 1 -o x.bin -cnv
 expect_usage "does not split layers" run -m "$MODEL" -p Hi -ngl 99
 expect_usage "colored output" run -m "$MODEL" -p Hi -co
 expect_usage "--ctx-size -1 is out of range" run -m "$MODEL" -p Hi --ctx-size -1

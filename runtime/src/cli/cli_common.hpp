@@ -76,8 +76,7 @@ inline void reject_llama_cli_habits(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "-cnv" || a == "--conversation" || a == "-i" || a == "--interactive")
-      throw UsageError(a + ": llama-cli's interactive chat; pocketmoe has no chat mode yet (generate with -p PROMPT, "
-                           "--chat formats it as a chat turn)");
+      throw UsageError(a + ": llama-cli's interactive chat is `pocketmoe chat -m MODEL` (or `pocketmoe run -cnv`)");
     if (a == "-ngl" || a == "--n-gpu-layers" || a == "--gpu-layers")
       throw UsageError(a + ": pocketmoe does not split layers between devices; pick the compute device in the config "
                            "(compute: { plugin: vulkan }, e.g. configs/vulkan-igpu-1gb.yaml)");

@@ -1,6 +1,10 @@
 // pocketmoe run: generate text, streaming it, then a stats line (like llama-cli).
+#include "cli/generate.hpp"
 #include "cli/model_options.hpp"
+#include "cli/sampler_options.hpp"
+#include "cli/commands.hpp"
 #include "common/atomic_file.hpp"
+#include "config/yaml_util.hpp"
 #include "engine/sampler.hpp"
 
 #include <nlohmann/json.hpp>
@@ -11,48 +15,67 @@
 #include <random>
 
 namespace pmoe::cli {
+namespace {
+
+bool is_conversation_flag(std::string_view a) {
+  return a == "-cnv" || a == "--conversation" || a == "-i" || a == "--interactive";
+}
+
+bool wants_conversation(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (is_conversation_flag(argv[i])) return true;
+  return false;
+}
+
+/// llama-cli's conversation mode: `run -cnv [-p SYSTEM]` is `chat [--system SYSTEM]`.
+int run_as_chat(int argc, char** argv) {
+  static char chat_name[] = "chat", system_opt[] = "--system";
+  std::vector<char*> args{chat_name};
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (is_conversation_flag(a)) continue;
+    args.push_back(a == "-p" || a == "--prompt" ? system_opt : argv[i]);
+  }
+  return cmd_chat(int(args.size()), args.data());
+}
+
+}  // namespace
 
 int cmd_run(int argc, char** argv) {
   return run_command("run", [&] {
     SessionOptions so;
     ModelArgs model_args;
-    SamplerParams sp;
-    std::string prompt, stats_json, system;
-    int64_t n_predict = 128, seed = -1;
+    SamplerArgs sampler_args;
+    std::string prompt, prompt_file, stats_json, system;
+    int64_t n_predict = 128;
     bool chat = false, show_special = false;
     po::options_description opts("options");
     add_model_options(opts, so, model_args);
     opts.add_options()
-      ("prompt,p", po::value(&prompt)->required(), "prompt text")
-      ("n-predict,n", po::value(&n_predict)->default_value(128), "tokens to generate (-1: until end of text or context)")
-      ("temp", po::value(&sp.temperature)->default_value(0.8f, "0.8"), "temperature, 0..100 (0 = greedy)")
-      ("top-k", po::value(&sp.top_k)->default_value(40), "top-k (0 = off)")
-      ("top-p", po::value(&sp.top_p)->default_value(0.95f, "0.95"), "top-p, 0..1 (1 = off)")
-      ("min-p", po::value(&sp.min_p)->default_value(0.05f, "0.05"), "min-p, 0..1 (0 = off)")
-      ("repeat-penalty", po::value(&sp.repeat_penalty)->default_value(1.0f, "1"), "repetition penalty, > 0 (1 = off)")
-      ("repeat-last-n", po::value(&sp.repeat_last_n)->default_value(64), "tokens the penalty looks back")
-      ("seed,s", po::value(&seed)->default_value(-1), "random seed (-1: a random one, printed)")
+      ("prompt,p", po::value(&prompt), "prompt text (-: read it from stdin)")
+      ("file,f", po::value(&prompt_file), "read the prompt from a file")
+      ("n-predict,n", po::value(&n_predict)->default_value(128), "tokens to generate (-1: until end of text or context)");
+    add_sampler_options(opts, sampler_args);
+    opts.add_options()
       ("chat", po::bool_switch(&chat), "format the prompt as a chat turn (ChatML)")
       ("system", po::value(&system), "system message for --chat")
       ("special", po::bool_switch(&show_special), "print special tokens")
       ("stats-json", po::value(&stats_json), "write run statistics as JSON")
       ("help,h", "this help");
+    if (wants_conversation(argc, argv)) return run_as_chat(argc, argv);
     reject_llama_cli_habits(argc, argv);
     auto vm = parse_args(argc, argv, opts);
-    if (vm.count("help")) return print_help("run -m MODEL -p PROMPT [-n N] [--temp T] [--chat]", "Generate text.", opts);
+    if (vm.count("help"))
+      return print_help("run -m MODEL (-p PROMPT | -p - | -f FILE) [-n N] [--temp T] [--chat]",
+                        "Generate text. -cnv or -i starts an interactive chat instead (pocketmoe chat), as in llama-cli.", opts);
     po::notify(vm);
     apply_model_options(vm, model_args, so);
     check_range("-n", n_predict, int64_t(-1), int64_t(1) << 24);
-    check_range("--temp", sp.temperature, 0.f, 100.f);
-    check_range("--top-p", sp.top_p, 0.f, 1.f);
-    check_range("--min-p", sp.min_p, 0.f, 1.f);
-    check_range("--repeat-penalty", sp.repeat_penalty, 1e-3f, 100.f);
-    check_range("--top-k", sp.top_k, 0, 1 << 24);
-    check_range("--repeat-last-n", sp.repeat_last_n, 0, 1 << 24);
-    check_range("--seed", seed, int64_t(-1), int64_t(UINT32_MAX));
-    sp.seed = seed >= 0 ? uint64_t(seed) : std::random_device{}();
-    if (seed < 0) std::cerr << "seed: " << sp.seed << " (-s " << sp.seed << " repeats this run)\n";
+    const SamplerParams sp = apply_sampler_options(sampler_args);
     check_output_path("--stats-json", stats_json);
+    if (vm.count("prompt") + vm.count("file") != 1) throw UsageError("give the prompt with -p TEXT, -p - (stdin) or -f FILE");
+    if (vm.count("file")) prompt = yaml::read_file(prompt_file);
+    else if (prompt == "-") prompt = std::string(std::istreambuf_iterator<char>(std::cin), {});
 
     Session s(so);
     const Tokenizer& tok = s.tokenizer();
@@ -84,9 +107,8 @@ int cmd_run(int argc, char** argv) {
     StreamDecoder out(tok, show_special);
     if (!chat) std::cout << prompt;
     std::cout.flush();
-    int generated = 0;
-    const int limit = n_predict < 0 ? int(eng.n_ctx() - ids.size()) : int(n_predict);
-    const uint32_t V = s.model().hp().n_vocab;
+    int64_t generated = 0;
+    const int64_t limit = n_predict < 0 ? int64_t(eng.n_ctx() - ids.size()) : n_predict;
     // per generated token: id, seconds since the previous token (the first: since the prompt's
     // end), and the expert-cache stall in that time (`pocketmoe bench` reads these)
     std::vector<int32_t> gen_ids;
@@ -94,25 +116,20 @@ int cmd_run(int argc, char** argv) {
     double ttft = 0;
     auto last = t1;
     double last_stall = at_decode_start.stall_seconds;
-    while (generated < limit && eng.n_past() < eng.n_ctx() && !interrupted()) {
-      const int32_t next = sampler.sample(std::span(logits).last(V));
-      ++generated;
+    const GenerationEnd end = generate(eng, sampler, tok, logits, limit, generated, [&](int32_t next) {
       const auto now = clock::now();
-      if (generated == 1) ttft = std::chrono::duration<double>(now - t0).count();
+      if (gen_ids.empty()) ttft = std::chrono::duration<double>(now - t0).count();
       const double stall = cache_totals(s).stall_seconds;
       gen_ids.push_back(next);
       token_s.push_back(std::chrono::duration<double>(now - last).count());
       token_stall_s.push_back(stall - last_stall);
       last = now, last_stall = stall;
-      if (tok.is_end_of_generation(next)) break;
-      std::cout << out.push(next) << std::flush;
-      logits.clear();
-      eng.eval(std::span(&next, 1), false, logits);
-    }
+      if (!tok.is_end_of_generation(next)) std::cout << out.push(next) << std::flush;
+    });
     std::cout << out.flush() << "\n";
     std::cout.flush();
     const auto t2 = clock::now();
-    const bool context_full = eng.n_past() >= eng.n_ctx() && generated < limit;
+    const bool context_full = end == GenerationEnd::context_full;
     if (context_full)
       std::cerr << "\n[the context is full (" << eng.n_ctx() << " tokens): generation stopped; --ctx-size sets it]\n";
     if (interrupted()) std::cerr << "\n[interrupted]\n";

@@ -21,10 +21,12 @@ int cmd_bench(int argc, char** argv);
 int cmd_bench_storage(int argc, char** argv);
 int cmd_probe(int argc, char** argv);
 int cmd_serve(int argc, char** argv);
+int cmd_chat(int argc, char** argv);
 
 inline const Command kCommands[] = {
     {"run", "generate text from a prompt", cmd_run},
     {"serve", "serve the model over an OpenAI-compatible HTTP API (chat, completions, streaming, metrics)", cmd_serve},
+    {"chat", "chat with the model in the terminal (multi-turn, the KV cache kept between turns)", cmd_chat},
     {"logits", "write the logits of a token sequence (correctness checks)", cmd_logits},
     {"tokenize", "print the token ids of a text", cmd_tokenize},
     {"info", "describe a model file", cmd_info},

@@ -26,5 +26,7 @@ void install_interrupt_handlers() {
 }
 
 bool interrupted() { return g_signal != 0; }
+int interrupt_signal() { return g_signal; }
+void clear_interrupt() { g_signal = 0; }
 
 }  // namespace pmoe

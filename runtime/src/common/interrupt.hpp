@@ -10,8 +10,13 @@ namespace pmoe {
 /// Installs the SIGINT/SIGTERM handlers (once per process; main() does it for every command).
 void install_interrupt_handlers();
 
-/// Whether SIGINT or SIGTERM arrived since install_interrupt_handlers().
+/// Whether SIGINT or SIGTERM arrived since install_interrupt_handlers() (or clear_interrupt()).
 bool interrupted();
+/// The signal that arrived (SIGINT or SIGTERM), 0 if none.
+int interrupt_signal();
+/// Forget an interruption that was handled (chat: Ctrl-C stopped an answer, the chat goes on);
+/// the next signal is a request again, not the end.
+void clear_interrupt();
 
 /// Thrown at a safe point after an interruption; commands exit 130 on it.
 class Interrupted : public Error {

@@ -98,13 +98,21 @@ class Server {
 
   void load() {
     try {
-      auto session = std::make_unique<Session>(o_.session);
-      session->tokenizer();  // a server without a tokenizer cannot take text
-      auto sched = std::make_unique<Scheduler>(*session, o_.parallel, o_.queue);
-      const uint32_t n_ctx = sched->n_ctx();
-      net::post(ioc_, [this, s = std::move(session), q = std::move(sched)]() mutable {
-        session_ = std::move(s);
-        sched_ = std::move(q);
+      // handed to the I/O thread; if it stopped first, the scheduler (whose engines use the
+      // session) still goes before the session
+      struct Loaded {
+        std::unique_ptr<Session> session;
+        std::unique_ptr<Scheduler> sched;
+        ~Loaded() { sched.reset(); }
+      };
+      auto l = std::make_shared<Loaded>();
+      l->session = std::make_unique<Session>(o_.session);
+      l->session->tokenizer();  // a server without a tokenizer cannot take text
+      l->sched = std::make_unique<Scheduler>(*l->session, o_.parallel, o_.queue);
+      const uint32_t n_ctx = l->sched->n_ctx();
+      net::post(ioc_, [this, l] {
+        session_ = std::move(l->session);
+        sched_ = std::move(l->sched);
         ready_ = true;
       });
       std::cerr << "model loaded: " << model_id_ << ", " << o_.parallel << " slot(s) of " << n_ctx
