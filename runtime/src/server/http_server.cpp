@@ -10,8 +10,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
-#include <poll.h>
-
 #include <atomic>
 #include <ctime>
 #include <filesystem>
@@ -38,12 +36,6 @@ constexpr auto kWriteTimeout = std::chrono::seconds(60); // a client must take e
 
 /// JSON as text; invalid UTF-8 in generated text becomes U+FFFD rather than an exception.
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-/// The client closed (or reset) its end: nothing it could still read would arrive.
-bool peer_closed(int fd) {
-  pollfd p{fd, POLLRDHUP, 0};
-  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
-}
 
 /// The routes, for the metrics' labels (anything else counts as "other").
 constexpr const char* kRoutes[] = {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
@@ -277,7 +269,7 @@ class Server {
           if (auto t = w.lock()) t->cancel();
         });
       };
-      job = sched_->submit(std::move(ids), g.params, notify);
+      job = sched_->submit(std::move(ids), g.params, notify, stream.socket().native_handle());
       if (!job)
         throw ApiError(503, "all " + std::to_string(o_.parallel) + " slots are busy and " + std::to_string(o_.queue) +
                                 " requests already wait (--parallel, --queue); retry later", "", "unavailable_error");
@@ -292,15 +284,12 @@ class Server {
     const ResponseMeta meta{(endpoint == Endpoint::chat ? "chatcmpl-" : "cmpl-") + std::to_string(started_) + "-" +
                                 std::to_string(++next_id_),
                             model_id_, int64_t(std::time(nullptr))};
-    const int fd = stream.socket().native_handle();
-    // the next update of the job; a client that hung up cancels it (the worker stops before its
-    // next token) and the wait goes on until the job says it ended
+    // the next update of the job (the worker cancels it if the client hangs up, and it ends)
     auto next_update = [&]() -> net::awaitable<Job::Update> {
       for (;;) {
         Job::Update u = job->take();
         if (!u.text.empty() || u.finished) co_return u;
-        if (!job->cancelled() && peer_closed(fd)) job->cancel();
-        timer->expires_after(std::chrono::milliseconds(200));
+        timer->expires_after(std::chrono::seconds(1));  // a missed wake-up costs at most this
         boost::system::error_code ec;
         co_await timer->async_wait(net::redirect_error(net::use_awaitable, ec));
       }

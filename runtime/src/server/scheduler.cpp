@@ -1,11 +1,18 @@
 #include "server/scheduler.hpp"
 
+#include <poll.h>
+
 #include <chrono>
 #include <optional>
 
 namespace pmoe::server {
 
 using clock = std::chrono::steady_clock;
+
+bool peer_hung_up(int fd) {
+  pollfd p{fd, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
 
 Job::Update Job::take() {
   std::lock_guard lk(mu_);
@@ -47,8 +54,9 @@ Scheduler::~Scheduler() {
 }
 
 std::shared_ptr<Job> Scheduler::submit(std::vector<int32_t> prompt, const GenerationParams& params,
-                                       std::function<void()> notify) {
+                                       std::function<void()> notify, int client_fd) {
   auto job = std::make_shared<Job>();
+  job->client_fd_ = client_fd;
   job->prompt_ = std::move(prompt);
   job->params_ = params;
   job->notify_ = std::move(notify);
@@ -112,6 +120,7 @@ void Scheduler::work() {
 
 void Scheduler::step(Slot& s) {
   Job& j = *s.job;
+  if (!j.cancelled() && j.client_fd_ >= 0 && peer_hung_up(j.client_fd_)) j.cancel();
   if (j.cancelled()) return finish(s, "cancelled");
   Engine& eng = s.engine ? *s.engine : session_.engine();
   const Tokenizer& tok = session_.tokenizer();
@@ -155,7 +164,7 @@ void Scheduler::step(Slot& s) {
         std::lock_guard lk(j.mu_);
         j.pending_.text += text;
       }
-      if (j.notify_) j.notify_();
+      if (j.notify_ && j.params_.stream) j.notify_();
     }
     if (stopped) return finish(s, "stop", "", false);
     if (j.params_.max_tokens >= 0 && s.generated >= j.params_.max_tokens) return finish(s, "length");

@@ -37,11 +37,15 @@ class Job {
   friend class Scheduler;
   std::vector<int32_t> prompt_;
   GenerationParams params_;
-  std::function<void()> notify_;  // called by the worker after each update
+  std::function<void()> notify_;  // called by the worker when there is something to read
+  int client_fd_ = -1;            // the client's socket: the worker sees it hang up
   std::atomic<bool> cancelled_{false};
   std::mutex mu_;
   Update pending_;
 };
+
+/// Whether the peer of socket `fd` closed or reset its end (a non-blocking poll).
+bool peer_hung_up(int fd);
 
 class Scheduler {
  public:
@@ -52,10 +56,12 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  /// Queues a generation; nullptr when the queue is full. Throws ApiError (400) for a prompt that
-  /// does not fit a slot's context. `notify` runs on the worker thread after each update.
+  /// Queues a generation; nullptr when the queue is full. `notify` runs on the worker thread when
+  /// there is text to stream (params.stream) and when the job ends; not per token otherwise, as
+  /// waking the I/O thread steals a core from the compute threads. `client_fd` (or -1): the
+  /// worker checks before every token whether the client hung up, and cancels the job if it did.
   std::shared_ptr<Job> submit(std::vector<int32_t> prompt, const GenerationParams& params,
-                              std::function<void()> notify);
+                              std::function<void()> notify, int client_fd = -1);
 
   /// KV positions of each slot: a prompt must be shorter.
   uint32_t n_ctx() const { return session_.engine().n_ctx(); }
