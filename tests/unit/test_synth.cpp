@@ -295,3 +295,24 @@ TEST_CASE("synth --routing-skew concentrates the routing on a few experts per la
     }
   }
 }
+
+TEST_CASE("synth --reglu-sparsity F leaves about F of the neurons inactive, as the engine measures") {
+  // the backend counts active neurons (MOE_EXPERT's activity counters); unbiased gates give ~0.5
+  for (float f : {0.f, 0.6f, 0.9f}) {
+    CAPTURE(f);
+    synth::Options o = tiny("q4_0");
+    o.reglu_sparsity = f;
+    Session s(session_opts(write(o, "sparsity.gguf")));
+    (void)synth::measure_routing(s.engine(), 128);
+    uint64_t active = 0, total = 0;
+    for (const auto& [a, t] : s.engine().reglu_activity()) {
+      CHECK(t > 0);
+      CHECK(a <= t);
+      active += a, total += t;
+    }
+    REQUIRE(total == uint64_t(128) * 6 * o.shape.n_expert_used * o.shape.n_ff_exp);
+    const double inactive = 1 - double(active) / double(total);
+    MESSAGE("inactive " << inactive);
+    CHECK(std::abs(inactive - (f > 0 ? f : 0.5)) < 0.04);
+  }
+}

@@ -460,6 +460,8 @@ class CpuBackend final : public sdk::Compute {
     std::vector<float> gate, up;
     float* y;
     int64_t ys;
+    int32_t* activity = nullptr;  // src5: the layer's [active, computed] neuron counters
+    int64_t active = 0;
   };
 
   /// Experts of one layer: their inputs prepared, gate and up of all of them, ReGLU, then down,
@@ -490,6 +492,11 @@ class CpuBackend final : public sdk::Compute {
       j.og = sum_order(g.dtype, n_ff), j.ou = sum_order(u.dtype, n_ff), j.od = sum_order(dn.dtype, n_embd);
       j.y = ptr<float>(dst, "dst");
       j.ys = int64_t(dst.nb[1] / 4);
+      j.activity = nullptr;
+      if (op.n_src > 5) {
+        if (op.src[5].dtype != PMOE_DTYPE_I32 || op.src[5].ne[0] < 2) fail(where("src5 (activity) must be i32 {2}"));
+        j.activity = ptr<int32_t>(op.src[5], "activity");
+      }
       j.gate.resize(size_t(R * n_ff));
       j.up.resize(size_t(R * n_ff));
       work += 3 * R * n_ff * n_embd;
@@ -533,7 +540,12 @@ class CpuBackend final : public sdk::Compute {
 #pragma omp for schedule(dynamic, 1)
       for (size_t k = 0; k < jobs.size(); ++k) {
         ExpertJob& j = jobs[k];
-        for (size_t i = 0; i < j.gate.size(); ++i) j.gate[i] = std::max(j.gate[i], 0.f) * j.up[i];  // ReGLU
+        int64_t active = 0;
+        for (size_t i = 0; i < j.gate.size(); ++i) {  // ReGLU
+          active += j.gate[i] > 0.f;
+          j.gate[i] = std::max(j.gate[i], 0.f) * j.up[i];
+        }
+        j.active = active;
         j.a = prepare(j.d->dtype, j.od, j.gate.data(), j.n_ff, j.R, j.n_ff, j.aq, j.arow);
       }
       const auto [lo2, hi2] = my_share(c2);
@@ -543,6 +555,8 @@ class CpuBackend final : public sdk::Compute {
         tile_rows(j.d->dtype, j.od, 0, j.dp, j.d->nb[1], j.n_ff, o0, o1, j.a, j.arow, j.R, j.y, j.ys, false);
       }
     }
+    for (const ExpertJob& j : jobs)  // after the parallel part: experts of a layer share counters
+      if (j.activity) j.activity[0] += int32_t(j.active), j.activity[1] += int32_t(j.R * j.n_ff);
   }
 
   void moe_combine(const pmoe_op& op) {

@@ -154,6 +154,7 @@ int cmd_run(int argc, char** argv) {
       j["prompt_seconds"] = prompt_s;
       j["prompt_tokens_per_second"] = prompt_tps;
       j["prefill_chunk"] = eng.ubatch();
+      j["reglu_active_fraction"] = reglu_activity_json(eng);
       j["generated_tokens"] = generated;
       j["decode_seconds"] = gen_s;
       j["decode_tokens_per_second"] = gen_tps;

@@ -14,6 +14,30 @@
 #include "synth/synth.hpp"
 
 namespace pmoe::cli {
+namespace {
+
+/// Runs 64 random tokens through the model just written and prints the fraction of ReGLU
+/// neurons that were inactive, overall and the range over layers.
+void print_measured_sparsity(const std::string& model, float target) {
+  SessionOptions so;
+  so.model_path = model;
+  so.engine.n_ctx = 64;
+  so.load_tokenizer = false;
+  Session session(so);
+  (void)synth::measure_routing(session.engine(), 64);
+  uint64_t active = 0, total = 0;
+  double lo = 1, hi = 0;
+  for (const auto& [a, t] : session.engine().reglu_activity()) {
+    if (!t) continue;
+    active += a, total += t;
+    lo = std::min(lo, 1 - double(a) / double(t)), hi = std::max(hi, 1 - double(a) / double(t));
+  }
+  if (total)
+    std::printf("ReGLU sparsity: %.3f of the neurons inactive on 64 random tokens (target %.2f; layers %.3f..%.3f)\n",
+                1 - double(active) / double(total), double(target), lo, hi);
+}
+
+}  // namespace
 
 int cmd_synth(int argc, char** argv) {
   return run_command("synth", [&] {
@@ -26,6 +50,9 @@ int cmd_synth(int argc, char** argv) {
         "f32 | f16 | bf16 | q8_0 | q4_0 (preset: tiny f32, others q4_0)")(
         "vocab-from", po::value<std::string>(), "copy tokenizer.* from this GGUF (sets --vocab)")(
         "routing-skew", "hot and cold experts like the real models (default: near-uniform)")(
+        "reglu-sparsity", po::value<float>()->default_value(0.6f, "0.6"),
+        "fraction of expert neurons inactive (gate <= 0) on typical inputs, 0..0.99 (0: unbiased gates, "
+        "about 0.5); the real fraction is measured and printed")(
         "seed", po::value<uint64_t>()->default_value(1), "weights seed")(
         "threads,t", po::value<unsigned>()->default_value(0), "generator threads (0 = all cores)")(
         "report-routing", po::value<uint32_t>(),
@@ -99,6 +126,7 @@ int cmd_synth(int argc, char** argv) {
         o.vocab_from = vm["vocab-from"].as<std::string>();
       }
       o.routing_skew = vm.count("routing-skew") > 0;
+      o.reglu_sparsity = check_range("--reglu-sparsity", vm["reglu-sparsity"].as<float>(), 0.f, 0.99f);
       o.seed = vm["seed"].as<uint64_t>();
       o.threads = vm["threads"].as<unsigned>();
       model = vm["output"].as<std::string>();
@@ -115,6 +143,7 @@ int cmd_synth(int argc, char** argv) {
           model.c_str(), s.name.c_str(), pmoe_dtype_name(s.type),
           o.routing_skew ? " routing-skew" : "", double(r.n_params) / 1e9, r.n_tensors, r.n_vocab,
           r.n_merges, double(r.file_bytes) / (1u << 30), secs);
+      if (o.reglu_sparsity > 0) print_measured_sparsity(model, o.reglu_sparsity);
     }
 
     if (vm.count("report-routing")) {

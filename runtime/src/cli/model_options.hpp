@@ -66,6 +66,19 @@ inline nlohmann::json cache_counters_json(const CacheStats& c, double wall_secon
   return j;
 }
 
+/// The fraction of ReGLU neurons that were active (gate > 0), overall and per layer, over every
+/// expert use so far; null when the compute backend does not count them.
+inline nlohmann::json reglu_activity_json(const Engine& e) {
+  uint64_t active = 0, total = 0;
+  nlohmann::json per_layer = nlohmann::json::array();
+  for (const auto& [a, t] : e.reglu_activity()) {
+    active += a, total += t;
+    per_layer.push_back(t ? nlohmann::json(double(a) / double(t)) : nlohmann::json());
+  }
+  if (!total) return nullptr;
+  return {{"overall", double(active) / double(total)}, {"per_layer", per_layer}};
+}
+
 /// Totals of the expert cache so far (zero when every expert is resident).
 inline CacheStats cache_totals(Session& s) {
   return s.expert_cache() ? s.expert_cache()->total_stats() : CacheStats{};

@@ -53,7 +53,26 @@ Engine::Engine(const Model& model, ComputeBackend& compute, EngineOptions o)
   reserve(comb_idx_, U * K * 4);
   reserve(comb_w_, U * K * 4);
   reserve(logits_, uint64_t(logit_rows_) * h.n_vocab * 4);
+  reserve(activity_, uint64_t(h.n_layer) * 2 * 4);
   act_ = compute_.alloc(off, 0);  // device-local: the host only writes and reads it through the backend
+  activity_totals_.assign(h.n_layer, {0, 0});
+  const std::vector<int32_t> zeros(size_t(h.n_layer) * 2, 0);
+  compute_.write(act_, activity_.offset, zeros.data(), zeros.size() * 4);
+}
+
+void Engine::collect_activity() {
+  std::vector<int32_t> c(activity_totals_.size() * 2);
+  compute_.read(act_, activity_.offset, c.data(), c.size() * 4);
+  bool any = false;
+  for (size_t il = 0; il < activity_totals_.size(); ++il) {
+    activity_totals_[il][0] += uint64_t(c[2 * il]);
+    activity_totals_[il][1] += uint64_t(c[2 * il + 1]);
+    any |= c[2 * il + 1] != 0;
+  }
+  if (any) {  // zeroed after every chunk: the device's 32-bit counters never overflow
+    std::fill(c.begin(), c.end(), 0);
+    compute_.write(act_, activity_.offset, c.data(), c.size() * 4);
+  }
 }
 
 void Engine::upload_weights(bool dense_only) {
@@ -155,12 +174,14 @@ ExpertView Engine::resident_expert(uint32_t il, uint32_t e) const {
   return {view(ExpertMatrix::Gate), view(ExpertMatrix::Up), view(ExpertMatrix::Down)};
 }
 
-pmoe_op Engine::expert_op(const ExpertSpans& spans, size_t s, const ExpertView& w, const pmoe_tensor& n2) const {
+pmoe_op Engine::expert_op(uint32_t il, const ExpertSpans& spans, size_t s, const ExpertView& w,
+                          const pmoe_tensor& n2) const {
   const uint32_t first = spans.list[s].second;
   const uint32_t count = (s + 1 < spans.list.size() ? spans.list[s + 1].second : spans.rows) - first;
   return make_op(PMOE_OP_MOE_EXPERT, act(ey_, PMOE_DTYPE_F32, model_.hp().n_embd, count, first),
                  {w.gate, w.up, w.down, n2,
-                  pmoe_tensor_2d(act_, route_tok_.offset + uint64_t(first) * 4, PMOE_DTYPE_I32, count, 1)});
+                  pmoe_tensor_2d(act_, route_tok_.offset + uint64_t(first) * 4, PMOE_DTYPE_I32, count, 1),
+                  pmoe_tensor_2d(act_, activity_.offset + uint64_t(il) * 8, PMOE_DTYPE_I32, 2, 1)});
 }
 
 pmoe_tensor Engine::act(Region r, uint32_t dtype, int64_t ne0, int64_t ne1, uint64_t row_offset) const {
@@ -302,7 +323,7 @@ void Engine::run_experts_streamed(uint32_t il, const ExpertSpans& spans, const p
     }
     // each expert is submitted as soon as its own weights have landed; no waiting for the device
     const size_t i = cache_->wait_any(st.pending);
-    const pmoe_op op = expert_op(spans, st.pending_span[i], cache_->view(st.pending[i]), n2);
+    const pmoe_op op = expert_op(il, spans, st.pending_span[i], cache_->view(st.pending[i]), n2);
     in_flight_.push_back({compute_.submit({&op, 1}), st.pending[i]});
     st.pending.erase(st.pending.begin() + long(i));
     st.pending_span.erase(st.pending_span.begin() + long(i));
@@ -416,7 +437,7 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
       continue;
     }
     for (size_t s = 0; s < spans.list.size(); ++s)
-      ops.push_back(expert_op(spans, s, resident_expert(il, spans.list[s].first), n2));
+      ops.push_back(expert_op(il, spans, s, resident_expert(il, spans.list[s].first), n2));
     ops.push_back(combine);
     compute_.submit(ops);
   }
@@ -436,6 +457,7 @@ void Engine::eval_chunk(const int32_t* tokens, uint32_t n, Logits want, std::vec
     compute_.read(act_, logits_.offset, logits.data() + at, uint64_t(rows) * h.n_vocab * 4);
   }
   reap_all();  // no logits wanted: nothing waited since the last layer's experts
+  collect_activity();
   n_past_ += n;
   if (cache_) cache_->next_tick();
 }

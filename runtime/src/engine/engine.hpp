@@ -9,6 +9,7 @@
 #include "plugin/compute_backend.hpp"
 
 #include <cstdint>
+#include <array>
 #include <functional>
 #include <span>
 #include <unordered_map>
@@ -62,6 +63,10 @@ class Engine {
   void set_expert_cache(ExpertCache* cache, uint32_t lookahead, bool pre_attention = true);
   ExpertCache* expert_cache() const { return cache_; }
 
+  /// ReGLU activity per layer since construction: {active neurons (gate > 0), neurons computed}
+  /// over every expert use. All zero when the backend does not count (MOE_EXPERT's src5).
+  const std::vector<std::array<uint64_t, 2>>& reglu_activity() const { return activity_totals_; }
+
   /// Called after each layer's routing decision (tests, statistics, cache policies).
   void set_routing_observer(std::function<void(const RoutingEvent&)> f) { observer_ = std::move(f); }
 
@@ -107,7 +112,9 @@ class Engine {
   void acquire_more(uint32_t il, const ExpertSpans& spans, StreamState& st);
   void run_experts_streamed(uint32_t il, const ExpertSpans& spans, const pmoe_tensor& n2, StreamState& st);
   /// The MOE_EXPERT op of span `s`, with the expert's weights `w` (mapped file or cache slot).
-  pmoe_op expert_op(const ExpertSpans& spans, size_t s, const ExpertView& w, const pmoe_tensor& n2) const;
+  pmoe_op expert_op(uint32_t il, const ExpertSpans& spans, size_t s, const ExpertView& w, const pmoe_tensor& n2) const;
+  /// Adds the device's activity counters to activity_totals_ and zeroes them.
+  void collect_activity();
   ExpertView resident_expert(uint32_t il, uint32_t e) const;
   /// Layers whose routers run ahead at layer `il` (empty without a cache or lookahead).
   std::vector<uint32_t> lookahead_layers(uint32_t il) const;
@@ -129,7 +136,8 @@ class Engine {
   pmoe_buffer* kv_ = nullptr;
   pmoe_buffer* act_ = nullptr;
   pmoe_buffer* ahead_ = nullptr;    // router logits of the lookahead layers, [lookahead][ubatch][n_expert]
-  Region x_, n1_, q_, attn_, n2_, router_, ey_, tok_ids_, pos_, route_tok_, comb_idx_, comb_w_, logits_;
+  Region x_, n1_, q_, attn_, n2_, router_, ey_, tok_ids_, pos_, route_tok_, comb_idx_, comb_w_, logits_, activity_;
+  std::vector<std::array<uint64_t, 2>> activity_totals_;
   // host-side routing of the current chunk
   std::vector<float> router_host_;
   std::vector<int32_t> sel_;

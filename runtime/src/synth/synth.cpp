@@ -45,6 +45,16 @@ uint64_t mix64(uint64_t z) {  // splitmix64's finaliser
   return z ^ (z >> 31);
 }
 
+/// The standard normal quantile: z with P(N(0,1) <= z) = p, 0 < p < 1 (bisection on erfc).
+float normal_quantile(double p) {
+  double lo = -10, hi = 10;
+  for (int i = 0; i < 100; ++i) {
+    const double mid = (lo + hi) / 2;
+    (0.5 * std::erfc(-mid / std::sqrt(2.0)) < p ? lo : hi) = mid;
+  }
+  return float((lo + hi) / 2);
+}
+
 uint64_t name_hash(std::string_view s) {  // FNV-1a
   uint64_t h = 0xcbf29ce484222325ull;
   for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
@@ -271,9 +281,16 @@ Result write_model(const Options& o, const std::string& path, GgufWriter::Progre
     });
   };
   // A matrix {in, out}; rows whose output index (row % out) is a routing channel stay zero.
-  auto matrix = [&](const std::string& name, std::vector<int64_t> ne, bool protect_channels) {
+  // `channel0`: a value for every row's input 0, the constant channel (a per-row bias)
+  auto matrix = [&](const std::string& name, std::vector<int64_t> ne, bool protect_channels,
+                    std::optional<float> channel0 = std::nullopt) {
     const uint64_t in = uint64_t(ne[0]), out_dim = uint64_t(ne[1]);
     RowFn fn = uniform(stream(name), kSqrt3 / std::sqrt(float(in)), in);
+    if (channel0)
+      fn = [fn, c = *channel0](uint64_t r, float* out) {
+        fn(r, out);
+        out[0] = c;
+      };
     if (protect_channels)
       fn = [fn, in, out_dim, n_chan](uint64_t r, float* out) {
         if (r % out_dim < n_chan)
@@ -324,7 +341,19 @@ Result write_model(const Options& o, const std::string& path, GgufWriter::Progre
       rng.uniform(out + n_chan, n - n_chan, ctx_amp);
     };
     add(b + "ffn_gate_inp.weight", PMOE_DTYPE_F32, {N, int64_t(E)}, std::move(router));
-    matrix(b + "ffn_gate_exps.weight", {N, F, int64_t(E)}, false);
+    // ReGLU sparsity: a gate's pre-activation is about N(0, 1) (unit-RMS projection of a unit-RMS
+    // input) plus its weight on the constant channel times that channel's value in the FFN input,
+    // chan_const * ffn_norm[0] / rms(h), with rms(h) after this layer's attention about
+    // sqrt(emb_std^2 + kLayerVar (il + 1/2)). A bias of -z, z the normal quantile of F, leaves a
+    // fraction F of the neurons at or below zero.
+    std::optional<float> gate_bias;
+    if (o.reglu_sparsity > 0) {
+      std::vector<float> norm_w(n);
+      Rng(stream(b + "ffn_norm.weight"), 0).uniform(norm_w.data(), n, kNormJitter);
+      const float rms = std::sqrt(emb_std * emb_std + kLayerVar * (float(il) + 0.5f));
+      gate_bias = -normal_quantile(o.reglu_sparsity) / (chan_const * (1.f + norm_w[0]) / rms);
+    }
+    matrix(b + "ffn_gate_exps.weight", {N, F, int64_t(E)}, false, gate_bias);
     matrix(b + "ffn_up_exps.weight", {N, F, int64_t(E)}, false);
     matrix(b + "ffn_down_exps.weight", {F, N, int64_t(E)}, true);
   }

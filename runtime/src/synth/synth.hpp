@@ -33,6 +33,9 @@ struct Options {
   Shape shape;
   std::string vocab_from;     // copy tokenizer.* from this GGUF (n_vocab = its token count)
   bool routing_skew = false;  // realistic hot/cold experts instead of near-uniform routing
+  /// Fraction of ReGLU neurons inactive (gate <= 0) on typical inputs, 0 < F < 1; 0 leaves the
+  /// gates unbiased (about half inactive). 0.6 is the real models' median.
+  float reglu_sparsity = 0.6f;
   uint64_t seed = 1;
   unsigned threads = 0;  // 0 = all cores; the output does not depend on it
 };

@@ -99,7 +99,11 @@ typedef enum pmoe_op_kind {
    *  dst[:, r] = down · (relu(gate · x) ⊙ (up · x)) with x = src3[:, tok[r]].
    *  src0 gate {n_embd, n_ff}, src1 up {n_embd, n_ff}, src2 down {n_ff, n_embd}: any dtype.
    *  src3: x F32 {n_embd, t}. src4: tok I32 {n_routes}. dst F32 {n_embd, n_routes}.
-   *  Experts write separate rows, so they may run in any order (as their weights arrive). */
+   *  Experts write separate rows, so they may run in any order (as their weights arrive).
+   *  Optional (n_src = 6; older plugins ignore it): src5, I32 {2}, activity counters of a
+   *  layer: a backend that counts adds the number of active neurons (gate > 0) to [0] and the
+   *  number of neurons it computed (n_ff per route) to [1]; one that does not leaves them, and the
+   *  host then reports no activity. Counting must not depend on the order experts run in. */
   PMOE_OP_MOE_EXPERT = 7,
   /** Weighted sum of expert outputs in a fixed order, so the result never depends on which expert
    *  ran first: dst[:, t] += sum_{j < k} w[j, t] * src0[:, idx[j, t]] (the sum is formed first,
