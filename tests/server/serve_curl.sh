@@ -119,6 +119,19 @@ test "$(metric pocketmoe_slots_busy)" = 0 || { echo "the slot is still busy afte
 gen="$(metric pocketmoe_generated_tokens_total)"
 python3 -c "import sys; assert float(sys.argv[1]) < 900, sys.argv[1]" "$gen"  # stopped long before 1500
 
+# 3b. beyond the 2 slots and the queue of 2, a request gets 503; the others are cancelled when
+# their clients leave, and the slots are free again
+cpids=()
+for s in 1 2 3 4; do
+  curl -sN --max-time 4 "${AUTH[@]}" "$URL/v1/chat/completions" --data-binary @"$W/long.json" > /dev/null & cpids+=($!)
+done
+for _ in $(seq 50); do [ "$(metric pocketmoe_queue_length)" = 2 ] && break; sleep 0.1; done
+status 503 POST /v1/chat/completions "${AUTH[@]}" --data-binary @"$W/long.json"
+python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["error"]; assert e["type"] == "unavailable_error" and "retry later" in e["message"], e' "$W/body"
+wait "${cpids[@]}" || true
+for _ in $(seq 50); do [ "$(metric pocketmoe_slots_busy)" = 0 ] && [ "$(metric pocketmoe_queue_length)" = 0 ] && break; sleep 0.1; done
+test "$(metric pocketmoe_slots_busy)" = 0 && test "$(metric pocketmoe_queue_length)" = 0
+
 # 4. bad requests: the right status, the field named, and the server stays up
 status 400 POST /v1/chat/completions "${AUTH[@]}" --data-binary '{"messages": [ {"role": "user", '
 status 400 POST /v1/chat/completions "${AUTH[@]}" --data-binary '{"messages":[{"role":"user","content":"hi"}],"max_tokens":"ten"}'
