@@ -13,6 +13,8 @@
 #include "bench_timing.hpp"
 #include "model/model.hpp"
 
+#include <pocketmoe/dtype.h>
+
 namespace pmoe::bench {
 
 // Read bandwidth: `threads` threads each sum their slice of a 1 GiB buffer; bytes / wall time.
@@ -55,6 +57,9 @@ inline double load_average() {  // 1-minute load average; 0 if unknown
 
 struct ActiveBytes {
   double weights = 0, kv = 0;
+  // of `weights`, what sparse ReGLU kernels leave unread per unit of inactive neurons: the rows of
+  // `up`, and of a neuron-major Q4_0 `down` its 4-bit values (16 of a block's 18 bytes)
+  double sparse_skippable = 0;
 };
 
 // Bytes one decode step reads, averaged over the steps at positions [first, first + steps).
@@ -68,6 +73,9 @@ inline ActiveBytes active_bytes(const Model& m, uint32_t first, uint32_t steps) 
     for (const GgufTensorInfo* t : {L.attn_norm, L.wq, L.wk, L.wv, L.wo, L.ffn_norm, L.router})
       a.weights += double(t->size);
     a.weights += double(h.n_expert_used) * double(m.expert_bytes(il));
+    const GgufTensorInfo &up = m.expert_tensor(il, ExpertMatrix::Up), &down = m.expert_tensor(il, ExpertMatrix::Down);
+    a.sparse_skippable += double(h.n_expert_used) / h.n_expert *
+                          (double(up.size) + (down.type == PMOE_DTYPE_Q4_0 ? double(down.size) * 16 / 18 : 0.0));
     for (uint32_t p = first; p < first + steps; ++p) {  // f32 K and V rows of the visible keys
       const uint32_t w = h.layers[il].window;
       const uint32_t keys = w ? std::min(p + 1, w) : p + 1;

@@ -86,7 +86,13 @@ int main(int argc, char** argv) try {
       std::printf("%s pp%u %.2f  [%s]\n", path.c_str(), n, median(tps), list(tps, "%.2f").c_str());
       std::fflush(stdout);
     }
+    auto activity = [&] {  // ReGLU neurons {active, computed} so far
+      std::pair<double, double> s;
+      for (const Engine::ReluActivity& l : eng.reglu_activity()) s.first += double(l.active), s.second += double(l.computed);
+      return s;
+    };
     for (uint32_t n : tg) {
+      const auto before = activity();
       const auto tps = timed([&] {
         int32_t t = int32_t(rng() % s.model().hp().n_vocab);
         for (uint32_t i = 0; i < n; ++i) {
@@ -97,8 +103,11 @@ int main(int argc, char** argv) try {
         return n;
       });
       const ActiveBytes ab = active_bytes(s.model(), 0, n);
-      std::printf("%s tg%u %.2f  [%s]  %.1f MB/token at %.1f GB/s: bound %.1f tok/s\n", path.c_str(), n, median(tps),
-                  list(tps, "%.2f").c_str(), (ab.weights + ab.kv) / 1e6, bw / 1e9, bw / (ab.weights + ab.kv));
+      const auto after = activity();
+      const double active = after.second > before.second ? (after.first - before.first) / (after.second - before.second) : 1.0;
+      std::printf("%s tg%u %.2f  [%s]  %.1f MB/token at %.1f GB/s: bound %.1f tok/s  active %.3f  sparse-skippable %.1f MB\n",
+                  path.c_str(), n, median(tps), list(tps, "%.2f").c_str(), (ab.weights + ab.kv) / 1e6, bw / 1e9,
+                  bw / (ab.weights + ab.kv), active, ab.sparse_skippable / 1e6);
       std::fflush(stdout);
     }
   }

@@ -5,6 +5,7 @@
 // Usage: pmoe_bench_kernels [TYPES...] (default: the types of Q4_K_M, Q4_0 and Q8_0 files);
 // PMOE_CPU_MAX_ISA caps the kernel set as usual.
 #include "kernels.hpp"
+#include "sparse_ffn.hpp"
 #include "bench_timing.hpp"
 #include "../tests/unit/quant_reference.hpp"
 
@@ -34,14 +35,22 @@ std::vector<uint8_t> weights(std::mt19937& rng, uint32_t type, uint64_t bytes) {
   }
   return w;
 }
-/// Rows o0..o1 of `w` times nc prepared columns, as the backend runs them (two rows at a time for
-/// types with a two-row kernel); returns a sum of outputs so that the work is not optimized away.
+/// Rows o0..o1 of `w` times nc prepared columns, as the backend runs them (16 rows at a time for
+/// one column where the type has such a kernel, else two rows at a time for types with a two-row kernel); returns a sum of outputs so that the work is not optimized away.
 float rows_product(uint32_t type, const uint8_t* w, uint64_t row, int64_t o0, int64_t o1, const uint8_t* x,
                    uint64_t stride, int nc, int64_t n, Order order) {
   const TileFn tile = tile_kernel(type, order);
   const PairTileFn pair = pair_tile_kernel(type, order);
   float out[2 * kTileCols], sink = 0;
   int64_t o = o0;
+  if (const Rows16Fn rows16 = nc == 1 ? rows16_kernel(type, order) : nullptr) {
+    int32_t off[16];
+    for (int k = 0; k < 16; ++k) off[k] = int32_t(k * int64_t(row));
+    for (float r16[16]; o + 16 <= o1; o += 16) {
+      rows16(w + uint64_t(o) * row, off, x, n, r16);
+      sink += r16[0];
+    }
+  }
   if (pair)
     for (; o + 1 < o1; o += 2) {
       pair(w + uint64_t(o) * row, row, x, stride, nc, n, order, out);
@@ -52,6 +61,58 @@ float rows_product(uint32_t type, const uint8_t* w, uint64_t row, int64_t o0, in
     sink += out[0];
   }
   return sink;
+}
+/// Sparse ReGLU `down` (docs/reglu-sparsity.md) against the dense gemv, decode from DRAM: 256 MiB
+/// of Q4_0 expert `down` matrices (1536 rows of 768 neurons), one activation row with a fraction
+/// of neurons active, split over 1 and 2 threads. Milliseconds per 256 MiB, and the dense bytes
+/// over that time (what the dense kernel would need to stream to keep up).
+void sparse_down_from_memory(std::mt19937& rng) {
+  const int64_t n_out = 1536, n_in = 768;
+  const uint64_t bytes = pmoe_dtype_row_bytes(PMOE_DTYPE_Q4_0, n_in) * n_out;
+  const int64_t count = int64_t((256ull << 20) / bytes);
+  const std::vector<uint8_t> dense = weights(rng, PMOE_DTYPE_Q4_0, bytes * uint64_t(count));
+  std::vector<uint8_t> major(dense.size());
+  for (int64_t m = 0; m < count; ++m)
+    relayout_neuron_major(PMOE_DTYPE_Q4_0, &dense[uint64_t(m) * bytes], &major[uint64_t(m) * bytes], n_out, n_in);
+  std::printf("\nsparse down (Q4_0, %lld x %lld, neuron-major) vs dense gemv, 256 MiB from memory, 1 row:\n",
+              (long long)n_out, (long long)n_in);
+  std::printf("active  threads  dense ms  sparse ms  dense GB/s  sparse: dense-equivalent GB/s\n");
+  for (double active : {1.0, 0.6, 0.4, 0.2, 0.1}) {
+    std::vector<float> a(size_t(n_in), 0.f);
+    std::vector<int32_t> list;
+    for (int64_t o = 0; o < n_in; ++o)
+      if (double(rng() % 1000) < active * 1000) a[size_t(o)] = float(int(rng() % 2001) - 1000) * 1e-3f, list.push_back(int32_t(o));
+    std::vector<BlockQ8_0> a8(size_t(n_in / 32));
+    quantize_row_q8_0(a.data(), a8.data(), n_in);
+    const Order order = sum_order(PMOE_DTYPE_Q4_0, n_out);
+    std::vector<uint8_t> xp(prepared_row_bytes(PMOE_DTYPE_Q4_0, n_in, order));
+    prepare_row(PMOE_DTYPE_Q4_0, order, a.data(), xp.data(), n_in);
+    const SparseDownFn fn = sparse_down_kernel();
+    for (int nt = 1; nt <= 2; ++nt) {
+      auto timed = [&](auto&& per_matrix) {
+        return median(run_times(3, [&] {
+          std::vector<std::thread> pool;
+          for (int th = 0; th < nt; ++th)
+            pool.emplace_back([&, th] {
+              for (int64_t m = count * th / nt; m < count * (th + 1) / nt; ++m) per_matrix(m);
+            });
+          for (auto& p : pool) p.join();
+        }));
+      };
+      const double td = timed([&](int64_t m) {
+        if (rows_product(PMOE_DTYPE_Q4_0, &dense[uint64_t(m) * bytes], bytes / n_out, 0, n_out, xp.data(), 0, 1, n_in,
+                         order) == 42.f)
+          std::puts("");
+      });
+      const double ts = timed([&](int64_t m) {
+        float y[1536];
+        fn(&major[uint64_t(m) * bytes], n_out, n_in, a8.data(), list.data(), int64_t(list.size()), 0, n_out, y);
+        if (y[0] == 42.f) std::puts("");
+      });
+      std::printf("%6.2f %8d %9.2f %10.2f %11.2f %11.2f\n", double(list.size()) / n_in, nt, td * 1e3, ts * 1e3,
+                  double(dense.size()) / td / 1e9, double(dense.size()) / ts / 1e9);
+    }
+  }
 }
 }  // namespace
 
@@ -126,5 +187,6 @@ int main(int argc, char** argv) {
     }
     std::printf("%-8s %8.2f %10.2f\n", pmoe_dtype_name(type), gbs[0], gbs[1]);
   }
+  sparse_down_from_memory(rng);
   return 0;
 }

@@ -317,3 +317,43 @@ TEST_CASE("a compute plugin built for ABI 1.0 still loads and computes the same 
     CHECK(msg.find("built for ABI 1.0") != std::string::npos);
   }
 }
+
+TEST_CASE("sparse_ffn (cpu-onednn): on, auto and off give the same bits for every fixture type, batch, one by one, streamed") {
+  if (!backend().empty()) return;  // cpu-onednn's option, checked once
+  // the sparse path skips inactive neurons exactly (docs/reglu-sparsity.md): no tolerance
+  const std::string on = "compute: { plugin: cpu-onednn, threads: 2, sparse_ffn: on }\n";
+  const std::string off = "compute: { plugin: cpu-onednn, threads: 2, sparse_ffn: off }\n";
+  const std::string streamed = "cache: { policy: lru, budget: 1MiB }\nprefetch: { lookahead: 2 }\n";
+  const auto meta = read_json(kFix + "/logits/st-a-q8_0.text.ref.json");
+  const std::vector<int32_t> tokens = meta["tokens"];
+  auto logits = [&](const std::string& model, const std::string& dir, const std::string& config) {
+    Session s = open_model(model, uint32_t(tokens.size()), dir, write_config("sparse", config));
+    std::vector<float> out;
+    s.engine().eval(tokens, true, out);
+    s.engine().reset();
+    const std::vector<float> seq = one_by_one(s, std::vector<int32_t>(tokens.begin(), tokens.begin() + 8));
+    out.insert(out.end(), seq.begin(), seq.end());
+    return out;
+  };
+  std::vector<std::pair<std::string, std::string>> models{{"st-a-f32", kFix + "/models"}, {"st-a-q8_0", kFix + "/models"},
+                                                          {"st-a-q4_0", kFix + "/models"}};
+  const auto manifest = read_json(kFix + "/quant/manifest.json");
+  for (const auto& [model, info] : manifest["models"].items()) {
+    (void)info;
+    models.emplace_back(model, kFix + "/quant/models");
+  }
+  CHECK(models.size() == 16);
+  for (const auto& [model, dir] : models) {
+    INFO(model);
+    const std::vector<float> dense = logits(model, dir, off), sparse = logits(model, dir, on),
+                             automatic = logits(model, dir, "compute: { plugin: cpu-onednn, threads: 2 }\n");
+    REQUIRE(dense.size() == sparse.size());
+    CHECK(std::memcmp(dense.data(), sparse.data(), dense.size() * 4) == 0);
+    REQUIRE(dense.size() == automatic.size());
+    CHECK(std::memcmp(dense.data(), automatic.data(), dense.size() * 4) == 0);
+    if (model == "st-a-q4_0" || model == "st-k-q4_0") {  // neuron-major down, re-laid in the expert slots
+      const std::vector<float> s = logits(model, dir, on + streamed);
+      CHECK(std::memcmp(s.data(), sparse.data(), s.size() * 4) == 0);
+    }
+  }
+}

@@ -305,7 +305,7 @@ TEST_CASE("synth --reglu-sparsity F leaves about F of the neurons inactive, as t
     Session s(session_opts(write(o, "sparsity.gguf")));
     (void)synth::measure_routing(s.engine(), 128);
     uint64_t active = 0, total = 0;
-    for (const auto& [a, t] : s.engine().reglu_activity()) {
+    for (const auto& [a, t, relaid, us] : s.engine().reglu_activity()) {
       CHECK(t > 0);
       CHECK(a <= t);
       active += a, total += t;

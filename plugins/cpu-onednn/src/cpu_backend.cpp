@@ -3,6 +3,7 @@
 // token and for batches alike (tiles of one weight row by several tokens), and the small
 // element-wise ops. Threads come from OpenMP, which oneDNN shares.
 #include "kernels.hpp"
+#include "sparse_ffn.hpp"
 
 #include <pocketmoe/cpp/plugin.hpp>
 
@@ -10,6 +11,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <unistd.h>
@@ -29,13 +31,22 @@ struct Buffer {
   uint8_t* data;
   uint64_t size;
   bool owned;
+  bool host_visible;  // storage reads land in it and the host flushes what it wrote
 };
+
+/// compute.sparse_ffn (docs/reglu-sparsity.md).
+enum class SparseFfn { off, on, automatic };
 
 
 // Multiply-adds below which an op runs on the calling thread alone.
 constexpr int64_t kMinParallelWork = int64_t(1) << 16;
 // Output rows per parallel task.
 constexpr int64_t kRowBlock = 16;
+// Output rows per task of the sparse down kernel (a multiple of its groups of kNeuronGroup).
+constexpr int64_t kSparseRows = 4 * kNeuronGroup;
+// sparse_ffn: auto takes the sparse path for an expert whose routed tokens activate at most this
+// fraction of its neurons (measured, docs/reglu-sparsity.md: at 42% active it is no faster).
+constexpr double kAutoMaxActive = 0.35;
 
 [[noreturn]] void fail(const std::string& what) {
   throw StatusError(PMOE_ERR_INVALID_ARGUMENT, what);
@@ -48,25 +59,30 @@ class CpuBackend final : public sdk::Compute {
     threads_ = int(o.get_int("threads", 0));
     if (threads_ <= 0) threads_ = omp_get_max_threads();  // all cores, or OMP_NUM_THREADS
     dnnl_min_rows_ = int(o.get_int("onednn_min_tokens", 4));
+    const std::string sparse = o.get_string("sparse_ffn", "auto");
+    if (sparse != "auto" && sparse != "on" && sparse != "off")
+      throw StatusError(PMOE_ERR_INVALID_ARGUMENT, "sparse_ffn: '" + sparse + "' is not auto, on or off");
+    sparse_ffn_ = sparse == "on" ? SparseFfn::on : sparse == "off" ? SparseFfn::off : SparseFfn::automatic;
     if (const char* cap = std::getenv("PMOE_CPU_MAX_ISA"); cap && *cap && !parse_isa(cap))
       throw StatusError(PMOE_ERR_INVALID_ARGUMENT, std::string("PMOE_CPU_MAX_ISA='") + cap +
                                                        "' is not one of scalar, avx2, avx512_vnni, avx512_vbmi");
     sdk::log(host_, PMOE_LOG_INFO, "cpu-onednn",
-             "threads=" + std::to_string(threads_) + " kernels=" + isa_name(kernel_isa()));
+             "threads=" + std::to_string(threads_) + " kernels=" + isa_name(kernel_isa()) + " sparse_ffn=" + sparse);
   }
   ~CpuBackend() override = default;
 
-  void* buffer_alloc(uint64_t size, uint32_t) override {
+  void* buffer_alloc(uint64_t size, uint32_t flags) override {
     const uint64_t rounded = (std::max<uint64_t>(size, 1) + 4095) & ~uint64_t(4095);
     void* p = std::aligned_alloc(4096, rounded);
     if (!p) throw StatusError(PMOE_ERR_OUT_OF_MEMORY, "cannot allocate " + std::to_string(size) + " bytes");
-    return new Buffer{static_cast<uint8_t*>(p), size, true};
+    return new Buffer{static_cast<uint8_t*>(p), size, true, (flags & PMOE_BUFFER_HOST_VISIBLE) != 0};
   }
   void* buffer_wrap(void* ptr, uint64_t size, uint32_t) override {
-    return new Buffer{static_cast<uint8_t*>(ptr), size, false};
+    return new Buffer{static_cast<uint8_t*>(ptr), size, false, false};
   }
   void buffer_free(void* b) noexcept override {
     auto* buf = static_cast<Buffer*>(b);
+    if (buf) forget_relaid(buf->data, buf->size);
     if (buf && buf->owned) std::free(buf->data);
     delete buf;
   }
@@ -74,7 +90,13 @@ class CpuBackend final : public sdk::Compute {
   void buffer_write(void* b, uint64_t off, const void* src, uint64_t size) override {
     auto* buf = static_cast<Buffer*>(b);
     if (off > buf->size || size > buf->size - off) fail("buffer_write out of bounds");
+    forget_relaid(buf->data + off, size);
     std::memcpy(buf->data + off, src, size);
+  }
+  void buffer_flush_range(void* b, uint64_t off, uint64_t size) override {
+    auto* buf = static_cast<Buffer*>(b);
+    if (off > buf->size || size > buf->size - off) fail("buffer_flush_range out of bounds");
+    forget_relaid(buf->data + off, size);  // a storage read replaced what was there
   }
   void buffer_read(void* b, uint64_t off, void* dst, uint64_t size) override {
     auto* buf = static_cast<Buffer*>(b);
@@ -193,18 +215,31 @@ class CpuBackend final : public sdk::Compute {
       tile_rows(wtype, order, gemm_cols, w, w_row, in, b * kRowBlock, std::min(out, (b + 1) * kRowBlock), xa, xrow, T, y, ys, acc);
   }
 
-  /// Y[t][o] (+)= W[o] · X[t] for o in [o0, o1): the one inner loop of every product. The block
-  /// of weight rows stays in L1 while tiles of kTileCols tokens go by; each tile decodes a weight
-  /// row (or two, for types with a two-row kernel) once for all its tokens. Tokens before
-  /// `gemm_cols` are summed in llama.cpp's gemm order.
+  /// Y[t][o] (+)= W[o] · X[t] for o in [o0, o1), or for o = rows[i], i in [o0, o1) (ascending):
+  /// the one inner loop of every product. The block of weight rows stays in L1 while tiles of
+  /// kTileCols tokens go by; each tile decodes a weight row (or two, for types with a two-row
+  /// kernel) once for all its tokens. Tokens before `gemm_cols` are summed in llama.cpp's gemm order.
   static void tile_rows(uint32_t wtype, Order order, int64_t gemm_cols, const uint8_t* w, uint64_t w_row, int64_t in,
                         int64_t o0, int64_t o1, const uint8_t* xa, uint64_t xrow, int64_t T, float* y, int64_t ys,
-                        bool acc) {
+                        bool acc, const int32_t* rows = nullptr) {
+    auto row = [rows](int64_t i) { return rows ? int64_t(rows[i]) : i; };
     static_assert(kTileCols == 4, "a tile must not straddle the gemm/gemv boundary (a multiple of 4)");
     // (tiles before gemm_cols sum in gemm order, which every kernel of the call's order has too)
     const TileFn tile = tile_kernel(wtype, order);
     const PairTileFn pair = pair_tile_kernel(wtype, order);
     float part[2 * kTileCols];
+    if (T == 1 && gemm_cols == 0)  // one token: 16 rows at a time where the type has such a kernel
+      if (const Rows16Fn rows16 = rows16_kernel(wtype, order))
+        for (int32_t off[16]; o0 + 16 <= o1; o0 += 16) {
+          const int64_t first = row(o0);
+          for (int k = 0; k < 16; ++k) off[k] = int32_t((row(o0 + k) - first) * int64_t(w_row));
+          float out[16];
+          rows16(w + uint64_t(first) * w_row, off, xa, in, out);
+          for (int k = 0; k < 16; ++k) {
+            float& dst = y[row(o0 + k)];
+            dst = acc ? dst + out[k] : out[k];
+          }
+        }
     for (int64_t t0 = 0; t0 < T; t0 += kTileCols) {
       const int nc = int(std::min<int64_t>(kTileCols, T - t0));
       const Order o_tile = t0 < gemm_cols ? Order::gemm : order;
@@ -214,15 +249,25 @@ class CpuBackend final : public sdk::Compute {
           dst = acc ? dst + p[c] : p[c];
         }
       };
-      int64_t o = o0;
-      if (pair)
-        for (; o + 1 < o1; o += 2) {
-          pair(w + uint64_t(o) * w_row, w_row, xa + uint64_t(t0) * xrow, xrow, nc, in, o_tile, part);
-          store(o, part), store(o + 1, part + kTileCols);
+      int64_t i = o0;
+      // rows picked from a list: fetch the pair after next ahead, since the gaps between them
+      // break the hardware prefetchers' streams (decode's sparse `up`: one tile per pair)
+      auto prefetch = [&](int64_t k) {
+        if (!rows || t0 > 0 || k >= o1) return;
+        const uint8_t* p = w + uint64_t(row(k)) * w_row;
+        for (uint64_t b = 0; b < w_row; b += 64) __builtin_prefetch(p + b);
+      };
+      if (pair)  // the second row may be any later one: the kernel takes the distance
+        for (; i + 1 < o1; i += 2) {
+          prefetch(i + 4), prefetch(i + 5);
+          const int64_t r0 = row(i), r1 = row(i + 1);
+          pair(w + uint64_t(r0) * w_row, uint64_t(r1 - r0) * w_row, xa + uint64_t(t0) * xrow, xrow, nc, in, o_tile, part);
+          store(r0, part), store(r1, part + kTileCols);
         }
-      for (; o < o1; ++o) {
-        tile(w + uint64_t(o) * w_row, xa + uint64_t(t0) * xrow, xrow, nc, in, o_tile, part);
-        store(o, part);
+      for (; i < o1; ++i) {
+        prefetch(i + 2);
+        tile(w + uint64_t(row(i)) * w_row, xa + uint64_t(t0) * xrow, xrow, nc, in, o_tile, part);
+        store(row(i), part);
       }
     }
   }
@@ -460,16 +505,80 @@ class CpuBackend final : public sdk::Compute {
     std::vector<float> gate, up;
     float* y;
     int64_t ys;
-    int32_t* activity = nullptr;  // src5: the layer's [active, computed] neuron counters
+    int32_t* activity = nullptr;  // src5: the layer's [active, computed(, relaid, relayout us)] counters
     int64_t active = 0;
+    // sparse ReGLU: gate first, then `up` only for `rows`, `down` over each token's active neurons
+    bool sparse = false;  // up for `rows` only
+    const uint8_t* major = nullptr;  // `down` neuron-major, or null: the dense kernel with zeros
+    const uint8_t* relayout_from = nullptr;  // set when `major` is to be made in this call
+    std::vector<int32_t> rows;              // neurons active for some token
+    std::vector<int32_t> token_active;      // each token's active neurons, one list after another
+    std::vector<int64_t> token_first;       // R + 1 offsets into token_active
+    std::vector<BlockQ8_0> a8;              // each token's activation row as Q8_0 (neuron-major down)
+    std::vector<uint8_t> relayout_tmp;      // the dense matrix while it is re-laid in place
+    int64_t relayout_ns = 0;
   };
+
+  /// Neuron-major `down` matrices (sparse_ffn.hpp) by the address of the dense one: re-laid in
+  /// place in host-visible buffers (expert slots, whose every storage read the host flushes), a
+  /// copy elsewhere (the GGUF mapping is never written). A write or flush over one forgets it.
+  struct Relaid {
+    std::unique_ptr<uint8_t[]> copy;  // null: in place
+    uint64_t size;
+  };
+  std::map<uintptr_t, Relaid> relaid_;
+
+  void forget_relaid(const uint8_t* p, uint64_t size) noexcept {
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(p), hi = lo + size;
+    auto it = relaid_.lower_bound(lo);
+    if (it != relaid_.begin() && std::prev(it)->first + std::prev(it)->second.size > lo) --it;
+    while (it != relaid_.end() && it->first < hi) it = relaid_.erase(it);
+  }
+
+  /// The neuron-major form of job j's `down`, or null where its type or shape has none or it was
+  /// not made yet and `create` is false. One to make gets its place now and j.relayout_from, for
+  /// the parallel part to fill.
+  const uint8_t* neuron_major(const Buffer& buf, ExpertJob& j, bool create) {
+    j.relayout_from = nullptr;
+    const uint64_t size = uint64_t(j.n_embd) * j.d->nb[1];
+    if (!neuron_major_supported(j.d->dtype, j.n_embd, j.n_ff) || j.d->nb[1] != pmoe_dtype_row_bytes(j.d->dtype, j.n_ff))
+      return nullptr;
+    const uintptr_t key = reinterpret_cast<uintptr_t>(j.dp);
+    if (auto it = relaid_.find(key); it != relaid_.end() && it->second.size == size)
+      return it->second.copy ? it->second.copy.get() : j.dp;
+    if (!create) return nullptr;
+    forget_relaid(j.dp, size);
+    Relaid& r = relaid_[key];
+    r.size = size;
+    if (!buf.host_visible) r.copy.reset(new uint8_t[size]);
+    j.relayout_from = j.dp;
+    return r.copy ? r.copy.get() : j.dp;
+  }
+
+  /// Re-lays job j's `down` where neuron_major() asked for it (in the parallel part), timed.
+  static void relayout(ExpertJob& j) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const uint64_t size = uint64_t(j.n_embd) * j.d->nb[1];
+    const uint8_t* src = j.relayout_from;
+    if (src == j.major) {  // in place: from a copy of the dense matrix
+      j.relayout_tmp.assign(src, src + size);
+      src = j.relayout_tmp.data();
+    }
+    relayout_neuron_major(j.d->dtype, src, const_cast<uint8_t*>(j.major), j.n_embd, j.n_ff);
+    j.relayout_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+  }
 
   /// Experts of one layer: their inputs prepared, gate and up of all of them, ReGLU, then down,
   /// each stage one parallel pass. Each expert's rows are computed the same way whether it runs
   /// alone or in a group, so the result does not depend on how the host batches experts.
+  /// With sparse_ffn, gate runs first; an expert whose measured activity makes it pay (or every
+  /// one, `on`) then computes `up` only for the neurons some token activates and sums `down` over
+  /// each token's active neurons (neuron-major, re-laid on first use) or over all with the others'
+  /// activations 0 (dense layout). The same bits as the dense path every way (docs/reglu-sparsity.md).
   void moe_experts(std::span<const pmoe_op> group, size_t first_index) {
     if (jobs_.size() < group.size()) jobs_.resize(group.size());
     int64_t work = 0;
+    const bool gate_first = sparse_ffn_ != SparseFfn::off;
     for (size_t k = 0; k < group.size(); ++k) {  // validation first: nothing throws in parallel
       const pmoe_op& op = group[k];
       const pmoe_tensor &g = op.src[0], &u = op.src[1], &dn = op.src[2], &x = op.src[3], &tok = op.src[4], &dst = op.dst;
@@ -497,21 +606,21 @@ class CpuBackend final : public sdk::Compute {
         if (op.src[5].dtype != PMOE_DTYPE_I32 || op.src[5].ne[0] < 2) fail(where("src5 (activity) must be i32 {2}"));
         j.activity = ptr<int32_t>(op.src[5], "activity");
       }
+      j.sparse = false, j.major = nullptr, j.relayout_from = nullptr;
       j.gate.resize(size_t(R * n_ff));
       j.up.resize(size_t(R * n_ff));
       work += 3 * R * n_ff * n_embd;
     }
     const std::span<ExpertJob> jobs(jobs_.data(), group.size());
-    // task lists: (job, row block) for gate+up, and for down, with their running costs (a row
-    // block costs about its tokens plus a fixed part for decoding the weights)
-    std::vector<std::pair<size_t, int64_t>> t1, t2;
-    std::vector<int64_t> c1{0}, c2{0};
-    for (size_t k = 0; k < jobs.size(); ++k) {
+    // task lists with their running costs: gate (and up, without sparse_ffn) by row blocks; once
+    // gate has run, up and the re-layouts, then down. A row block costs about its tokens plus a
+    // fixed part for decoding the weights.
+    std::vector<std::pair<size_t, int64_t>> t1;
+    std::vector<std::tuple<size_t, int64_t, int64_t>> t_up, t2;  // (job, first, end): rows, or -1: re-layout
+    std::vector<int64_t> c1{0}, c_up{0}, c2{0};
+    for (size_t k = 0; k < jobs.size(); ++k)
       for (int64_t b = 0; b < (jobs[k].n_ff + kRowBlock - 1) / kRowBlock; ++b)
-        t1.emplace_back(k, b), c1.push_back(c1.back() + jobs[k].R + 3);
-      for (int64_t b = 0; b < (jobs[k].n_embd + kRowBlock - 1) / kRowBlock; ++b)
-        t2.emplace_back(k, b), c2.push_back(c2.back() + jobs[k].R + 3);
-    }
+        t1.emplace_back(k, b), c1.push_back(c1.back() + (jobs[k].R + 3) * (gate_first ? 1 : 2));
     const bool par = threads_ > 1 && work >= kMinParallelWork;
 #pragma omp parallel num_threads(threads_) if (par)
     {
@@ -533,30 +642,131 @@ class CpuBackend final : public sdk::Compute {
         const int64_t o0 = t1[i].second * kRowBlock, o1 = std::min(j.n_ff, o0 + kRowBlock);
         tile_rows(j.g->dtype, j.og, 0, j.gp, j.g->nb[1], j.n_embd, o0, o1, j.xg, j.xrow, j.R,
                   j.gate.data(), j.n_ff, false);
-        tile_rows(j.u->dtype, j.ou, 0, j.up_w, j.u->nb[1], j.n_embd, o0, o1, j.xu, j.xurow, j.R, j.up.data(),
-                  j.n_ff, false);
+        if (!gate_first)
+          tile_rows(j.u->dtype, j.ou, 0, j.up_w, j.u->nb[1], j.n_embd, o0, o1, j.xu, j.xurow, j.R, j.up.data(),
+                    j.n_ff, false);
+      }
+      if (gate_first) {
+#pragma omp barrier
+#pragma omp for schedule(dynamic, 1)
+        for (size_t k = 0; k < jobs.size(); ++k) active_neurons(jobs[k]);
+#pragma omp single
+        for (size_t k = 0; k < jobs.size(); ++k) plan_sparse(jobs[k], k, t_up, c_up);
+        const auto [lo, hi] = my_share(c_up);
+        for (size_t i = lo; i < hi; ++i) {
+          const auto [k, first, end] = t_up[i];
+          ExpertJob& j = jobs[k];
+          if (first < 0) {
+            relayout(j);
+            continue;
+          }
+          tile_rows(j.u->dtype, j.ou, 0, j.up_w, j.u->nb[1], j.n_embd, first, end, j.xu, j.xurow, j.R, j.up.data(),
+                    j.n_ff, false, j.sparse ? j.rows.data() : nullptr);
+        }
       }
 #pragma omp barrier
 #pragma omp for schedule(dynamic, 1)
+      for (size_t k = 0; k < jobs.size(); ++k) reglu(jobs[k]);
+#pragma omp single
       for (size_t k = 0; k < jobs.size(); ++k) {
-        ExpertJob& j = jobs[k];
-        int64_t active = 0;
-        for (size_t i = 0; i < j.gate.size(); ++i) {  // ReGLU
-          active += j.gate[i] > 0.f;
-          j.gate[i] = std::max(j.gate[i], 0.f) * j.up[i];
+        const ExpertJob& j = jobs[k];
+        if (!j.major) {
+          for (int64_t b = 0; b < (j.n_embd + kRowBlock - 1) / kRowBlock; ++b)
+            t2.emplace_back(k, b * kRowBlock, std::min(j.n_embd, (b + 1) * kRowBlock)), c2.push_back(c2.back() + j.R + 3);
+          continue;
         }
-        j.active = active;
-        j.a = prepare(j.d->dtype, j.od, j.gate.data(), j.n_ff, j.R, j.n_ff, j.aq, j.arow);
+        // tasks of up to kSparseRows rows, each costing its share of the active neurons' columns
+        for (int64_t o = 0; o < j.n_embd; o += kSparseRows) {
+          const int64_t o1 = std::min(j.n_embd, o + kSparseRows);
+          t2.emplace_back(k, o, o1), c2.push_back(c2.back() + (o1 - o) / kRowBlock * (int64_t(j.token_active.size()) / j.n_ff + 3));
+        }
       }
+      const SparseDownFn sparse_down = sparse_down_kernel();
       const auto [lo2, hi2] = my_share(c2);
       for (size_t i = lo2; i < hi2; ++i) {
-        ExpertJob& j = jobs[t2[i].first];
-        const int64_t o0 = t2[i].second * kRowBlock, o1 = std::min(j.n_embd, o0 + kRowBlock);
-        tile_rows(j.d->dtype, j.od, 0, j.dp, j.d->nb[1], j.n_ff, o0, o1, j.a, j.arow, j.R, j.y, j.ys, false);
+        const auto [k, o0, o1] = t2[i];
+        ExpertJob& j = jobs[k];
+        if (!j.major) {
+          tile_rows(j.d->dtype, j.od, 0, j.dp, j.d->nb[1], j.n_ff, o0, o1, j.a, j.arow, j.R, j.y, j.ys, false);
+          continue;
+        }
+        const int64_t nb = j.n_ff / 32;
+        for (int64_t t = 0; t < j.R; ++t)
+          sparse_down(j.major, j.n_embd, j.n_ff, &j.a8[size_t(t * nb)], &j.token_active[size_t(j.token_first[size_t(t)])],
+                      j.token_first[size_t(t) + 1] - j.token_first[size_t(t)], o0, o1, j.y + t * j.ys);
       }
     }
-    for (const ExpertJob& j : jobs)  // after the parallel part: experts of a layer share counters
-      if (j.activity) j.activity[0] += int32_t(j.active), j.activity[1] += int32_t(j.R * j.n_ff);
+    for (size_t k = 0; k < jobs.size(); ++k) {  // after the parallel part: experts of a layer share counters
+      const ExpertJob& j = jobs[k];
+      if (!j.activity) continue;
+      j.activity[0] += int32_t(j.active), j.activity[1] += int32_t(j.R * j.n_ff);
+      if (j.relayout_from && group[k].src[5].ne[0] >= 4)  // the re-layout's cost: matrices, microseconds
+        j.activity[2] += 1, j.activity[3] += int32_t(j.relayout_ns / 1000);
+    }
+  }
+
+  /// The neurons some routed token activates (gate > 0), in order.
+  static void active_neurons(ExpertJob& j) {
+    j.rows.clear();
+    for (int64_t o = 0; o < j.n_ff; ++o)
+      for (int64_t t = 0; t < j.R; ++t)
+        if (j.gate[size_t(t * j.n_ff + o)] > 0.f) {
+          j.rows.push_back(int32_t(o));
+          break;
+        }
+  }
+
+  /// After gate, job k's way (serial: it may add a re-layout): sparse where sparse_ffn is on, or
+  /// auto and few enough neurons are active; the neuron-major `down` then, or already made. Adds
+  /// its up rows (or a re-layout, first = -1) to the task list.
+  void plan_sparse(ExpertJob& j, size_t k, std::vector<std::tuple<size_t, int64_t, int64_t>>& tasks,
+                   std::vector<int64_t>& cost) {
+    j.sparse = sparse_ffn_ == SparseFfn::on || double(j.rows.size()) <= kAutoMaxActive * double(j.n_ff);
+    j.major = neuron_major(*static_cast<Buffer*>(static_cast<void*>(j.d->buffer)), j, j.sparse);
+    const int64_t n = j.sparse ? int64_t(j.rows.size()) : j.n_ff;
+    for (int64_t i = 0; i < n; i += kRowBlock)
+      tasks.emplace_back(k, i, std::min(n, i + kRowBlock)), cost.push_back(cost.back() + j.R + 3);
+    if (j.relayout_from) tasks.emplace_back(k, -1, -1), cost.push_back(cost.back() + j.n_embd / 4);
+  }
+
+  /// ReGLU, a = relu(gate) * up, counting active neurons, and the activations prepared for down.
+  /// After gate_first, `up` holds at least the rows some token activates, each token's active
+  /// neurons are listed for a neuron-major down, and an inactive neuron's activation is 0 (dense:
+  /// 0 * up, of either sign: the same quantized value, and no float sum that starts at +0 tells
+  /// the two apart).
+  void reglu(ExpertJob& j) {
+    int64_t active = 0;
+    if (sparse_ffn_ == SparseFfn::off) {
+      for (size_t i = 0; i < j.gate.size(); ++i) {
+        active += j.gate[i] > 0;
+        j.gate[i] = std::max(j.gate[i], 0.f) * j.up[i];
+      }
+    } else {
+      j.token_active.clear();
+      j.token_first.assign(1, 0);
+      for (int64_t t = 0; t < j.R; ++t) {
+        float* g = &j.gate[size_t(t * j.n_ff)];
+        const float* u = &j.up[size_t(t * j.n_ff)];
+        for (int64_t o = 0; o < j.n_ff; ++o) {
+          if (g[o] > 0.f) {
+            g[o] *= u[o];
+            if (j.major) j.token_active.push_back(int32_t(o));
+            ++active;
+          } else {
+            g[o] = 0.f;
+          }
+        }
+        j.token_first.push_back(int64_t(j.token_active.size()));
+      }
+    }
+    j.active = active;
+    if (j.major) {
+      const int64_t nb = j.n_ff / 32;
+      j.a8.resize(size_t(j.R * nb));
+      for (int64_t t = 0; t < j.R; ++t) quantize_row_q8_0(&j.gate[size_t(t * j.n_ff)], &j.a8[size_t(t * nb)], j.n_ff);
+    } else {
+      j.a = prepare(j.d->dtype, j.od, j.gate.data(), j.n_ff, j.R, j.n_ff, j.aq, j.arow);
+    }
   }
 
   void moe_combine(const pmoe_op& op) {
@@ -596,6 +806,7 @@ class CpuBackend final : public sdk::Compute {
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, dnnl::matmul> dnnl_cache_;
   std::vector<uint8_t> act_scratch_;
   std::vector<ExpertJob> jobs_;
+  SparseFfn sparse_ffn_ = SparseFfn::automatic;
 };
 
 }  // namespace

@@ -281,6 +281,10 @@ PairTileFn pair_tile_kernel(uint32_t weight_type, Order order) {
   return kernel_isa() >= Isa::avx512_vnni ? avx512_pair_tile(weight_type, order) : nullptr;
 }
 
+Rows16Fn rows16_kernel(uint32_t weight_type, Order order) {
+  return kernel_isa() >= Isa::avx512_vnni ? avx512_rows16(weight_type, order) : nullptr;
+}
+
 namespace {
 float expf_ggml(float x) {  // ggml_v_expf, one lane
   const float r = 0x1.8p23f;

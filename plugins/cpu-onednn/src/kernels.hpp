@@ -67,6 +67,14 @@ using PairTileFn = void (*)(const uint8_t* w, uint64_t w_row, const uint8_t* x, 
 /// at a time).
 PairTileFn pair_tile_kernel(uint32_t weight_type, Order order);
 
+/// Sixteen weight rows against one prepared activation row (decode): out[k] = W_k · X, row k at
+/// byte offset off[k] from `w`, same bits as TileFn per row. For the types llama.cpp repacks, whose
+/// per-row chains then run side by side in SIMD lanes instead of being reduced block by block.
+using Rows16Fn = void (*)(const uint8_t* w, const int32_t* off, const uint8_t* x, int64_t n, float* out);
+
+/// The 16-row kernel for `weight_type` in `order` from the kernel set in use, or nullptr.
+Rows16Fn rows16_kernel(uint32_t weight_type, Order order);
+
 /// Bytes of one activation row of `n` values prepared for `weight_type`'s kernel in `order`, for
 /// kernel set `isa`: ggml's Q8_0, Q8_1 or Q8_K blocks, except that AVX-512 reads repacked
 /// Q4_0/IQ4_NL (gemv, gemm) against GroupQ8x4 groups (then the n/32 % 4 last blocks as Q8_0)
@@ -121,6 +129,7 @@ TileFn scalar_tile(uint32_t type);
 TileFn avx2_tile(uint32_t type, Order order);
 TileFn avx512_tile(uint32_t type, Order order);
 PairTileFn avx512_pair_tile(uint32_t type, Order order);
+Rows16Fn avx512_rows16(uint32_t type, Order order);
 
 // ---- for the kernel files -------------------------------------------------------------------------
 /// f(std::integral_constant<int, NC>{}) with NC = nc: a run-time column count (1..kTileCols) made

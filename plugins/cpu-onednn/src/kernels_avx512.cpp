@@ -60,6 +60,19 @@ inline __m512 scales4(const uint8_t* p) {
   return _mm512_cvtph_ps(_mm256_setr_epi64x(rep(0), rep(1), rep(2), rep(3)));
 }
 
+/// One Q4_0/IQ4_NL block (`wq`) after the groups, against a plain Q8_0 one, chained onto `acc`.
+template <bool kIQ4>
+float chain_plain_block(const uint8_t* wq, const BlockQ8_0& xb, float acc) {
+  int isum = 0;
+  for (int j = 0; j < 16; ++j) {
+    const int lo = wq[2 + j] & 0xF, hi = wq[2 + j] >> 4;
+    isum += (kIQ4 ? kIQ4Values[lo] : lo - 8) * xb.qs[j] + (kIQ4 ? kIQ4Values[hi] : hi - 8) * xb.qs[j + 16];
+  }
+  uint16_t h;
+  std::memcpy(&h, wq, 2);
+  return std::fma(float(isum), f16(h) * f16(xb.d), acc);
+}
+
 /// llama.cpp's repacked gemv/gemm for Q4_0 and IQ4_NL: one float chain per output,
 /// fma(block sum, dw * dx, acc). Weights are read four blocks at a time in their nibble order
 /// against GroupQ8x4 activations, so a block's integer sum lands in its own 4 lanes; the columns'
@@ -116,15 +129,7 @@ void q4_chain_rows(const uint8_t* w, uint64_t w_row, const uint8_t* x, uint64_t 
     for (int64_t k = ng * 4; k < nb; ++k)  // the last blocks follow the groups as plain Q8_0
       for (int c = 0; c < NC; ++c) {
         const auto* xb = reinterpret_cast<const BlockQ8_0*>(x + uint64_t(c) * xs + uint64_t(ng) * sizeof(GroupQ8x4)) + (k - ng * 4);
-        const uint8_t* wq = wr + k * 18;
-        int isum = 0;
-        for (int j = 0; j < 16; ++j) {
-          const int lo = wq[2 + j] & 0xF, hi = wq[2 + j] >> 4;
-          isum += (kIQ4 ? kIQ4Values[lo] : lo - 8) * xb->qs[j] + (kIQ4 ? kIQ4Values[hi] : hi - 8) * xb->qs[j + 16];
-        }
-        uint16_t h;
-        std::memcpy(&h, wq, 2);
-        res[c] = std::fma(float(isum), f16(h) * f16(xb->d), res[c]);
+        res[c] = chain_plain_block<kIQ4>(wr + k * 18, *xb, res[c]);
       }
     for (int c = 0; c < NC; ++c) out[r * kTileCols + c] = res[c];
   }
@@ -464,6 +469,69 @@ void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Orde
   for (int c = 0; c < NC; ++c) out[c] = kChain ? r[c] : hsum(acc[c]) + summs[c];
 }
 
+/// One token against 16 rows of Q4_0/IQ4_NL in gemv order, as llama.cpp's repacked gemv keeps its
+/// chains: lane r of one float vector is row r's chain, fma(block sum, dw * dx, acc), so no block
+/// is reduced horizontally. Register q holds block b of rows q, q + 4, q + 8, q + 12 (one per
+/// 128-bit lane); after the 4-lane sums (pair32, pair64) lane 4k + q is row 4k + q. Rows at byte
+/// offsets `off` from `w` (any rows: decode's sparse `up` passes its active ones).
+template <bool kIQ4>
+void q4_gemv16(const uint8_t* w, const int32_t* off, const uint8_t* x, int64_t n, float* out) {
+  const int64_t nb = n / 32, ng = nb / 4;
+  const __m512i m4 = _mm512_set1_epi8(0xF), zero = _mm512_setzero_si512();
+  const __m512i table = _mm512_add_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values))),
+                                        _mm512_set1_epi8(char(0x80)));
+  const __m512i offsets = _mm512_loadu_si512(off);
+  const uint8_t* rows[16];
+  for (int r = 0; r < 16; ++r) rows[r] = w + off[r];
+  // The weights stream from memory. Sixteen consecutive rows are one region, and the caller's
+  // next 16 are the region after it: fetch that one evenly over this pass, in address order (16
+  // streams 864 bytes apart defeat the hardware prefetchers). Rows picked from a list: each row
+  // a stretch ahead instead.
+  const uint64_t row_bytes = uint64_t(nb) * 18;
+  bool consecutive = true;
+  for (int r = 0; r < 16; ++r) consecutive &= uint64_t(off[r]) == r * row_bytes;
+  const uint8_t* next = w + 16 * row_bytes;
+  const uint64_t per_group = ng ? (16 * row_bytes + uint64_t(ng) - 1) / uint64_t(ng) : 0;
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < ng; ++i) {
+    const GroupQ8x4& g = reinterpret_cast<const GroupQ8x4*>(x)[i];
+    if (consecutive)
+      for (uint64_t p = uint64_t(i) * per_group; p < uint64_t(i + 1) * per_group; p += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(next + p), _MM_HINT_T0);
+    else
+      for (int r = 0; r < 16; ++r) _mm_prefetch(reinterpret_cast<const char*>(rows[r] + i * 72) + 1024, _MM_HINT_T0);
+    for (int bb = 0; bb < 4; ++bb) {
+      const int64_t b = 4 * i + bb;
+      const __m512i xl = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.lo + 16 * bb)));
+      const __m512i xh = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.hi + 16 * bb)));
+      __m512i s[4];
+      for (int q = 0; q < 4; ++q) {
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[q] + b * 18 + 2)));
+        for (int k = 1; k < 4; ++k)
+          v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[q + 4 * k] + b * 18 + 2)), k);
+        __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        if constexpr (kIQ4) lo = _mm512_shuffle_epi8(table, lo), hi = _mm512_shuffle_epi8(table, hi);  // value + 128
+        s[q] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo, xl), hi, xh);
+      }
+      // + -8 * sum(x) (Q4_0's offset; IQ4_NL's 128 is 16 times that), the block's first lane in g.sum
+      const int32_t corr = kIQ4 ? g.sum[4 * bb] * 16 : g.sum[4 * bb];
+      const __m512i isum = _mm512_add_epi32(pair64(pair32(s[0], s[1]), pair32(s[2], s[3])), _mm512_set1_epi32(corr));
+      const __m512i dw = _mm512_i32gather_epi32(offsets, w + b * 18, 1);  // each row's f16 scale, low half
+      const __m512 d = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(dw)), _mm512_set1_ps(g.d[4 * bb]));
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, acc);
+    }
+  }
+  alignas(64) float res[16];
+  _mm512_store_ps(res, acc);
+  for (int64_t k = ng * 4; k < nb; ++k) {  // the last blocks follow the groups as plain Q8_0
+    const auto* xb = reinterpret_cast<const BlockQ8_0*>(x + uint64_t(ng) * sizeof(GroupQ8x4)) + (k - ng * 4);
+    for (int r = 0; r < 16; ++r) {
+      res[r] = chain_plain_block<kIQ4>(rows[r] + k * 18, *xb, res[r]);
+    }
+  }
+  std::memcpy(out, res, sizeof res);
+}
+
 /// Repacked Q4_0/IQ4_NL against GroupQ8x4, in gemv or gemm order (vec_dot: left_below).
 template <uint32_t Type, int NR>
 void q4_rows(const uint8_t* w, uint64_t w_row, const uint8_t* x, uint64_t xs, int nc, int64_t n, Order, float* out) {
@@ -505,6 +573,15 @@ TileFn avx512_tile(uint32_t type, Order order) {
     case PMOE_DTYPE_IQ4_XS: return by_cols<Super<DIQ4XS>::K>;
     case PMOE_DTYPE_Q8_0: return q8_0_tile;
     default: return nullptr;  // the AVX2 kernels
+  }
+}
+
+Rows16Fn avx512_rows16(uint32_t type, Order order) {
+  if (order != Order::gemv) return nullptr;
+  switch (type) {
+    case PMOE_DTYPE_Q4_0: return q4_gemv16<false>;
+    case PMOE_DTYPE_IQ4_NL: return q4_gemv16<true>;
+    default: return nullptr;
   }
 }
 

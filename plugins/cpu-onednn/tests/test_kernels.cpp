@@ -1,6 +1,7 @@
 // The plugin's vector kernels against plain references, under whichever kernel set is in use
 // (ctest runs this once per set, capping it with PMOE_CPU_MAX_ISA).
 #include "kernels.hpp"
+#include "sparse_ffn.hpp"
 #include "../../../tests/unit/quant_reference.hpp"
 
 #include <doctest/doctest.h>
@@ -9,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <tuple>
 #include <vector>
 
 using namespace pmoe::cpu;
@@ -195,6 +197,43 @@ TEST_CASE("two-row kernels give each row the scalar kernels' bits") {
   if (kernel_isa() >= Isa::avx512_vnni) CHECK(checked > 0);  // Q8_0 has one there
 }
 
+// Sixteen-row kernels (decode's Q4_0/IQ4_NL gemv, per-row chains in SIMD lanes) must give each
+// row the bits of the scalar one-row kernel, for rows anywhere (the sparse `up` picks rows).
+TEST_CASE("sixteen-row kernels give each row the scalar kernels' bits, rows anywhere") {
+  std::mt19937 rng(13);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  int checked = 0;
+  for (uint32_t type : {PMOE_DTYPE_Q4_0, PMOE_DTYPE_IQ4_NL}) {
+    const Rows16Fn rows16 = rows16_kernel(type, Order::gemv);
+    if (!rows16) continue;
+    for (int64_t n : {32 * 7, 1536}) {  // 7 blocks: a group of 4 and 3 plain Q8_0 ones after it
+      const int64_t n_rows = 40;
+      const uint64_t row = pmoe_dtype_row_bytes(type, uint64_t(n));
+      const std::vector<uint8_t> w = pmoe::testref::random_blocks(rng, type, size_t(n_rows * row / pmoe_dtype_block_bytes(type)));
+      std::vector<float> x(static_cast<size_t>(n));
+      for (auto& v : x) v = nd(rng);
+      std::vector<uint8_t> x_ref(prepared_row_bytes(type, n, Order::gemv, Isa::scalar)), x_got(prepared_row_bytes(type, n, Order::gemv));
+      prepare_row(type, Order::gemv, x.data(), x_ref.data(), n, Isa::scalar);
+      prepare_row(type, Order::gemv, x.data(), x_got.data(), n);
+      for (bool scattered : {false, true}) {
+        int32_t picked[16], off[16];
+        for (int k = 0; k < 16; ++k) picked[k] = scattered ? 2 * k + int32_t(rng() % 2) + (k > 8 ? 7 : 0) : k;
+        for (int k = 0; k < 16; ++k) off[k] = int32_t((picked[k] - picked[0]) * int64_t(row));
+        float got[16];
+        rows16(w.data() + uint64_t(picked[0]) * row, off, x_got.data(), n, got);
+        for (int k = 0; k < 16; ++k) {
+          float ref;
+          scalar_tile(type)(w.data() + uint64_t(picked[k]) * row, x_ref.data(), 0, 1, n, Order::gemv, &ref);
+          INFO(pmoe_dtype_name(type) << " n " << n << " row " << picked[k]);
+          CHECK(std::memcmp(&ref, &got[k], 4) == 0);
+        }
+        ++checked;
+      }
+    }
+  }
+  if (kernel_isa() >= Isa::avx512_vnni) CHECK(checked == 8);
+}
+
 TEST_CASE("ggml's exp for the softmax: exact at 0, zero below -104, and within 2 ulp of expf") {
   float x[16], y[16];
   for (int i = 0; i < 16; ++i) x[i] = -0.7f * float(i);
@@ -204,4 +243,62 @@ TEST_CASE("ggml's exp for the softmax: exact at 0, zero below -104, and within 2
   CHECK(y[15] == 0.f);
   CHECK(y[14] == 0.f);
   for (int i = 1; i < 14; ++i) CHECK(std::fabs(y[i] - std::exp(x[i])) <= 2.5e-7f * std::exp(x[i]));
+}
+
+TEST_CASE("sparse down over the active neurons, neuron-major, gives the dense gemv's bits") {
+  // Q4_0 `down` rows of n_in neurons; activations a = relu(g) * u with about `sparsity` zeros
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (auto [n_out, n_in, sparsity] : {std::tuple{128, 32, 0.6}, {384, 768, 0.6}, {128, 256, 0.0}, {256, 256, 0.95},
+                                       {128, 96, 1.0}}) {
+    CAPTURE(n_out);
+    CAPTURE(n_in);
+    CAPTURE(sparsity);
+    const int64_t nb = n_in / 32;
+    std::vector<BlockQ4_0> w(size_t(n_out * nb));
+    for (auto& blk : w) {
+      blk.d = pmoe_fp32_to_fp16(nd(rng) * 0.01f);
+      for (auto& q : blk.qs) q = uint8_t(byte(rng));
+    }
+    w[0].qs[0] = 0xF0, w[1].qs[3] = 0x0F;  // the extreme values 0 and 15
+    std::vector<float> a(static_cast<size_t>(n_in));
+    std::vector<int32_t> active;
+    std::bernoulli_distribution on(1.0 - sparsity);
+    for (int64_t o = 0; o < n_in; ++o) {
+      const bool live = on(rng) && !(o >= 32 && o < 64);  // one whole block inactive (when n_in > 64)
+      a[size_t(o)] = live ? std::fabs(nd(rng)) * nd(rng) : 0.f;
+      if (live) active.push_back(int32_t(o));
+    }
+    if (!active.empty()) a[size_t(active[0])] = 40.f;  // q_a = 127 in its block
+    // dense: the kernel set's gemv on its own prepared row
+    std::vector<uint8_t> xq(prepared_row_bytes(PMOE_DTYPE_Q4_0, n_in, Order::gemv));
+    prepare_row(PMOE_DTYPE_Q4_0, Order::gemv, a.data(), xq.data(), n_in);
+    std::vector<float> dense(static_cast<size_t>(n_out));
+    const TileFn tile = tile_kernel(PMOE_DTYPE_Q4_0, Order::gemv);
+    for (int64_t i = 0; i < n_out; ++i)
+      tile(reinterpret_cast<const uint8_t*>(&w[size_t(i * nb)]), xq.data(), 0, 1, n_in, Order::gemv, &dense[size_t(i)]);
+    // sparse: Q8_0 activations, neuron-major weights, every kernel set this CPU runs
+    REQUIRE(neuron_major_supported(PMOE_DTYPE_Q4_0, n_out, n_in));
+    std::vector<BlockQ8_0> a8(static_cast<size_t>(nb));
+    quantize_row_q8_0(a.data(), a8.data(), n_in);
+    std::vector<uint8_t> major(w.size() * sizeof(BlockQ4_0));
+    relayout_neuron_major(PMOE_DTYPE_Q4_0, reinterpret_cast<const uint8_t*>(w.data()), major.data(), n_out, n_in);
+    std::vector<std::pair<const char*, SparseDownFn>> kernels{{"scalar", sparse_down_scalar}};
+    if (kernel_isa() >= Isa::avx2) kernels.emplace_back("avx2", sparse_down_avx2);
+    if (kernel_isa() >= Isa::avx512_vnni) kernels.emplace_back("avx512", sparse_down_avx512);
+    for (auto [name, fn] : kernels) {
+      CAPTURE(name);
+      std::vector<float> y(size_t(n_out), -1.f);
+      fn(major.data(), n_out, n_in, a8.data(), active.data(), int64_t(active.size()), 0, n_out, y.data());
+      CHECK(std::memcmp(y.data(), dense.data(), y.size() * 4) == 0);
+      // a range of row groups alone gives the same rows
+      std::vector<float> part(size_t(n_out), -1.f);
+      fn(major.data(), n_out, n_in, a8.data(), active.data(), int64_t(active.size()), n_out - 128, n_out, part.data());
+      CHECK(std::memcmp(part.data() + n_out - 128, dense.data() + n_out - 128, 128 * 4) == 0);
+    }
+    CHECK(bool(sparse_down_kernel()));
+  }
+  CHECK_FALSE(neuron_major_supported(PMOE_DTYPE_Q4_0, 192, 64));  // rows not a multiple of 128
+  CHECK_FALSE(neuron_major_supported(PMOE_DTYPE_Q8_0, 64, 64));
 }

@@ -27,7 +27,7 @@ void print_measured_sparsity(const std::string& model, float target) {
   (void)synth::measure_routing(session.engine(), 64);
   uint64_t active = 0, total = 0;
   double lo = 1, hi = 0;
-  for (const auto& [a, t] : session.engine().reglu_activity()) {
+  for (const auto& [a, t, relaid, us] : session.engine().reglu_activity()) {
     if (!t) continue;
     active += a, total += t;
     lo = std::min(lo, 1 - double(a) / double(t)), hi = std::max(hi, 1 - double(a) / double(t));

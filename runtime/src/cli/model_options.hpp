@@ -71,12 +71,17 @@ inline nlohmann::json cache_counters_json(const CacheStats& c, double wall_secon
 inline nlohmann::json reglu_activity_json(const Engine& e) {
   uint64_t active = 0, total = 0;
   nlohmann::json per_layer = nlohmann::json::array();
-  for (const auto& [a, t] : e.reglu_activity()) {
-    active += a, total += t;
-    per_layer.push_back(t ? nlohmann::json(double(a) / double(t)) : nlohmann::json());
+  uint64_t relaid = 0, relayout_us = 0;
+  for (const Engine::ReluActivity& l : e.reglu_activity()) {
+    active += l.active, total += l.computed, relaid += l.relaid, relayout_us += l.relayout_us;
+    per_layer.push_back(l.computed ? nlohmann::json(double(l.active) / double(l.computed)) : nlohmann::json());
   }
   if (!total) return nullptr;
-  return {{"overall", double(active) / double(total)}, {"per_layer", per_layer}};
+  // the sparse kernels' re-layout of `down` as experts enter memory (cpu-onednn, sparse_ffn)
+  return {{"overall", double(active) / double(total)},
+          {"per_layer", per_layer},
+          {"relaid_matrices", relaid},
+          {"relayout_seconds", double(relayout_us) * 1e-6}};
 }
 
 /// Totals of the expert cache so far (zero when every expert is resident).

@@ -17,6 +17,8 @@ pmoe_op make_op(pmoe_op_kind kind, const pmoe_tensor& dst, std::initializer_list
   return op;
 }
 uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+// MOE_EXPERT's src5 per layer: active neurons, neurons computed, matrices re-laid, microseconds
+constexpr uint64_t kActivityCounters = 4;
 }  // namespace
 
 Engine::Engine(const Model& model, ComputeBackend& compute, EngineOptions o)
@@ -53,21 +55,22 @@ Engine::Engine(const Model& model, ComputeBackend& compute, EngineOptions o)
   reserve(comb_idx_, U * K * 4);
   reserve(comb_w_, U * K * 4);
   reserve(logits_, uint64_t(logit_rows_) * h.n_vocab * 4);
-  reserve(activity_, uint64_t(h.n_layer) * 2 * 4);
+  reserve(activity_, uint64_t(h.n_layer) * kActivityCounters * 4);
   act_ = compute_.alloc(off, 0);  // device-local: the host only writes and reads it through the backend
-  activity_totals_.assign(h.n_layer, {0, 0});
-  const std::vector<int32_t> zeros(size_t(h.n_layer) * 2, 0);
+  activity_totals_.assign(h.n_layer, {});
+  const std::vector<int32_t> zeros(size_t(h.n_layer) * kActivityCounters, 0);
   compute_.write(act_, activity_.offset, zeros.data(), zeros.size() * 4);
 }
 
 void Engine::collect_activity() {
-  std::vector<int32_t> c(activity_totals_.size() * 2);
+  std::vector<int32_t> c(activity_totals_.size() * kActivityCounters);
   compute_.read(act_, activity_.offset, c.data(), c.size() * 4);
   bool any = false;
   for (size_t il = 0; il < activity_totals_.size(); ++il) {
-    activity_totals_[il][0] += uint64_t(c[2 * il]);
-    activity_totals_[il][1] += uint64_t(c[2 * il + 1]);
-    any |= c[2 * il + 1] != 0;
+    const int32_t* l = &c[il * kActivityCounters];
+    ReluActivity& t = activity_totals_[il];
+    t.active += uint64_t(l[0]), t.computed += uint64_t(l[1]), t.relaid += uint64_t(l[2]), t.relayout_us += uint64_t(l[3]);
+    any |= l[1] != 0;
   }
   if (any) {  // zeroed after every chunk: the device's 32-bit counters never overflow
     std::fill(c.begin(), c.end(), 0);
@@ -181,7 +184,8 @@ pmoe_op Engine::expert_op(uint32_t il, const ExpertSpans& spans, size_t s, const
   return make_op(PMOE_OP_MOE_EXPERT, act(ey_, PMOE_DTYPE_F32, model_.hp().n_embd, count, first),
                  {w.gate, w.up, w.down, n2,
                   pmoe_tensor_2d(act_, route_tok_.offset + uint64_t(first) * 4, PMOE_DTYPE_I32, count, 1),
-                  pmoe_tensor_2d(act_, activity_.offset + uint64_t(il) * 8, PMOE_DTYPE_I32, 2, 1)});
+                  pmoe_tensor_2d(act_, activity_.offset + uint64_t(il) * kActivityCounters * 4, PMOE_DTYPE_I32,
+                                 kActivityCounters, 1)});
 }
 
 pmoe_tensor Engine::act(Region r, uint32_t dtype, int64_t ne0, int64_t ne1, uint64_t row_offset) const {

@@ -63,9 +63,13 @@ class Engine {
   void set_expert_cache(ExpertCache* cache, uint32_t lookahead, bool pre_attention = true);
   ExpertCache* expert_cache() const { return cache_; }
 
-  /// ReGLU activity per layer since construction: {active neurons (gate > 0), neurons computed}
-  /// over every expert use. All zero when the backend does not count (MOE_EXPERT's src5).
-  const std::vector<std::array<uint64_t, 2>>& reglu_activity() const { return activity_totals_; }
+  /// ReGLU activity per layer since construction, over every expert use: active neurons
+  /// (gate > 0), neurons computed, and what re-laying weights for sparse kernels cost. All zero
+  /// when the backend does not count (MOE_EXPERT's src5).
+  struct ReluActivity {
+    uint64_t active = 0, computed = 0, relaid = 0, relayout_us = 0;
+  };
+  const std::vector<ReluActivity>& reglu_activity() const { return activity_totals_; }
 
   /// Called after each layer's routing decision (tests, statistics, cache policies).
   void set_routing_observer(std::function<void(const RoutingEvent&)> f) { observer_ = std::move(f); }
@@ -137,7 +141,7 @@ class Engine {
   pmoe_buffer* act_ = nullptr;
   pmoe_buffer* ahead_ = nullptr;    // router logits of the lookahead layers, [lookahead][ubatch][n_expert]
   Region x_, n1_, q_, attn_, n2_, router_, ey_, tok_ids_, pos_, route_tok_, comb_idx_, comb_w_, logits_, activity_;
-  std::vector<std::array<uint64_t, 2>> activity_totals_;
+  std::vector<ReluActivity> activity_totals_;
   // host-side routing of the current chunk
   std::vector<float> router_host_;
   std::vector<int32_t> sel_;

@@ -100,10 +100,12 @@ typedef enum pmoe_op_kind {
    *  src0 gate {n_embd, n_ff}, src1 up {n_embd, n_ff}, src2 down {n_ff, n_embd}: any dtype.
    *  src3: x F32 {n_embd, t}. src4: tok I32 {n_routes}. dst F32 {n_embd, n_routes}.
    *  Experts write separate rows, so they may run in any order (as their weights arrive).
-   *  Optional (n_src = 6; older plugins ignore it): src5, I32 {2}, activity counters of a
+   *  Optional (n_src = 6; older plugins ignore it): src5, I32 {2} or {4}, activity counters of a
    *  layer: a backend that counts adds the number of active neurons (gate > 0) to [0] and the
    *  number of neurons it computed (n_ff per route) to [1]; one that does not leaves them, and the
-   *  host then reports no activity. Counting must not depend on the order experts run in. */
+   *  host then reports no activity. Counting must not depend on the order experts run in. With
+   *  {4}, a backend that re-lays weights for sparse kernels when they first arrive adds the
+   *  matrices it re-laid to [2] and the microseconds that took to [3]. */
   PMOE_OP_MOE_EXPERT = 7,
   /** Weighted sum of expert outputs in a fixed order, so the result never depends on which expert
    *  ran first: dst[:, t] += sum_{j < k} w[j, t] * src0[:, idx[j, t]] (the sum is formed first,
