@@ -47,7 +47,7 @@ float rows_product(uint32_t type, const uint8_t* w, uint64_t row, int64_t o0, in
     int32_t off[16];
     for (int k = 0; k < 16; ++k) off[k] = int32_t(k * int64_t(row));
     for (float r16[16]; o + 16 <= o1; o += 16) {
-      rows16(w + uint64_t(o) * row, off, x, n, r16);
+      rows16(w + uint64_t(o) * row, off, nullptr, x, n, r16);
       sink += r16[0];
     }
   }

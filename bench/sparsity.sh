@@ -67,7 +67,7 @@ for p in glob.glob(os.path.join(out, "pmoe.*.txt")):
 med = lambda v: statistics.median(v) if v else float("nan")
 def ratio(a, b):
     return med([a[r] / b[r] for r in a if b.get(r)])
-print(f"{threads} threads, tg, medians of {max(len(v) for v in pm.values())} interleaved rounds; ratios are medians of per-round ratios")
+print(f"{threads} threads, tg, medians of {max(len(v) for v in pm.values())} interleaved rounds; ratios are medians of per-round ratios\n")
 print("| file | active | llama.cpp tok/s | off tok/s | auto tok/s | on tok/s | on/off | on/llama.cpp | MB/token dense -> sparse | bound tok/s dense -> sparse |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for key in sorted(info):
@@ -88,7 +88,7 @@ if [ -x "$ROOT/../shared/bench/in-cgroup" ]; then
   echo
   echo "streamed, 1 GiB limit, configs/cpu-1gb.yaml, $(basename "$f"), $N_GEN tokens:"
   for mode in off on; do
-    sed "/^compute:/a\\  sparse_ffn: $mode" "$ROOT/configs/cpu-1gb.yaml" > "$OUT/stream-$mode.yaml"
+    sed "s/^  sparse_ffn: .*/  sparse_ffn: $mode/" "$ROOT/configs/cpu-1gb.yaml" > "$OUT/stream-$mode.yaml"
     "$ROOT/../shared/bench/in-cgroup" 1073741824 "$BUILD/bin/pocketmoe" run -m "$f" -c "$OUT/stream-$mode.yaml" \
       -p "The history of" -n "$N_GEN" --temp 0 --stats-json "$OUT/stream-$mode.json" > /dev/null 2>&1
     python3 - "$OUT/stream-$mode.json" "$mode" <<'EOF'

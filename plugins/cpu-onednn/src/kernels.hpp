@@ -70,7 +70,10 @@ PairTileFn pair_tile_kernel(uint32_t weight_type, Order order);
 /// Sixteen weight rows against one prepared activation row (decode): out[k] = W_k · X, row k at
 /// byte offset off[k] from `w`, same bits as TileFn per row. For the types llama.cpp repacks, whose
 /// per-row chains then run side by side in SIMD lanes instead of being reduced block by block.
-using Rows16Fn = void (*)(const uint8_t* w, const int32_t* off, const uint8_t* x, int64_t n, float* out);
+/// `next_off` (or null): the 16 rows the caller multiplies next, prefetched during this call
+/// unless both are consecutive rows (then the region after these is).
+using Rows16Fn = void (*)(const uint8_t* w, const int32_t* off, const int32_t* next_off, const uint8_t* x, int64_t n,
+                          float* out);
 
 /// The 16-row kernel for `weight_type` in `order` from the kernel set in use, or nullptr.
 Rows16Fn rows16_kernel(uint32_t weight_type, Order order);

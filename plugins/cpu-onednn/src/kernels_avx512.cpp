@@ -473,9 +473,10 @@ void super_tile(const uint8_t* w, const uint8_t* x, uint64_t xs, int64_t n, Orde
 /// chains: lane r of one float vector is row r's chain, fma(block sum, dw * dx, acc), so no block
 /// is reduced horizontally. Register q holds block b of rows q, q + 4, q + 8, q + 12 (one per
 /// 128-bit lane); after the 4-lane sums (pair32, pair64) lane 4k + q is row 4k + q. Rows at byte
-/// offsets `off` from `w` (any rows: decode's sparse `up` passes its active ones).
+/// offsets `off` from `w` (any rows: decode's sparse `up` passes its active ones); `next_off`, if
+/// not null, the rows the caller multiplies next, to prefetch.
 template <bool kIQ4>
-void q4_gemv16(const uint8_t* w, const int32_t* off, const uint8_t* x, int64_t n, float* out) {
+void q4_gemv16(const uint8_t* w, const int32_t* off, const int32_t* next_off, const uint8_t* x, int64_t n, float* out) {
   const int64_t nb = n / 32, ng = nb / 4;
   const __m512i m4 = _mm512_set1_epi8(0xF), zero = _mm512_setzero_si512();
   const __m512i table = _mm512_add_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values))),
@@ -485,8 +486,8 @@ void q4_gemv16(const uint8_t* w, const int32_t* off, const uint8_t* x, int64_t n
   for (int r = 0; r < 16; ++r) rows[r] = w + off[r];
   // The weights stream from memory. Sixteen consecutive rows are one region, and the caller's
   // next 16 are the region after it: fetch that one evenly over this pass, in address order (16
-  // streams 864 bytes apart defeat the hardware prefetchers). Rows picked from a list: each row
-  // a stretch ahead instead.
+  // streams 864 bytes apart defeat the hardware prefetchers). Rows picked from a list: the next
+  // ones the caller names, each a group's bytes per group.
   const uint64_t row_bytes = uint64_t(nb) * 18;
   bool consecutive = true;
   for (int r = 0; r < 16; ++r) consecutive &= uint64_t(off[r]) == r * row_bytes;
@@ -498,8 +499,12 @@ void q4_gemv16(const uint8_t* w, const int32_t* off, const uint8_t* x, int64_t n
     if (consecutive)
       for (uint64_t p = uint64_t(i) * per_group; p < uint64_t(i + 1) * per_group; p += 64)
         _mm_prefetch(reinterpret_cast<const char*>(next + p), _MM_HINT_T0);
-    else
-      for (int r = 0; r < 16; ++r) _mm_prefetch(reinterpret_cast<const char*>(rows[r] + i * 72) + 1024, _MM_HINT_T0);
+    else if (next_off)
+      for (int r = 0; r < 16; ++r) {
+        const char* p = reinterpret_cast<const char*>(w + next_off[r] + i * 72);
+        _mm_prefetch(p, _MM_HINT_T0);
+        _mm_prefetch(p + 71, _MM_HINT_T0);
+      }
     for (int bb = 0; bb < 4; ++bb) {
       const int64_t b = 4 * i + bb;
       const __m512i xl = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.lo + 16 * bb)));

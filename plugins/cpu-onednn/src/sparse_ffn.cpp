@@ -49,17 +49,17 @@ void relayout_neuron_major(uint32_t, const uint8_t* src, uint8_t* dst, int64_t n
   uint16_t* scales = reinterpret_cast<uint16_t*>(dst);
   uint8_t* cols = dst + nb * n_out * 2;
   const int64_t col = n_out / 2;
-  for (int64_t g = 0; g < n_out; g += kNeuronGroup)  // a group's blocks stay in L1 for their 32 neurons
+  uint8_t v[kNeuronGroup][32];  // one block of a group's rows, unpacked: v[row][neuron]
+  for (int64_t g = 0; g < n_out; g += kNeuronGroup)
     for (int64_t b = 0; b < nb; ++b) {
-      const BlockQ4_0* rows[kNeuronGroup];
       for (int64_t r = 0; r < kNeuronGroup; ++r) {
-        rows[r] = reinterpret_cast<const BlockQ4_0*>(src + uint64_t(g + r) * row_bytes) + b;
-        scales[b * n_out + g + r] = rows[r]->d;
+        const BlockQ4_0& blk = reinterpret_cast<const BlockQ4_0*>(src + uint64_t(g + r) * row_bytes)[b];
+        scales[b * n_out + g + r] = blk.d;
+        for (int j = 0; j < 16; ++j) v[r][j] = blk.qs[j] & 15, v[r][j + 16] = blk.qs[j] >> 4;
       }
-      for (int j = 0; j < 32; ++j) {  // neuron 32 b + j: element j of each row's block
-        auto nib = [&](int r) { return j < 16 ? rows[r]->qs[j] & 15 : rows[r]->qs[j - 16] >> 4; };
+      for (int j = 0; j < 32; ++j) {  // neuron 32 b + j
         uint8_t* out = cols + (32 * b + j) * col + g / 2;
-        for (int p = 0; p < 64; ++p) out[p] = uint8_t(nib(row_of_byte(p)) | nib(64 + row_of_byte(p)) << 4);
+        for (int p = 0; p < 64; ++p) out[p] = uint8_t(v[row_of_byte(p)][j] | v[64 + row_of_byte(p)][j] << 4);
       }
     }
 }

@@ -220,7 +220,7 @@ TEST_CASE("sixteen-row kernels give each row the scalar kernels' bits, rows anyw
         for (int k = 0; k < 16; ++k) picked[k] = scattered ? 2 * k + int32_t(rng() % 2) + (k > 8 ? 7 : 0) : k;
         for (int k = 0; k < 16; ++k) off[k] = int32_t((picked[k] - picked[0]) * int64_t(row));
         float got[16];
-        rows16(w.data() + uint64_t(picked[0]) * row, off, x_got.data(), n, got);
+        rows16(w.data() + uint64_t(picked[0]) * row, off, scattered ? off : nullptr, x_got.data(), n, got);
         for (int k = 0; k < 16; ++k) {
           float ref;
           scalar_tile(type)(w.data() + uint64_t(picked[k]) * row, x_ref.data(), 0, 1, n, Order::gemv, &ref);
