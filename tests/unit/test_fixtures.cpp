@@ -304,6 +304,24 @@ TEST_CASE("a compute plugin built for ABI 1.0 still loads and computes the same 
     REQUIRE(a.size() == b.size());
     CHECK(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
   }
+  // a 1.0 host never flushes what storage reads into the expert slots, so the sparse path must
+  // not keep a re-laid `down` there (a refilled slot would be read in the old layout)
+  {
+    const auto q4 = read_json(kFix + "/logits/st-a-q4_0.text.ref.json");
+    const std::vector<int32_t> q4_tokens = q4["tokens"];
+    // a few slots, refilled all the time (1 MiB would hold every expert of this model)
+    const std::string cache = "cache: { policy: lru, budget: 96KiB }\nprefetch: { lookahead: 2 }\n";
+    std::vector<float> a, b;
+    Session sa = open_model("st-a-q4_0", uint32_t(q4_tokens.size()), kFix + "/models",
+                            write_config("v10", "plugin_paths: [\"" PMOE_TEST_PLUGIN_DIR "/compute-v10\"]\n"
+                                                "compute: { plugin: compute-v10, threads: 2, sparse_ffn: on }\n" + cache));
+    sa.engine().eval(q4_tokens, true, a);
+    Session sb = open_model("st-a-q4_0", uint32_t(q4_tokens.size()), kFix + "/models",
+                            write_config("cpu", "compute: { plugin: cpu-onednn, threads: 2, sparse_ffn: on }\n" + cache));
+    sb.engine().eval(q4_tokens, true, b);
+    REQUIRE(a.size() == b.size());
+    CHECK(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+  }
   // a 1.0 backend cannot know the K-quants: refused at load, naming op, dtype and tensor
   try {
     open_model("st-k-q4_k_m", 64, kFix + "/quant/models", write_config("v10", v10));

@@ -12,12 +12,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <unistd.h>
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <new>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -32,6 +34,7 @@ struct Buffer {
   uint64_t size;
   bool owned;
   bool host_visible;  // storage reads land in it and the host flushes what it wrote
+  bool flushed = false;  // the host has called buffer_flush_range on it (a 1.0 host never does)
 };
 
 /// compute.sparse_ffn (docs/reglu-sparsity.md).
@@ -96,6 +99,7 @@ class CpuBackend final : public sdk::Compute {
   void buffer_flush_range(void* b, uint64_t off, uint64_t size) override {
     auto* buf = static_cast<Buffer*>(b);
     if (off > buf->size || size > buf->size - off) fail("buffer_flush_range out of bounds");
+    buf->flushed = true;
     forget_relaid(buf->data + off, size);  // a storage read replaced what was there
   }
   void buffer_read(void* b, uint64_t off, void* dst, uint64_t size) override {
@@ -232,6 +236,7 @@ class CpuBackend final : public sdk::Compute {
       if (const Rows16Fn rows16 = rows16_kernel(wtype, order))
         for (int32_t off[16], next[16]; o0 + 16 <= o1; o0 += 16) {
           const int64_t first = row(o0);
+          if ((row(std::min(o0 + 31, o1 - 1)) - first + 1) * int64_t(w_row) > INT32_MAX) break;  // 32-bit offsets
           for (int k = 0; k < 16; ++k) off[k] = int32_t((row(o0 + k) - first) * int64_t(w_row));
           const bool more = rows && o0 + 32 <= o1;  // a row list: name the next rows to prefetch
           for (int k = 0; more && k < 16; ++k) next[k] = int32_t((row(o0 + 16 + k) - first) * int64_t(w_row));
@@ -539,22 +544,26 @@ class CpuBackend final : public sdk::Compute {
 
   /// The neuron-major form of job j's `down`, or null where its type or shape has none or it was
   /// not made yet and `create` is false. One to make gets its place now and j.relayout_from, for
-  /// the parallel part to fill.
+  /// the parallel part to fill. Host-visible memory the host has never flushed gets none: its
+  /// bytes may change unannounced (a host without buffer_flush_range), so no layout could be kept.
   const uint8_t* neuron_major(const Buffer& buf, ExpertJob& j, bool create) {
     j.relayout_from = nullptr;
     const uint64_t size = uint64_t(j.n_embd) * j.d->nb[1];
-    if (!neuron_major_supported(j.d->dtype, j.n_embd, j.n_ff) || j.d->nb[1] != pmoe_dtype_row_bytes(j.d->dtype, j.n_ff))
+    if (!neuron_major_supported(j.d->dtype, j.n_embd, j.n_ff) || j.d->nb[1] != pmoe_dtype_row_bytes(j.d->dtype, j.n_ff) ||
+        (buf.host_visible && !buf.flushed))
       return nullptr;
     const uintptr_t key = reinterpret_cast<uintptr_t>(j.dp);
     if (auto it = relaid_.find(key); it != relaid_.end() && it->second.size == size)
       return it->second.copy ? it->second.copy.get() : j.dp;
     if (!create) return nullptr;
     forget_relaid(j.dp, size);
-    Relaid& r = relaid_[key];
-    r.size = size;
-    if (!buf.host_visible) r.copy.reset(new uint8_t[size]);
+    Relaid r{nullptr, size};
+    if (buf.host_visible) j.relayout_tmp.resize(size);  // (the parallel part must not allocate)
+    else r.copy.reset(new uint8_t[size]);
+    const uint8_t* major = r.copy ? r.copy.get() : j.dp;
+    relaid_.emplace(key, std::move(r));
     j.relayout_from = j.dp;
-    return r.copy ? r.copy.get() : j.dp;
+    return major;
   }
 
   /// Re-lays job j's `down` where neuron_major() asked for it (in the parallel part), timed.
@@ -562,8 +571,8 @@ class CpuBackend final : public sdk::Compute {
     const auto t0 = std::chrono::steady_clock::now();
     const uint64_t size = uint64_t(j.n_embd) * j.d->nb[1];
     const uint8_t* src = j.relayout_from;
-    if (src == j.major) {  // in place: from a copy of the dense matrix
-      j.relayout_tmp.assign(src, src + size);
+    if (src == j.major) {  // in place: from a copy of the dense matrix (sized by neuron_major)
+      std::memcpy(j.relayout_tmp.data(), src, size);
       src = j.relayout_tmp.data();
     }
     relayout_neuron_major(j.d->dtype, src, const_cast<uint8_t*>(j.major), j.n_embd, j.n_ff);
@@ -653,7 +662,7 @@ class CpuBackend final : public sdk::Compute {
 #pragma omp for schedule(dynamic, 1)
         for (size_t k = 0; k < jobs.size(); ++k) active_neurons(jobs[k]);
 #pragma omp single
-        for (size_t k = 0; k < jobs.size(); ++k) plan_sparse(jobs[k], k, t_up, c_up);
+        plan_sparse(jobs, t_up, c_up);
         const auto [lo, hi] = my_share(c_up);
         for (size_t i = lo; i < hi; ++i) {
           const auto [k, first, end] = t_up[i];
@@ -694,7 +703,7 @@ class CpuBackend final : public sdk::Compute {
         }
         const int64_t nb = j.n_ff / 32;
         for (int64_t t = 0; t < j.R; ++t)
-          sparse_down(j.major, j.n_embd, j.n_ff, &j.a8[size_t(t * nb)], &j.token_active[size_t(j.token_first[size_t(t)])],
+          sparse_down(j.major, j.n_embd, j.n_ff, &j.a8[size_t(t * nb)], j.token_active.data() + j.token_first[size_t(t)],
                       j.token_first[size_t(t) + 1] - j.token_first[size_t(t)], o0, o1, j.y + t * j.ys);
       }
     }
@@ -712,26 +721,43 @@ class CpuBackend final : public sdk::Compute {
     j.rows.clear();
     for (int64_t o = 0; o < j.n_ff; ++o)
       for (int64_t t = 0; t < j.R; ++t)
-        if (j.gate[size_t(t * j.n_ff + o)] > 0.f) {
+        if (!(j.gate[size_t(t * j.n_ff + o)] <= 0.f)) {  // NaN too: the dense path passes it on
           j.rows.push_back(int32_t(o));
           break;
         }
   }
 
-  /// After gate, job k's way (serial: it may add a re-layout): sparse where sparse_ffn is on, or
-  /// auto and few enough neurons are active; the neuron-major `down` then, or already made. Adds
-  /// its up rows (or a re-layout, first = -1) to the task list.
-  void plan_sparse(ExpertJob& j, size_t k, std::vector<std::tuple<size_t, int64_t, int64_t>>& tasks,
+  /// After gate, each job's way (serial: it may add a re-layout): sparse where sparse_ffn is on,
+  /// or auto and few enough neurons are active; the neuron-major `down` then, or already made.
+  /// Adds the up rows (and re-layouts, first = -1) to the task list. Runs inside the parallel
+  /// region, so an allocation that fails leaves the job on the dense `down` instead of throwing.
+  void plan_sparse(std::span<ExpertJob> jobs, std::vector<std::tuple<size_t, int64_t, int64_t>>& tasks,
                    std::vector<int64_t>& cost) {
-    j.sparse = sparse_ffn_ == SparseFfn::on || double(j.rows.size()) <= kAutoMaxActive * double(j.n_ff);
-    j.major = neuron_major(*static_cast<Buffer*>(static_cast<void*>(j.d->buffer)), j, j.sparse);
-    // listed rows in tasks of 4 blocks, so that the 16-row kernel can prefetch the next 16
-    const int64_t n = j.sparse ? int64_t(j.rows.size()) : j.n_ff, step = j.sparse ? 4 * kRowBlock : kRowBlock;
-    for (int64_t i = 0; i < n; i += step) {
-      const int64_t end = std::min(n, i + step);
-      tasks.emplace_back(k, i, end), cost.push_back(cost.back() + (end - i + kRowBlock - 1) / kRowBlock * (j.R + 3));
+    auto down_of = [&](ExpertJob& j, bool create) {
+      try {
+        j.major = neuron_major(*static_cast<Buffer*>(static_cast<void*>(j.d->buffer)), j, create);
+      } catch (const std::bad_alloc&) {
+        j.major = nullptr, j.relayout_from = nullptr;
+      }
+    };
+    for (ExpertJob& j : jobs) {
+      j.sparse = sparse_ffn_ == SparseFfn::on || double(j.rows.size()) <= kAutoMaxActive * double(j.n_ff);
+      down_of(j, j.sparse);
     }
-    if (j.relayout_from) tasks.emplace_back(k, -1, -1), cost.push_back(cost.back() + j.n_embd / 4);
+    // a dense job sharing its `down` with a later sparse one (the same expert twice) reads the
+    // neuron-major form too, which that one is about to make in place
+    for (ExpertJob& j : jobs)
+      if (!j.major) down_of(j, false);
+    for (size_t k = 0; k < jobs.size(); ++k) {
+      const ExpertJob& j = jobs[k];
+      // listed rows in tasks of 4 blocks, so that the 16-row kernel can prefetch the next 16
+      const int64_t n = j.sparse ? int64_t(j.rows.size()) : j.n_ff, step = j.sparse ? 4 * kRowBlock : kRowBlock;
+      for (int64_t i = 0; i < n; i += step) {
+        const int64_t end = std::min(n, i + step);
+        tasks.emplace_back(k, i, end), cost.push_back(cost.back() + (end - i + kRowBlock - 1) / kRowBlock * (j.R + 3));
+      }
+      if (j.relayout_from) tasks.emplace_back(k, -1, -1), cost.push_back(cost.back() + j.n_embd / 4);
+    }
   }
 
   /// ReGLU, a = relu(gate) * up, counting active neurons, and the activations prepared for down.
@@ -753,7 +779,7 @@ class CpuBackend final : public sdk::Compute {
         float* g = &j.gate[size_t(t * j.n_ff)];
         const float* u = &j.up[size_t(t * j.n_ff)];
         for (int64_t o = 0; o < j.n_ff; ++o) {
-          if (g[o] > 0.f) {
+          if (!(g[o] <= 0.f)) {
             g[o] *= u[o];
             if (j.major) j.token_active.push_back(int32_t(o));
             ++active;

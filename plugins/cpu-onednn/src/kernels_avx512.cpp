@@ -491,12 +491,12 @@ void q4_gemv16(const uint8_t* w, const int32_t* off, const int32_t* next_off, co
   const uint64_t row_bytes = uint64_t(nb) * 18;
   bool consecutive = true;
   for (int r = 0; r < 16; ++r) consecutive &= uint64_t(off[r]) == r * row_bytes;
-  const uint8_t* next = w + 16 * row_bytes;
+  const uintptr_t next = reinterpret_cast<uintptr_t>(w) + 16 * row_bytes;
   const uint64_t per_group = ng ? (16 * row_bytes + uint64_t(ng) - 1) / uint64_t(ng) : 0;
   __m512 acc = _mm512_setzero_ps();
   for (int64_t i = 0; i < ng; ++i) {
     const GroupQ8x4& g = reinterpret_cast<const GroupQ8x4*>(x)[i];
-    if (consecutive)
+    if (consecutive)  // (addresses past the matrix are fine for a prefetch; kept integers till then)
       for (uint64_t p = uint64_t(i) * per_group; p < uint64_t(i + 1) * per_group; p += 64)
         _mm_prefetch(reinterpret_cast<const char*>(next + p), _MM_HINT_T0);
     else if (next_off)
@@ -511,9 +511,11 @@ void q4_gemv16(const uint8_t* w, const int32_t* off, const int32_t* next_off, co
       const __m512i xh = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.hi + 16 * bb)));
       __m512i s[4];
       for (int q = 0; q < 4; ++q) {
-        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[q] + b * 18 + 2)));
-        for (int k = 1; k < 4; ++k)
-          v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[q + 4 * k] + b * 18 + 2)), k);
+        auto block = [&](int k) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[q + 4 * k] + b * 18 + 2)); };
+        __m512i v = _mm512_castsi128_si512(block(0));  // (immediates spelled out: sanitizer builds do not fold loops)
+        v = _mm512_inserti32x4(v, block(1), 1);
+        v = _mm512_inserti32x4(v, block(2), 2);
+        v = _mm512_inserti32x4(v, block(3), 3);
         __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
         if constexpr (kIQ4) lo = _mm512_shuffle_epi8(table, lo), hi = _mm512_shuffle_epi8(table, hi);  // value + 128
         s[q] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo, xl), hi, xh);

@@ -193,7 +193,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) void sparse_d
       const __m512i t = _mm512_sub_epi16(sums[r], off);
       for (int part = 0; part < 2; ++part) {
         const int64_t row = i0 + 32 * r + 16 * part;
-        const __m512i i32 = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(t, part));
+        const __m512i i32 = _mm512_cvtepi16_epi32(part ? _mm512_extracti64x4_epi64(t, 1) : _mm512_extracti64x4_epi64(t, 0));
         const __m512 d = _mm512_mul_ps(
             _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(L.d + b * n_out + row))), da);
         _mm512_storeu_ps(y + row, _mm512_fmadd_ps(_mm512_cvtepi32_ps(i32), d, _mm512_loadu_ps(y + row)));
