@@ -62,6 +62,16 @@ float rows_product(uint32_t type, const uint8_t* w, uint64_t row, int64_t o0, in
   }
   return sink;
 }
+/// Median seconds of 3 runs of part(th, nt) on nt threads at once (th = 0..nt-1).
+template <class Part>
+double threads_time(int nt, Part&& part) {
+  return median(run_times(3, [&] {
+    std::vector<std::thread> pool;
+    for (int th = 0; th < nt; ++th) pool.emplace_back([&, th] { part(th, nt); });
+    for (auto& p : pool) p.join();
+  }));
+}
+
 /// Sparse ReGLU `down` (docs/reglu-sparsity.md) against the dense gemv, decode from DRAM: 256 MiB
 /// of Q4_0 expert `down` matrices (1536 rows of 768 neurons), one activation row with a fraction
 /// of neurons active, split over 1 and 2 threads. Milliseconds per 256 MiB, and the dense bytes
@@ -89,15 +99,10 @@ void sparse_down_from_memory(std::mt19937& rng) {
     prepare_row(PMOE_DTYPE_Q4_0, order, a.data(), xp.data(), n_in);
     const SparseDownFn fn = sparse_down_kernel();
     for (int nt = 1; nt <= 2; ++nt) {
-      auto timed = [&](auto&& per_matrix) {
-        return median(run_times(3, [&] {
-          std::vector<std::thread> pool;
-          for (int th = 0; th < nt; ++th)
-            pool.emplace_back([&, th] {
-              for (int64_t m = count * th / nt; m < count * (th + 1) / nt; ++m) per_matrix(m);
-            });
-          for (auto& p : pool) p.join();
-        }));
+      auto timed = [&](auto&& per_matrix) {  // the matrices split between the threads
+        return threads_time(nt, [&](int th, int of) {
+          for (int64_t m = count * th / of; m < count * (th + 1) / of; ++m) per_matrix(m);
+        });
       };
       const double td = timed([&](int64_t m) {
         if (rows_product(PMOE_DTYPE_Q4_0, &dense[uint64_t(m) * bytes], bytes / n_out, 0, n_out, xp.data(), 0, 1, n_in,
@@ -173,16 +178,11 @@ int main(int argc, char** argv) {
     else std::memcpy(xp.data(), x.data(), size_t(n) * 4);
     double gbs[2];
     for (int nt = 1; nt <= 2; ++nt) {
-      const double t = median(run_times(3, [&] {
-        std::vector<std::thread> pool;
-        for (int th = 0; th < nt; ++th)
-          pool.emplace_back([&, th] {
-            const float sink = rows_product(type, w.data(), row, big_rows * th / nt / 2 * 2, big_rows * (th + 1) / nt / 2 * 2,
-                                            xp.data(), 0, 1, n, order);
-            if (sink == 42.f) std::puts("");
-          });
-        for (auto& p : pool) p.join();
-      }));
+      const double t = threads_time(nt, [&](int th, int of) {
+        const float sink = rows_product(type, w.data(), row, big_rows * th / of / 2 * 2, big_rows * (th + 1) / of / 2 * 2,
+                                        xp.data(), 0, 1, n, order);
+        if (sink == 42.f) std::puts("");
+      });
       gbs[nt - 1] = double(w.size()) / t / 1e9;
     }
     std::printf("%-8s %8.2f %10.2f\n", pmoe_dtype_name(type), gbs[0], gbs[1]);

@@ -257,22 +257,13 @@ class CpuBackend final : public sdk::Compute {
         }
       };
       int64_t i = o0;
-      // rows picked from a list: fetch the pair after next ahead, since the gaps between them
-      // break the hardware prefetchers' streams (decode's sparse `up`: one tile per pair)
-      auto prefetch = [&](int64_t k) {
-        if (!rows || t0 > 0 || k >= o1) return;
-        const uint8_t* p = w + uint64_t(row(k)) * w_row;
-        for (uint64_t b = 0; b < w_row; b += 64) __builtin_prefetch(p + b);
-      };
       if (pair)  // the second row may be any later one: the kernel takes the distance
         for (; i + 1 < o1; i += 2) {
-          prefetch(i + 4), prefetch(i + 5);
           const int64_t r0 = row(i), r1 = row(i + 1);
           pair(w + uint64_t(r0) * w_row, uint64_t(r1 - r0) * w_row, xa + uint64_t(t0) * xrow, xrow, nc, in, o_tile, part);
           store(r0, part), store(r1, part + kTileCols);
         }
       for (; i < o1; ++i) {
-        prefetch(i + 2);
         tile(w + uint64_t(row(i)) * w_row, xa + uint64_t(t0) * xrow, xrow, nc, in, o_tile, part);
         store(row(i), part);
       }

@@ -98,6 +98,21 @@ const uint8_t* column_ahead(const Layout& L, const int32_t* active, int64_t n_ac
   return n + kAhead < n_active ? L.q + active[n + kAhead] * L.col + i0 / 2 : nullptr;
 }
 
+/// q_a in the low byte of both 16-bit halves, 0 in the high ones: vpmaddubsw's multiplier for the
+/// even bytes (shifted left by 8: for the odd ones).
+int32_t low_bytes(int qa) { return int32_t(uint32_t(uint8_t(qa)) * 0x00010001u); }
+
+using LinesFn = void (*)(const Layout& L, int64_t n_out, const BlockQ8_0* a, const int32_t* active, int64_t n_active,
+                         int64_t i0, int64_t lines, float* y);
+/// Rows i0..i1 as passes of at most kMaxLines lines of 128 rows (the 16-bit sums stay in L1).
+template <LinesFn Pass>
+void by_passes(const uint8_t* w, int64_t n_out, int64_t n_in, const BlockQ8_0* a, const int32_t* active,
+               int64_t n_active, int64_t i0, int64_t i1, float* y) {
+  const Layout L = layout(w, n_out, n_in);
+  for (int64_t i = i0; i < i1; i += kMaxLines * kNeuronGroup)
+    Pass(L, n_out, a, active, n_active, i, std::min(kMaxLines, (i1 - i) / kNeuronGroup), y);
+}
+
 /// Rows i0 .. i0 + 128 lines of the AVX2 kernel (lines <= kMaxLines).
 __attribute__((target("avx2,fma,f16c"))) void sparse_down_avx2_lines(const Layout& L, int64_t n_out, const BlockQ8_0* a,
                                                                      const int32_t* active, int64_t n_active, int64_t i0,
@@ -114,7 +129,7 @@ __attribute__((target("avx2,fma,f16c"))) void sparse_down_avx2_lines(const Layou
     for (int64_t n = k; n < end; ++n) {  // each active column read in one sequential run
       const int qa = a[b].qs[active[n] - 32 * b];
       qsum += qa;
-      const __m256i e = _mm256_set1_epi32(int32_t(uint32_t(uint8_t(qa)) * 0x00010001u)), o = _mm256_slli_epi16(e, 8);
+      const __m256i e = _mm256_set1_epi32(low_bytes(qa)), o = _mm256_slli_epi16(e, 8);
       const uint8_t* c = L.q + active[n] * L.col + i0 / 2;
       const uint8_t* ahead = column_ahead(L, active, n_active, n, i0);
       for (int64_t l = 0; l < lines; ++l) {
@@ -151,9 +166,7 @@ __attribute__((target("avx2,fma,f16c"))) void sparse_down_avx2_lines(const Layou
 
 void sparse_down_avx2(const uint8_t* w, int64_t n_out, int64_t n_in, const BlockQ8_0* a, const int32_t* active,
                       int64_t n_active, int64_t i0, int64_t i1, float* y) {
-  const Layout L = layout(w, n_out, n_in);
-  for (int64_t i = i0; i < i1; i += kMaxLines * kNeuronGroup)
-    sparse_down_avx2_lines(L, n_out, a, active, n_active, i, std::min(kMaxLines, (i1 - i) / kNeuronGroup), y);
+  by_passes<sparse_down_avx2_lines>(w, n_out, n_in, a, active, n_active, i0, i1, y);
 }
 
 namespace {
@@ -173,7 +186,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) void sparse_d
     for (int64_t n = k; n < end; ++n) {  // each active column read in one sequential run
       const int qa = a[b].qs[active[n] - 32 * b];
       qsum += qa;
-      const __m512i e = _mm512_set1_epi32(int32_t(uint32_t(uint8_t(qa)) * 0x00010001u)), o = _mm512_slli_epi16(e, 8);
+      const __m512i e = _mm512_set1_epi32(low_bytes(qa)), o = _mm512_slli_epi16(e, 8);
       const uint8_t* c = L.q + active[n] * L.col + i0 / 2;
       const uint8_t* ahead = column_ahead(L, active, n_active, n, i0);
       for (int64_t l = 0; l < lines; ++l) {
@@ -206,9 +219,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) void sparse_d
 
 void sparse_down_avx512(const uint8_t* w, int64_t n_out, int64_t n_in, const BlockQ8_0* a, const int32_t* active,
                         int64_t n_active, int64_t i0, int64_t i1, float* y) {
-  const Layout L = layout(w, n_out, n_in);
-  for (int64_t i = i0; i < i1; i += kMaxLines * kNeuronGroup)
-    sparse_down_avx512_lines(L, n_out, a, active, n_active, i, std::min(kMaxLines, (i1 - i) / kNeuronGroup), y);
+  by_passes<sparse_down_avx512_lines>(w, n_out, n_in, a, active, n_active, i0, i1, y);
 }
 
 SparseDownFn sparse_down_kernel() {
