@@ -282,7 +282,10 @@ PairTileFn pair_tile_kernel(uint32_t weight_type, Order order) {
 }
 
 Rows16Fn rows16_kernel(uint32_t weight_type, Order order) {
-  return kernel_isa() >= Isa::avx512_vnni ? avx512_rows16(weight_type, order) : nullptr;
+  const Isa isa = kernel_isa();
+  return isa >= Isa::avx512_vnni ? avx512_rows16(weight_type, order)
+         : isa >= Isa::avx2      ? avx2_rows16(weight_type, order)
+                                 : nullptr;
 }
 
 namespace {

@@ -132,6 +132,7 @@ TileFn scalar_tile(uint32_t type);
 TileFn avx2_tile(uint32_t type, Order order);
 TileFn avx512_tile(uint32_t type, Order order);
 PairTileFn avx512_pair_tile(uint32_t type, Order order);
+Rows16Fn avx2_rows16(uint32_t type, Order order);
 Rows16Fn avx512_rows16(uint32_t type, Order order);
 
 // ---- for the kernel files -------------------------------------------------------------------------
