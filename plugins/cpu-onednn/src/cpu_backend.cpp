@@ -232,21 +232,39 @@ class CpuBackend final : public sdk::Compute {
     const TileFn tile = tile_kernel(wtype, order);
     const PairTileFn pair = pair_tile_kernel(wtype, order);
     float part[2 * kTileCols];
-    if (T == 1 && gemm_cols == 0)  // one token: 16 rows at a time where the type has such a kernel
+    // 16 rows at a time where the type has such kernels: their byte offsets from the first (and
+    // the next 16 rows', within 32-bit offsets; false when past them)
+    int32_t off[16], next[16];
+    auto offsets = [&](int64_t i, int32_t* o) {
+      if ((row(std::min(i + 31, o1 - 1)) - row(o0) + 1) * int64_t(w_row) > INT32_MAX) return false;
+      for (int k = 0; k < 16 && i + k < o1; ++k) o[k] = int32_t((row(i + k) - row(o0)) * int64_t(w_row));
+      return true;
+    };
+    auto store16 = [&](int64_t t, const float* out) {
+      for (int k = 0; k < 16; ++k) {
+        float& dst = y[t * ys + row(o0 + k)];
+        dst = acc ? dst + out[k] : out[k];
+      }
+    };
+    const Rows16TileFn tile16 = T > 1 ? rows16_tile_kernel(wtype, order) : nullptr;
+    if (T == 1 && gemm_cols == 0) {  // one token
       if (const Rows16Fn rows16 = rows16_kernel(wtype, order))
-        for (int32_t off[16], next[16]; o0 + 16 <= o1; o0 += 16) {
-          const int64_t first = row(o0);
-          if ((row(std::min(o0 + 31, o1 - 1)) - first + 1) * int64_t(w_row) > INT32_MAX) break;  // 32-bit offsets
-          for (int k = 0; k < 16; ++k) off[k] = int32_t((row(o0 + k) - first) * int64_t(w_row));
+        for (; o0 + 16 <= o1 && offsets(o0, off); o0 += 16) {
           const bool more = rows && o0 + 32 <= o1;  // a row list: name the next rows to prefetch
-          for (int k = 0; more && k < 16; ++k) next[k] = int32_t((row(o0 + 16 + k) - first) * int64_t(w_row));
+          if (more) offsets(o0 + 16, next);
           float out[16];
-          rows16(w + uint64_t(first) * w_row, off, more ? next : nullptr, xa, in, out);
-          for (int k = 0; k < 16; ++k) {
-            float& dst = y[row(o0 + k)];
-            dst = acc ? dst + out[k] : out[k];
-          }
+          rows16(w + uint64_t(row(o0)) * w_row, off, more ? next : nullptr, xa, in, out);
+          store16(0, out);
         }
+    } else if (tile16 && (gemm_cols == 0 || rows16_tile_kernel(wtype, Order::gemm) == tile16)) {
+      for (; o0 + 16 <= o1 && offsets(o0, off); o0 += 16)  // the 16 rows stay in L1 while the tiles go by
+        for (int64_t t0 = 0; t0 < T; t0 += kTileCols) {
+          const int nc = int(std::min<int64_t>(kTileCols, T - t0));
+          float out[16 * kTileCols];
+          tile16(w + uint64_t(row(o0)) * w_row, off, xa + uint64_t(t0) * xrow, xrow, nc, in, out);
+          for (int c = 0; c < nc; ++c) store16(t0 + c, out + 16 * c);
+        }
+    }
     for (int64_t t0 = 0; t0 < T; t0 += kTileCols) {
       const int nc = int(std::min<int64_t>(kTileCols, T - t0));
       const Order o_tile = t0 < gemm_cols ? Order::gemm : order;

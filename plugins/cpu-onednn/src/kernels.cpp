@@ -288,6 +288,11 @@ Rows16Fn rows16_kernel(uint32_t weight_type, Order order) {
                                  : nullptr;
 }
 
+Rows16TileFn rows16_tile_kernel(uint32_t weight_type, Order order) {
+  const Isa isa = kernel_isa();  // (AVX-512 has two-row kernels with the columns' chains in lanes)
+  return isa == Isa::avx2 ? avx2_rows16_tile(weight_type, order) : nullptr;
+}
+
 namespace {
 float expf_ggml(float x) {  // ggml_v_expf, one lane
   const float r = 0x1.8p23f;

@@ -78,6 +78,16 @@ using Rows16Fn = void (*)(const uint8_t* w, const int32_t* off, const int32_t* n
 /// The 16-row kernel for `weight_type` in `order` from the kernel set in use, or nullptr.
 Rows16Fn rows16_kernel(uint32_t weight_type, Order order);
 
+/// Sixteen weight rows (at byte offsets off[k] from `w`) against nc prepared activation rows
+/// (1 <= nc <= kTileCols, `x_stride` bytes apart): out[16 c + k] = W_k · X_c, same bits as TileFn
+/// per row in `order` (a prefill tile: each weight block is decoded once for all the columns).
+using Rows16TileFn = void (*)(const uint8_t* w, const int32_t* off, const uint8_t* x, uint64_t x_stride, int nc,
+                              int64_t n, float* out);
+
+/// The 16-row tile kernel for `weight_type` in `order` from the kernel set in use, or nullptr
+/// (AVX2 has one for Q4_0 and IQ4_NL, whose one-row tiles are bound by reducing every block).
+Rows16TileFn rows16_tile_kernel(uint32_t weight_type, Order order);
+
 /// Bytes of one activation row of `n` values prepared for `weight_type`'s kernel in `order`, for
 /// kernel set `isa`: ggml's Q8_0, Q8_1 or Q8_K blocks, except that AVX-512 reads repacked
 /// Q4_0/IQ4_NL (gemv, gemm) against GroupQ8x4 groups (then the n/32 % 4 last blocks as Q8_0)
@@ -133,6 +143,7 @@ TileFn avx2_tile(uint32_t type, Order order);
 TileFn avx512_tile(uint32_t type, Order order);
 PairTileFn avx512_pair_tile(uint32_t type, Order order);
 Rows16Fn avx2_rows16(uint32_t type, Order order);
+Rows16TileFn avx2_rows16_tile(uint32_t type, Order order);
 Rows16Fn avx512_rows16(uint32_t type, Order order);
 
 // ---- for the kernel files -------------------------------------------------------------------------

@@ -624,6 +624,67 @@ void q4_gemv16(const uint8_t* w, const int32_t* off, const int32_t* next_off, co
   _mm256_storeu_ps(out + 8, acc[1]);
 }
 
+/// Sixteen repacked Q4_0 / IQ4_NL rows against NC Q8_0 rows (prefill tiles), 8 rows per pass: a
+/// row pair's decoded block serves every column, each (row, column) chain in a lane as above.
+template <bool kIQ4, int NC>
+void q4_tile16(const uint8_t* w, const int32_t* off, const uint8_t* x, uint64_t xs, int64_t n, float* out) {
+  const int64_t nb = n / 32;
+  const __m256i ones16 = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1), m4 = _mm256_set1_epi8(0x0F);
+  const __m128i t16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values));
+  const __m256i table = _mm256_set_m128i(t16, t16);
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* rows[8];
+    for (int r = 0; r < 8; ++r) rows[r] = w + off[8 * h + r];
+    __m256 acc[NC];
+    for (auto& a : acc) a = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      __m256i lo[4], hi[4];
+      for (int k = 0; k < 4; ++k) {
+        const __m256i raw = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[k] + b * 18 + 2))),
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[k + 4] + b * 18 + 2)), 1);
+        lo[k] = _mm256_and_si256(raw, m4), hi[k] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+        if constexpr (kIQ4) lo[k] = _mm256_shuffle_epi8(table, lo[k]), hi[k] = _mm256_shuffle_epi8(table, hi[k]);
+      }
+      auto sc = [&](int r) {
+        uint16_t v;
+        __builtin_memcpy(&v, rows[r] + b * 18, 2);
+        return short(v);
+      };
+      const __m256 dw = _mm256_cvtph_ps(_mm_set_epi16(sc(7), sc(6), sc(5), sc(4), sc(3), sc(2), sc(1), sc(0)));
+      for (int c = 0; c < NC; ++c) {
+        const BlockQ8_0& xb = reinterpret_cast<const BlockQ8_0*>(x + uint64_t(c) * xs)[b];
+        const __m256i xl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.qs)));
+        const __m256i xh = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.qs + 16)));
+        __m256i t[4];
+        for (int k = 0; k < 4; ++k)
+          t[k] = kIQ4 ? _mm256_add_epi32(lanes(pairs<true>(lo[k], xl), ones16), lanes(pairs<true>(hi[k], xh), ones16))
+                      : lanes(_mm256_add_epi16(_mm256_maddubs_epi16(lo[k], xl), _mm256_maddubs_epi16(hi[k], xh)), ones16);
+        __m256i isum = sums8(t);
+        if constexpr (!kIQ4) {  // less 8 * sum(x)
+          const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs));
+          isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * hsum_i32(lanes(_mm256_maddubs_epi16(ones8, xq), ones16))));
+        }
+        acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(f16(xb.d))), acc[c]);
+      }
+    }
+    for (int c = 0; c < NC; ++c) _mm256_storeu_ps(out + 16 * c + 8 * h, acc[c]);
+  }
+}
+template <bool kIQ4>
+void q4_tile16_by_cols(const uint8_t* w, const int32_t* off, const uint8_t* x, uint64_t xs, int nc, int64_t n, float* out) {
+  with_cols(nc, [&](auto c) { q4_tile16<kIQ4, c>(w, off, x, xs, n, out); });
+}
+
+Rows16TileFn avx2_rows16_tile(uint32_t type, Order order) {
+  if (order == Order::vec_dot) return nullptr;
+  switch (type) {
+    case PMOE_DTYPE_Q4_0: return q4_tile16_by_cols<false>;
+    case PMOE_DTYPE_IQ4_NL: return q4_tile16_by_cols<true>;
+    default: return nullptr;
+  }
+}
+
 Rows16Fn avx2_rows16(uint32_t type, Order order) {
   if (order != Order::gemv) return nullptr;
   switch (type) {

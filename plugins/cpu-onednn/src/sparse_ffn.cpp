@@ -26,9 +26,10 @@ struct Layout {
   const uint16_t* d;  // [block][row] f16 scales
   const uint8_t* q;   // per neuron n_out / 2 bytes
   int64_t col;        // bytes per neuron
+  int64_t blocks;     // of 32 neurons
 };
 Layout layout(const uint8_t* w, int64_t n_out, int64_t n_in) {
-  return {reinterpret_cast<const uint16_t*>(w), w + n_in / 32 * n_out * 2, n_out / 2};
+  return {reinterpret_cast<const uint16_t*>(w), w + n_in / 32 * n_out * 2, n_out / 2, n_in / 32};
 }
 /// The row within its group of 128 that byte j's low nibble holds (its high nibble: 64 more).
 constexpr int row_of_byte(int j) { return j % 2 == 0 ? j / 2 : 32 + j / 2; }
@@ -92,10 +93,11 @@ namespace {
 constexpr int64_t kMaxLines = 16;  // lines of 128 rows per kernel pass (16-bit sums in L1)
 constexpr int64_t kAhead = 4;      // neurons between a column's prefetch and its use
 
-/// The prefetch for the column of the neuron kAhead after n (across blocks): columns skipped
+/// The prefetch for the column of the neuron `ahead` after n (across blocks): columns skipped
 /// between the active ones break the hardware prefetchers' streams. Null at the end.
-const uint8_t* column_ahead(const Layout& L, const int32_t* active, int64_t n_active, int64_t n, int64_t i0) {
-  return n + kAhead < n_active ? L.q + active[n + kAhead] * L.col + i0 / 2 : nullptr;
+const uint8_t* column_ahead(const Layout& L, const int32_t* active, int64_t n_active, int64_t n, int64_t i0,
+                            int64_t ahead = kAhead) {
+  return n + ahead < n_active ? L.q + active[n + ahead] * L.col + i0 / 2 : nullptr;
 }
 
 /// q_a in the low byte of both 16-bit halves, 0 in the high ones: vpmaddubsw's multiplier for the
@@ -122,8 +124,14 @@ __attribute__((target("avx2,fma,f16c"))) void sparse_down_avx2_lines(const Layou
   // line, low (q = 0) or high nibbles, even or odd bytes)
   __m256i sums[8 * kMaxLines];
   std::fill(y + i0, y + i0 + lines * kNeuronGroup, 0.f);
+  // DRAM latency is hidden only some 48 lines ahead (measured on Zen 3 with the backend's 4-line
+  // tasks, where 4 neurons ahead stalled on every column); the scales two blocks ahead
+  const int64_t ahead = std::max<int64_t>(kAhead, (48 + lines - 1) / lines);
   for (int64_t k = 0; k < n_active;) {
     const int64_t b = active[k] / 32, end = block_end(active, n_active, k, b);
+    if (b + 2 < L.blocks)
+      for (int64_t i = 0; i < lines * kNeuronGroup * 2; i += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(L.d + (b + 2) * n_out + i0) + i, _MM_HINT_T0);
     for (int64_t r = 0; r < 8 * lines; ++r) sums[r] = _mm256_setzero_si256();
     int qsum = 0;
     for (int64_t n = k; n < end; ++n) {  // each active column read in one sequential run
@@ -131,9 +139,9 @@ __attribute__((target("avx2,fma,f16c"))) void sparse_down_avx2_lines(const Layou
       qsum += qa;
       const __m256i e = _mm256_set1_epi32(low_bytes(qa)), o = _mm256_slli_epi16(e, 8);
       const uint8_t* c = L.q + active[n] * L.col + i0 / 2;
-      const uint8_t* ahead = column_ahead(L, active, n_active, n, i0);
+      const uint8_t* next = column_ahead(L, active, n_active, n, i0, ahead);
       for (int64_t l = 0; l < lines; ++l) {
-        if (ahead) _mm_prefetch(reinterpret_cast<const char*>(ahead + 64 * l), _MM_HINT_T0);
+        if (next) _mm_prefetch(reinterpret_cast<const char*>(next + 64 * l), _MM_HINT_T0);
         for (int h = 0; h < 2; ++h) {
           const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 * l + 32 * h));
           const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);

@@ -238,6 +238,51 @@ TEST_CASE("sixteen-row kernels give each row the scalar kernels' bits, rows anyw
   if (kernel_isa() >= Isa::avx2) CHECK(checked == 12);
 }
 
+// Sixteen-row tile kernels (prefill: 16 rows against up to 4 activation rows) must give every
+// (row, column) the scalar one-row kernel's bits, in gemv and gemm order, for rows anywhere.
+TEST_CASE("sixteen-row tile kernels give each row and column the scalar kernels' bits") {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  int checked = 0;
+  for (uint32_t type : {PMOE_DTYPE_Q4_0, PMOE_DTYPE_IQ4_NL})
+    for (Order order : {Order::gemv, Order::gemm}) {
+      const Rows16TileFn tile16 = rows16_tile_kernel(type, order);
+      if (!tile16) continue;
+      for (int64_t n : {32 * 7, 1536, 64}) {
+        const uint64_t row = pmoe_dtype_row_bytes(type, uint64_t(n));
+        std::vector<uint8_t> w = pmoe::testref::random_blocks(rng, type, size_t(40 * row / pmoe_dtype_block_bytes(type)));
+        std::vector<float> x(static_cast<size_t>(4 * n));
+        for (auto& v : x) v = nd(rng);
+        if (n == 64) {  // extremes: every value the most negative, x all alike
+          for (size_t b = 0; b < w.size(); b += 18) std::fill(w.begin() + long(b) + 2, w.begin() + long(b) + 18, 0);
+          std::fill(x.begin(), x.end(), 1.f);
+        }
+        const uint64_t rs = prepared_row_bytes(type, n, order, Isa::scalar), rg = prepared_row_bytes(type, n, order);
+        std::vector<uint8_t> x_ref(4 * rs), x_got(4 * rg);
+        for (int c = 0; c < 4; ++c) {
+          prepare_row(type, order, &x[size_t(c * n)], &x_ref[c * rs], n, Isa::scalar);
+          prepare_row(type, order, &x[size_t(c * n)], &x_got[c * rg], n);
+        }
+        for (int nc = 1; nc <= 4; ++nc) {
+          int32_t picked[16], off[16];
+          for (int k = 0; k < 16; ++k) picked[k] = nc % 2 ? k : 2 * k + int32_t(rng() % 2);
+          for (int k = 0; k < 16; ++k) off[k] = int32_t((picked[k] - picked[0]) * int64_t(row));
+          float got[16 * 4];
+          tile16(w.data() + uint64_t(picked[0]) * row, off, x_got.data(), rg, nc, n, got);
+          for (int c = 0; c < nc; ++c)
+            for (int k = 0; k < 16; ++k) {
+              float ref;
+              scalar_tile(type)(w.data() + uint64_t(picked[k]) * row, &x_ref[c * rs], 0, 1, n, order, &ref);
+              INFO(pmoe_dtype_name(type) << " n " << n << " nc " << nc << " row " << picked[k] << " col " << c);
+              CHECK(std::memcmp(&ref, &got[16 * c + k], 4) == 0);
+            }
+          ++checked;
+        }
+      }
+    }
+  if (kernel_isa() == Isa::avx2) CHECK(checked == 48);
+}
+
 TEST_CASE("ggml's exp for the softmax: exact at 0, zero below -104, and within 2 ulp of expf") {
   float x[16], y[16];
   for (int i = 0; i < 16; ++i) x[i] = -0.7f * float(i);
