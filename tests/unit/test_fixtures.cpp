@@ -16,6 +16,8 @@
 #include <numeric>
 #include <fstream>
 
+#include <unistd.h>
+
 using namespace pmoe;
 
 namespace {
@@ -69,9 +71,12 @@ Compare compare(const std::vector<float>& ours, const std::vector<float>& ref,
   return c;
 }
 
-/// A config file with `text` (in the temp directory, named after `name`).
+/// A config file with `text` (in the temp directory, named after `name` and this process: ctest
+/// runs this file for several backends and options at once, and a shared name let one run read
+/// another's config).
 std::string write_config(const std::string& name, const std::string& text) {
-  const std::string path = std::filesystem::temp_directory_path() / ("pmoe_fixtures_" + name + ".yaml");
+  const std::string path = std::filesystem::temp_directory_path() /
+                           ("pmoe_fixtures_" + name + "_" + std::to_string(getpid()) + ".yaml");
   std::ofstream(path) << text;
   return path;
 }
