@@ -115,9 +115,9 @@ static_assert(sizeof(BlockQ8U) == 36);
 
 
 // ---- sub-block scales of the K-quants, as GGML unpacks them -------------------------------------
-/// Q4_K/Q5_K: all 8 scales (bytes 0..7) and 8 mins (bytes 8..15) at once, by GGML's word shuffle.
-inline void q4k_scales_mins(const uint8_t* s, uint8_t out[16]) {
-  uint32_t u[4];
+/// Q4_K/Q5_K: all 8 scales (bytes 0..7) and 8 mins (bytes 8..15) at once, by GGML's word shuffle,
+/// as four little-endian words `u`.
+inline void q4k_scales_mins_words(const uint8_t* s, uint32_t u[4]) {
   std::memcpy(u, s, 12);
   constexpr uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
   u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
@@ -125,6 +125,11 @@ inline void q4k_scales_mins(const uint8_t* s, uint8_t out[16]) {
   u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
   u[2] = mins_lo;
   u[0] &= k1;
+}
+/// The same as 16 bytes.
+inline void q4k_scales_mins(const uint8_t* s, uint8_t out[16]) {
+  uint32_t u[4];
+  q4k_scales_mins_words(s, u);
   std::memcpy(out, u, 16);
 }
 

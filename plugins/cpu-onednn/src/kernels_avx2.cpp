@@ -175,6 +175,16 @@ inline void set_scales(SuperDec& s, const int16_t g[16]) {
   for (int k = 0; k < 8; ++k)
     s.sc[k] = _mm256_set_m128i(_mm_set1_epi16(g[2 * k + 1]), _mm_set1_epi16(g[2 * k]));
 }
+/// The same from the 16 scales in a register (scales computed as vectors stay out of memory: a
+/// vector load of per-element stores fails store forwarding).
+inline void set_scales(SuperDec& s, __m256i g16) {
+  const __m256i lo = _mm256_permute2x128_si256(g16, g16, 0x00), hi = _mm256_permute2x128_si256(g16, g16, 0x11);
+  for (int k = 0; k < 8; ++k) {
+    const int e = 2 * (k % 4);  // scales 2k and 2k + 1: elements e, e + 1 of their half
+    const __m256i pick = _mm256_set_m128i(_mm_set1_epi16(int16_t(0x0100 + 0x0202 * (e + 1))), _mm_set1_epi16(int16_t(0x0100 + 0x0202 * e)));
+    s.sc[k] = _mm256_shuffle_epi8(k < 4 ? lo : hi, pick);
+  }
+}
 
 struct DecQ2K {
   static constexpr uint32_t kType = PMOE_DTYPE_Q2_K;
@@ -187,10 +197,9 @@ struct DecQ2K {
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * h));
       for (int j = 0; j < 4; ++j) s.q[4 * h + j] = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
     }
-    int16_t g[16], m[16];
-    for (int i = 0; i < 16; ++i) g[i] = int16_t(b.scales[i] & 0xF), m[i] = int16_t(b.scales[i] >> 4);
-    set_scales(s, g);
-    s.mins = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m));
+    const __m128i sm = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales)), m4 = _mm_set1_epi8(0xF);
+    set_scales(s, _mm256_cvtepu8_epi16(_mm_and_si128(sm, m4)));
+    s.mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), m4));
     s.d = f16(b.d), s.dmin = f16(b.dmin);
   }
 };
@@ -219,14 +228,18 @@ struct DecQ3K {
   }
 };
 
+/// Q4_K/Q5_K scales and mins in registers (through memory, per-element stores read back as vectors
+/// failed store forwarding every super-block): sc[k] is scale k in every 16-bit lane, mins holds
+/// min j in lanes 2j and 2j + 1.
 template <class Block>
 inline void q45k_scales(const Block& b, SuperDec& s) {
-  uint8_t sm[16];
-  q4k_scales_mins(b.scales, sm);
-  int16_t g[16], m[16];
-  for (int j = 0; j < 8; ++j) g[2 * j] = g[2 * j + 1] = sm[j], m[2 * j] = m[2 * j + 1] = sm[8 + j];
-  set_scales(s, g);
-  s.mins = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m));
+  uint32_t u[4];
+  q4k_scales_mins_words(b.scales, u);
+  const __m256i sm16 = _mm256_cvtepu8_epi16(_mm_set_epi32(int(u[3]), int(u[2]), int(u[1]), int(u[0])));
+  const __m256i scales = _mm256_permute2x128_si256(sm16, sm16, 0x00);
+  for (int k = 0; k < 8; ++k) s.sc[k] = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(int16_t(0x0100 + 0x0202 * k)));
+  const __m128i mins = _mm256_extracti128_si256(sm16, 1);
+  s.mins = _mm256_set_m128i(_mm_unpackhi_epi16(mins, mins), _mm_unpacklo_epi16(mins, mins));
   s.d = f16(b.d), s.dmin = f16(b.dmin);
 }
 
@@ -282,10 +295,8 @@ struct DecQ6K {
       s.q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), high(4));
       s.q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), high(6));
     }
-    int16_t g[16];
-    for (int i = 0; i < 16; ++i) g[i] = b.scales[i];
-    set_scales(s, g);
-    s.g16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g));
+    s.g16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales)));
+    set_scales(s, s.g16);
     s.d = f16(b.d), s.dmin = 0.f;
   }
 };
