@@ -232,12 +232,12 @@ class CpuBackend final : public sdk::Compute {
     const TileFn tile = tile_kernel(wtype, order);
     const PairTileFn pair = pair_tile_kernel(wtype, order);
     float part[2 * kTileCols];
-    // 16 rows at a time where the type has such kernels: their byte offsets from the first (and
-    // the next 16 rows', within 32-bit offsets; false when past them)
+    // 16 rows at a time where the type has such kernels: rows i..i+15's byte offsets from row o0
+    // (false, nothing written, where they do not fit in 32 bits)
     int32_t off[16], next[16];
     auto offsets = [&](int64_t i, int32_t* o) {
-      if ((row(std::min(i + 31, o1 - 1)) - row(o0) + 1) * int64_t(w_row) > INT32_MAX) return false;
-      for (int k = 0; k < 16 && i + k < o1; ++k) o[k] = int32_t((row(i + k) - row(o0)) * int64_t(w_row));
+      if ((row(i + 15) - row(o0) + 1) * int64_t(w_row) > INT32_MAX) return false;
+      for (int k = 0; k < 16; ++k) o[k] = int32_t((row(i + k) - row(o0)) * int64_t(w_row));
       return true;
     };
     auto store16 = [&](int64_t t, const float* out) {
@@ -250,8 +250,8 @@ class CpuBackend final : public sdk::Compute {
     if (T == 1 && gemm_cols == 0) {  // one token
       if (const Rows16Fn rows16 = rows16_kernel(wtype, order))
         for (; o0 + 16 <= o1 && offsets(o0, off); o0 += 16) {
-          const bool more = rows && o0 + 32 <= o1;  // a row list: name the next rows to prefetch
-          if (more) offsets(o0 + 16, next);
+          // a row list: name the next rows to prefetch
+          const bool more = rows && o0 + 32 <= o1 && offsets(o0 + 16, next);
           float out[16];
           rows16(w + uint64_t(row(o0)) * w_row, off, more ? next : nullptr, xa, in, out);
           store16(0, out);
