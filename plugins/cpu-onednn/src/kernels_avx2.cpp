@@ -570,23 +570,66 @@ inline __m256i sums8(const __m256i t[4]) {
   return _mm256_hadd_epi32(_mm256_hadd_epi32(t[0], t[1]), _mm256_hadd_epi32(t[2], t[3]));
 }
 
+/// Block b of rows a and b (repacked Q4_0 / IQ4_NL) as one register per nibble half: values 0-15
+/// of row a in the low 128 bits and row b's in the high ones (`lo`), values 16-31 likewise (`hi`);
+/// IQ4_NL's looked up (signed), Q4_0's unsigned 0..15.
+template <bool kIQ4>
+inline void q4_row_pair(const uint8_t* a, const uint8_t* b, int64_t blk, __m256i& lo, __m256i& hi) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  const __m256i raw = _mm256_inserti128_si256(
+      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + blk * 18 + 2))),
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + blk * 18 + 2)), 1);
+  lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+  if constexpr (kIQ4) {
+    const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values));
+    const __m256i table = _mm256_set_m128i(t, t);
+    lo = _mm256_shuffle_epi8(table, lo), hi = _mm256_shuffle_epi8(table, hi);
+  }
+}
+/// Eight rows' integer block sums (lane r: row r) from their row pairs (rows k and k + 4 in pair k)
+/// and x's values 0-15 and 16-31 in both halves (xl, xh); Q4_0's still without its -8 offset.
+template <bool kIQ4>
+inline __m256i q4_sums8(const __m256i lo[4], const __m256i hi[4], __m256i xl, __m256i xh) {
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  __m256i t[4];
+  for (int k = 0; k < 4; ++k)
+    t[k] = kIQ4  // (pair sums up to 2 * 127 * 127: the halves are added as 32-bit lanes)
+               ? _mm256_add_epi32(lanes(pairs<true>(lo[k], xl), ones16), lanes(pairs<true>(hi[k], xh), ones16))
+               : lanes(_mm256_add_epi16(_mm256_maddubs_epi16(lo[k], xl), _mm256_maddubs_epi16(hi[k], xh)), ones16);
+  return sums8(t);
+}
+/// What Q4_0's -8 offset takes off a block's sum against x: 8 * sum(x) (0 for IQ4_NL).
+template <bool kIQ4>
+inline __m256i q4_offset(const BlockQ8_0& x) {
+  if constexpr (kIQ4) return _mm256_setzero_si256();
+  const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs));
+  return _mm256_set1_epi32(8 * hsum_i32(lanes(_mm256_maddubs_epi16(_mm256_set1_epi8(1), xq), _mm256_set1_epi16(1))));
+}
+/// Eight rows' f16 scales of block b as floats: loads and inserts (a gather was 2x slower on Zen 3).
+inline __m256 q4_scales8(const uint8_t* const rows[8], int64_t b) {
+  auto sc = [&](int r) {
+    uint16_t v;
+    __builtin_memcpy(&v, rows[r] + b * 18, 2);
+    return short(v);
+  };
+  return _mm256_cvtph_ps(_mm_set_epi16(sc(7), sc(6), sc(5), sc(4), sc(3), sc(2), sc(1), sc(0)));
+}
+
 /// Sixteen repacked Q4_0 / IQ4_NL rows against one Q8_0 row (decode): each row's chain
 /// fma(block sum, dw * dx, acc) in its own lane, as chain_blocks_tile computes it one row at a
-/// time, so no block is reduced to a scalar. Weights stream from memory: the next 16 rows are
-/// prefetched over the pass (in address order where they follow these, else the caller's list).
+/// time, so no block is reduced to a scalar; the next 16 rows prefetched over the pass.
 template <bool kIQ4>
 void q4_gemv16(const uint8_t* w, const int32_t* off, const int32_t* next_off, const uint8_t* x, int64_t n, float* out) {
   const int64_t nb = n / 32;
   const auto* xb = reinterpret_cast<const BlockQ8_0*>(x);
   const uint8_t* rows[16];
   for (int r = 0; r < 16; ++r) rows[r] = w + off[r];
+  // the next 16 rows, spread over the pass: in address order where they follow these (16 streams
+  // apart defeat the hardware prefetchers), else the rows the caller names
   const uint64_t row_bytes = uint64_t(nb) * 18;
   bool consecutive = true;
   for (int r = 0; r < 16; ++r) consecutive &= uint64_t(off[r]) == r * row_bytes;
   const uintptr_t next = reinterpret_cast<uintptr_t>(w) + 16 * row_bytes;
-  const __m256i ones16 = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0x0F);
-  const __m128i t16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values));
-  const __m256i table = _mm256_set_m128i(t16, t16);
   __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   for (int64_t b = 0; b < nb; ++b) {
     if (consecutive)  // 16 rows' bytes per block: 288 of the next region
@@ -598,37 +641,17 @@ void q4_gemv16(const uint8_t* w, const int32_t* off, const int32_t* next_off, co
         _mm_prefetch(p, _MM_HINT_T0);
         _mm_prefetch(p + 71, _MM_HINT_T0);
       }
-    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[b].qs));
-    // x's values 0-15 (the low nibbles') and 16-31 (the high ones') in both halves: one vector
-    // then carries two rows
-    const __m256i xl = _mm256_permute2x128_si256(xq, xq, 0x00), xh = _mm256_permute2x128_si256(xq, xq, 0x11);
-    // Q4_0: unsigned nibbles times x, less 8 * sum(x); IQ4_NL: signed values, the sign moved onto x
-    const __m256i corr = kIQ4 ? _mm256_setzero_si256()
-                              : _mm256_set1_epi32(-8 * hsum_i32(lanes(_mm256_maddubs_epi16(_mm256_set1_epi8(1), xq), ones16)));
+    const __m128i xq = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb[b].qs));
+    const __m256i xl = _mm256_broadcastsi128_si256(xq);
+    const __m256i xh = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb[b].qs + 16)));
+    const __m256i offset = q4_offset<kIQ4>(xb[b]);
     const __m256 dx = _mm256_set1_ps(f16(xb[b].d));
     for (int h = 0; h < 2; ++h) {
-      __m256i t[4];
-      for (int k = 0; k < 4; ++k) {
-        const uint8_t* r0 = rows[8 * h + k] + b * 18 + 2;
-        const __m256i raw = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r0))),
-                                                    _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[8 * h + k + 4] + b * 18 + 2)), 1);
-        __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-        if constexpr (kIQ4)  // (pair sums up to 2 * 127 * 127: the halves are added as 32-bit lanes)
-          t[k] = _mm256_add_epi32(lanes(pairs<true>(_mm256_shuffle_epi8(table, lo), xl), ones16),
-                                  lanes(pairs<true>(_mm256_shuffle_epi8(table, hi), xh), ones16));
-        else
-          t[k] = lanes(_mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh)), ones16);
-      }
-      const __m256i isum = _mm256_add_epi32(sums8(t), corr);
-      // the rows' f16 scales: loads and inserts beat a gather on Zen 3 by 2x here
-      const uint8_t* const* rr = rows + 8 * h;
-      auto sc = [&](int r) {
-        uint16_t v;
-        __builtin_memcpy(&v, rr[r] + b * 18, 2);
-        return short(v);
-      };
-      const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_set_epi16(sc(7), sc(6), sc(5), sc(4), sc(3), sc(2), sc(1), sc(0))), dx);
-      acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[h]);
+      const uint8_t* const* r8 = rows + 8 * h;
+      __m256i lo[4], hi[4];
+      for (int k = 0; k < 4; ++k) q4_row_pair<kIQ4>(r8[k], r8[k + 4], b, lo[k], hi[k]);
+      const __m256i isum = _mm256_sub_epi32(q4_sums8<kIQ4>(lo, hi, xl, xh), offset);
+      acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(q4_scales8(r8, b), dx), acc[h]);
     }
   }
   _mm256_storeu_ps(out, acc[0]);
@@ -640,9 +663,6 @@ void q4_gemv16(const uint8_t* w, const int32_t* off, const int32_t* next_off, co
 template <bool kIQ4, int NC>
 void q4_tile16(const uint8_t* w, const int32_t* off, const uint8_t* x, uint64_t xs, int64_t n, float* out) {
   const int64_t nb = n / 32;
-  const __m256i ones16 = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1), m4 = _mm256_set1_epi8(0x0F);
-  const __m128i t16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values));
-  const __m256i table = _mm256_set_m128i(t16, t16);
   for (int h = 0; h < 2; ++h) {
     const uint8_t* rows[8];
     for (int r = 0; r < 8; ++r) rows[r] = w + off[8 * h + r];
@@ -650,32 +670,13 @@ void q4_tile16(const uint8_t* w, const int32_t* off, const uint8_t* x, uint64_t 
     for (auto& a : acc) a = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
       __m256i lo[4], hi[4];
-      for (int k = 0; k < 4; ++k) {
-        const __m256i raw = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[k] + b * 18 + 2))),
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[k + 4] + b * 18 + 2)), 1);
-        lo[k] = _mm256_and_si256(raw, m4), hi[k] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-        if constexpr (kIQ4) lo[k] = _mm256_shuffle_epi8(table, lo[k]), hi[k] = _mm256_shuffle_epi8(table, hi[k]);
-      }
-      auto sc = [&](int r) {
-        uint16_t v;
-        __builtin_memcpy(&v, rows[r] + b * 18, 2);
-        return short(v);
-      };
-      const __m256 dw = _mm256_cvtph_ps(_mm_set_epi16(sc(7), sc(6), sc(5), sc(4), sc(3), sc(2), sc(1), sc(0)));
+      for (int k = 0; k < 4; ++k) q4_row_pair<kIQ4>(rows[k], rows[k + 4], b, lo[k], hi[k]);
+      const __m256 dw = q4_scales8(rows, b);
       for (int c = 0; c < NC; ++c) {
         const BlockQ8_0& xb = reinterpret_cast<const BlockQ8_0*>(x + uint64_t(c) * xs)[b];
         const __m256i xl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.qs)));
         const __m256i xh = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.qs + 16)));
-        __m256i t[4];
-        for (int k = 0; k < 4; ++k)
-          t[k] = kIQ4 ? _mm256_add_epi32(lanes(pairs<true>(lo[k], xl), ones16), lanes(pairs<true>(hi[k], xh), ones16))
-                      : lanes(_mm256_add_epi16(_mm256_maddubs_epi16(lo[k], xl), _mm256_maddubs_epi16(hi[k], xh)), ones16);
-        __m256i isum = sums8(t);
-        if constexpr (!kIQ4) {  // less 8 * sum(x)
-          const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs));
-          isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * hsum_i32(lanes(_mm256_maddubs_epi16(ones8, xq), ones16))));
-        }
+        const __m256i isum = _mm256_sub_epi32(q4_sums8<kIQ4>(lo, hi, xl, xh), q4_offset<kIQ4>(xb));
         acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(f16(xb.d))), acc[c]);
       }
     }
