@@ -111,9 +111,8 @@ void sparse_down_from_memory(std::mt19937& rng) {
       });
       const double ts = timed([&](int64_t m) {
         float y[1536];
-        for (int64_t i = 0; i < n_out; i += 512)  // in the backend's tasks of 512 rows (kSparseRows)
-          fn(&major[uint64_t(m) * bytes], n_out, n_in, a8.data(), list.data(), int64_t(list.size()), i,
-             std::min<int64_t>(n_out, i + 512), y);
+        // all rows in one call, as the backend's tasks (a token's whole columns)
+        fn(&major[uint64_t(m) * bytes], n_out, n_in, a8.data(), list.data(), int64_t(list.size()), 0, n_out, y);
         if (y[0] == 42.f) std::puts("");
       });
       std::printf("%6.2f %8d %9.2f %10.2f %11.2f %11.2f\n", double(list.size()) / n_in, nt, td * 1e3, ts * 1e3,

@@ -45,8 +45,9 @@ enum class SparseFfn { off, on, automatic };
 constexpr int64_t kMinParallelWork = int64_t(1) << 16;
 // Output rows per parallel task.
 constexpr int64_t kRowBlock = 16;
-// Output rows per task of the sparse down kernel (a multiple of its groups of kNeuronGroup).
-constexpr int64_t kSparseRows = 4 * kNeuronGroup;
+// Tokens per task of the sparse down kernel. A task takes every output row: each active neuron's
+// whole column in one run (tasks of 512 rows read 256-byte pieces of each and ran 1.3x slower).
+constexpr int64_t kSparseTokens = 4;
 // sparse_ffn: auto takes the sparse path for an expert whose routed tokens activate at most this
 // fraction of its neurons (measured, docs/reglu-sparsity.md: 4B decode 0.9x at 42% active, 1.18x at 16%).
 constexpr double kAutoMaxActive = 0.3;
@@ -636,7 +637,7 @@ class CpuBackend final : public sdk::Compute {
     // gate has run, up and the re-layouts, then down. A row block costs about its tokens plus a
     // fixed part for decoding the weights.
     std::vector<std::pair<size_t, int64_t>> t1;
-    std::vector<std::tuple<size_t, int64_t, int64_t>> t_up, t2;  // (job, first, end): rows, or -1: re-layout
+    std::vector<std::tuple<size_t, int64_t, int64_t>> t_up, t2;  // (job, first, end): rows (sparse down: tokens), or -1: re-layout
     std::vector<int64_t> c1{0}, c_up{0}, c2{0};
     for (size_t k = 0; k < jobs.size(); ++k)
       for (int64_t b = 0; b < (jobs[k].n_ff + kRowBlock - 1) / kRowBlock; ++b)
@@ -695,10 +696,12 @@ class CpuBackend final : public sdk::Compute {
             t2.emplace_back(k, b * kRowBlock, std::min(j.n_embd, (b + 1) * kRowBlock)), c2.push_back(c2.back() + j.R + 3);
           continue;
         }
-        // tasks of up to kSparseRows rows, each costing its share of the active neurons' columns
-        for (int64_t o = 0; o < j.n_embd; o += kSparseRows) {
-          const int64_t o1 = std::min(j.n_embd, o + kSparseRows);
-          t2.emplace_back(k, o, o1), c2.push_back(c2.back() + (o1 - o) / kRowBlock * (int64_t(j.token_active.size()) / j.n_ff + 3));
+        // tasks of up to kSparseTokens tokens, all rows, costing a fixed part per row block and
+        // the active neurons' columns
+        for (int64_t t = 0; t < j.R; t += kSparseTokens) {
+          const int64_t t1 = std::min(j.R, t + kSparseTokens);
+          const int64_t active = j.token_first[size_t(t1)] - j.token_first[size_t(t)];
+          t2.emplace_back(k, t, t1), c2.push_back(c2.back() + j.n_embd / kRowBlock * (1 + 4 * active / j.n_ff));
         }
       }
       const SparseDownFn sparse_down = sparse_down_kernel();
@@ -711,9 +714,9 @@ class CpuBackend final : public sdk::Compute {
           continue;
         }
         const int64_t nb = j.n_ff / 32;
-        for (int64_t t = 0; t < j.R; ++t)
+        for (int64_t t = o0; t < o1; ++t)  // (a sparse task's range is tokens)
           sparse_down(j.major, j.n_embd, j.n_ff, &j.a8[size_t(t * nb)], j.token_active.data() + j.token_first[size_t(t)],
-                      j.token_first[size_t(t) + 1] - j.token_first[size_t(t)], o0, o1, j.y + t * j.ys);
+                      j.token_first[size_t(t) + 1] - j.token_first[size_t(t)], 0, j.n_embd, j.y + t * j.ys);
       }
     }
     for (size_t k = 0; k < jobs.size(); ++k) {  // after the parallel part: experts of a layer share counters

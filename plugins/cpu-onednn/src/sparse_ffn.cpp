@@ -91,12 +91,15 @@ void sparse_down_scalar(const uint8_t* w, int64_t n_out, int64_t n_in, const Blo
 
 namespace {
 constexpr int64_t kMaxLines = 16;  // lines of 128 rows per kernel pass (16-bit sums in L1)
-constexpr int64_t kAhead = 4;      // neurons between a column's prefetch and its use
+
+/// How many active neurons ahead to prefetch columns of `lines` lines: DRAM latency is hidden only
+/// some 48 lines ahead (measured on Zen 3 and Zen 4: 4 neurons of 4-line tasks stalled on every column).
+int64_t neurons_ahead(int64_t lines) { return std::max<int64_t>(2, (48 + lines - 1) / lines); }
 
 /// The prefetch for the column of the neuron `ahead` after n (across blocks): columns skipped
 /// between the active ones break the hardware prefetchers' streams. Null at the end.
 const uint8_t* column_ahead(const Layout& L, const int32_t* active, int64_t n_active, int64_t n, int64_t i0,
-                            int64_t ahead = kAhead) {
+                            int64_t ahead) {
   return n + ahead < n_active ? L.q + active[n + ahead] * L.col + i0 / 2 : nullptr;
 }
 
@@ -124,9 +127,7 @@ __attribute__((target("avx2,fma,f16c"))) void sparse_down_avx2_lines(const Layou
   // line, low (q = 0) or high nibbles, even or odd bytes)
   __m256i sums[8 * kMaxLines];
   std::fill(y + i0, y + i0 + lines * kNeuronGroup, 0.f);
-  // DRAM latency is hidden only some 48 lines ahead (measured on Zen 3 with the backend's 4-line
-  // tasks, where 4 neurons ahead stalled on every column); the scales two blocks ahead
-  const int64_t ahead = std::max<int64_t>(kAhead, (48 + lines - 1) / lines);
+  const int64_t ahead = neurons_ahead(lines);  // and the scales two blocks ahead
   for (int64_t k = 0; k < n_active;) {
     const int64_t b = active[k] / 32, end = block_end(active, n_active, k, b);
     if (b + 2 < L.blocks)
@@ -196,7 +197,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) void sparse_d
       qsum += qa;
       const __m512i e = _mm512_set1_epi32(low_bytes(qa)), o = _mm512_slli_epi16(e, 8);
       const uint8_t* c = L.q + active[n] * L.col + i0 / 2;
-      const uint8_t* ahead = column_ahead(L, active, n_active, n, i0);
+      const uint8_t* ahead = column_ahead(L, active, n_active, n, i0, neurons_ahead(lines));
       for (int64_t l = 0; l < lines; ++l) {
         if (ahead) _mm_prefetch(reinterpret_cast<const char*>(ahead + 64 * l), _MM_HINT_T0);
         const __m512i v = _mm512_loadu_si512(c + 64 * l);
