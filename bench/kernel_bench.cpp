@@ -120,6 +120,33 @@ void sparse_down_from_memory(std::mt19937& rng) {
     }
   }
 }
+
+/// One decode query's attention (the 4B's 12 heads of 128 over 2 KV heads, f32 cache), one
+/// thread, at growing contexts: microseconds per call and the K/V bytes it reads per second.
+void attention_decode() {
+  std::printf("\nattention, one query, 12 heads of 128 (2 KV heads), 1 thread:\n");
+  std::printf("context  us/call  K+V GB/s\n");
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const int64_t hd = 128, n_head = 12, n_kv_head = 2, ks = hd * n_kv_head;
+  const AttendFn fn = attend_kernel();
+  for (int64_t ctx : {128, 512, 2048}) {
+    std::vector<float> q(static_cast<size_t>(hd * n_head)), k(static_cast<size_t>(ctx * ks)), v(k.size()), out(q.size());
+    for (auto* t : {&q, &k, &v})
+      for (float& x : *t) x = nd(rng);
+    std::vector<float> w(static_cast<size_t>(ctx + 17)), lanes(static_cast<size_t>(64 * hd));
+    std::vector<double> wide(static_cast<size_t>(hd));
+    const AttendScratch scratch{w.data(), lanes.data(), wide.data()};
+    const int64_t p = ctx - 1, n_vec = std::min<int64_t>(ctx, (p / 32 + 1) * 32);
+    const double t = median(run_times(7, [&] {
+      for (int rep = 0; rep < 20; ++rep)
+        for (int64_t h = 0; h < n_head; ++h)
+          fn(q.data() + h * hd, k.data() + h / (n_head / n_kv_head) * hd, ks, v.data() + h / (n_head / n_kv_head) * hd, ks,
+             hd, 0, p, 0.088f, false, n_vec, out.data() + h * hd, scratch);
+    })) / 20;
+    std::printf("%7lld %8.2f %9.2f\n", (long long)ctx, t * 1e6, double(2 * k.size() * 4) / t / 1e9);
+  }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -189,5 +216,6 @@ int main(int argc, char** argv) {
     std::printf("%-8s %8.2f %10.2f\n", pmoe_dtype_name(type), gbs[0], gbs[1]);
   }
   sparse_down_from_memory(rng);
+  attention_decode();
   return 0;
 }

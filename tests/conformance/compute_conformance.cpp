@@ -322,6 +322,55 @@ TEST_CASE("matmul with i[0] = 1 adds to dst") {
   }
 }
 
+TEST_CASE("products of one input submitted together: each as alone, and in order where one writes that input") {
+  // (a backend may run a decode step's q, k and v as one parallel pass)
+  Fixture f;
+  const int64_t in = 256;
+  const std::vector<float> x = f.randn(size_t(in));
+  struct Product {
+    uint32_t type;
+    int64_t out;
+    std::vector<uint8_t> wb;
+    std::vector<float> wd;
+    pmoe_tensor W;
+  };
+  std::vector<Product> ps{{PMOE_DTYPE_Q4_0, 40, {}, {}, {}}, {PMOE_DTYPE_Q4_0, 16, {}, {}, {}},
+                          {PMOE_DTYPE_Q8_0, 24, {}, {}, {}}, {PMOE_DTYPE_Q4_K, 256, {}, {}, {}}};
+  for (Product& p : ps) {
+    make_weights(f.rng, p.type, in, p.out, p.wb, p.wd);
+    p.W = f.upload(p.wb.data(), p.wb.size(), p.type, in, p.out);
+  }
+  // alone, one submission each
+  std::vector<std::vector<float>> alone;
+  const pmoe_tensor X = f.f32(x, in, 1);
+  for (const Product& p : ps) {
+    const pmoe_tensor Y = f.zeros(p.out, 1);
+    f.run(op_of(PMOE_OP_MATMUL, Y, {p.W, X}));
+    alone.push_back(f.read(Y, size_t(p.out)));
+  }
+  // together: the first three into their own outputs, then the square one writes the input (from
+  // a copy of it), then the first again, which must read what the square one wrote
+  std::vector<pmoe_tensor> Ys;
+  std::vector<pmoe_op> ops;
+  for (size_t k = 0; k < 3; ++k) {
+    Ys.push_back(f.zeros(ps[k].out, 1));
+    ops.push_back(op_of(PMOE_OP_MATMUL, Ys.back(), {ps[k].W, X}));
+  }
+  ops.push_back(op_of(PMOE_OP_MATMUL, X, {ps[3].W, f.f32(x, in, 1)}));
+  const pmoe_tensor After = f.zeros(ps[0].out, 1);
+  ops.push_back(op_of(PMOE_OP_MATMUL, After, {ps[0].W, X}));
+  f.be.must_run(ops);
+  for (size_t k = 0; k < 3; ++k) {
+    INFO("product " << k);
+    CHECK(std::memcmp(f.read(Ys[k], size_t(ps[k].out)).data(), alone[k].data(), alone[k].size() * 4) == 0);
+  }
+  const std::vector<float> x2 = f.read(X, size_t(in));
+  CHECK(std::memcmp(x2.data(), alone[3].data(), x2.size() * 4) == 0);
+  const pmoe_tensor Y2 = f.zeros(ps[0].out, 1);
+  f.run(op_of(PMOE_OP_MATMUL, Y2, {ps[0].W, f.f32(x2, in, 1)}));
+  CHECK(std::memcmp(f.read(After, size_t(ps[0].out)).data(), f.read(Y2, size_t(ps[0].out)).data(), size_t(ps[0].out) * 4) == 0);
+}
+
 TEST_CASE("batching never changes a bit: a column of a batch equals the same row alone") {
   Fixture f;
   const int64_t out = 24, in = 512, T = 7;  // 7 tokens: one full tile of 4 and a partial one

@@ -294,6 +294,36 @@ TEST_CASE("ggml's exp for the softmax: exact at 0, zero below -104, and within 2
   for (int i = 1; i < 14; ++i) CHECK(std::fabs(y[i] - std::exp(x[i])) <= 2.5e-7f * std::exp(x[i]));
 }
 
+TEST_CASE("attention: the kernel set in use gives the scalar kernel's bits") {
+  // one query head against keys j0..p: short and long contexts, a sliding window (j0 > 0), keys
+  // past a multiple of 64 (vec_dot's tail in double), batch (tinyBLAS) and single-query order
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const AttendFn fn = attend_kernel();
+  for (auto [hd, j0, p, batch] : {std::tuple{128, 0, 0, false}, {128, 0, 37, false}, {128, 0, 200, false},
+                                  {64, 0, 130, true}, {128, 70, 300, false}, {128, 5, 63, true}, {80, 0, 140, false},
+                                  {128, 0, 700, false}, {8, 3, 90, true}}) {
+    CAPTURE(hd);
+    CAPTURE(j0);
+    CAPTURE(p);
+    CAPTURE(batch);
+    const int64_t n_kv = p + 40, ks = 2 * hd, n_vec = std::min<int64_t>(n_kv, (p / 32 + 1) * 32);
+    std::vector<float> q(static_cast<size_t>(hd)), k(static_cast<size_t>(n_kv * ks)), v(static_cast<size_t>(n_kv * ks));
+    for (auto* t : {&q, &k, &v})
+      for (float& x : *t) x = nd(rng);
+    std::vector<float> ref(static_cast<size_t>(hd)), out(static_cast<size_t>(hd), -1.f);
+    auto run = [&](AttendFn f, float* dst) {
+      std::vector<float> w(size_t(p + 17)), lanes(size_t(64 * hd), 7.f);  // lanes start dirty
+      std::vector<double> wide(static_cast<size_t>(hd));
+      f(q.data(), k.data() + hd, ks, v.data() + hd, ks, hd, j0, p, 0.125f, batch, n_vec, dst,
+        AttendScratch{w.data(), lanes.data(), wide.data()});
+    };
+    run(attend_scalar, ref.data());
+    run(fn, out.data());
+    CHECK(std::memcmp(ref.data(), out.data(), ref.size() * 4) == 0);
+  }
+}
+
 TEST_CASE("sparse down over the active neurons, neuron-major, gives the dense gemv's bits") {
   // Q4_0 `down` rows of n_in neurons; activations a = relu(g) * u with about `sparsity` zeros
   std::mt19937 rng(11);
