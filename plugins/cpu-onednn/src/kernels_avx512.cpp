@@ -570,6 +570,54 @@ void q4_gemv16(const uint8_t* w, const int32_t* off, const int32_t* next_off, co
   std::memcpy(out, res, sizeof res);
 }
 
+/// One token against 16 rows of Q4_K in gemv order (llama.cpp's repacked Q4_Kx8 chains: per row
+/// and super-block fma(sum, d * dx, acc) and fma(mins, dmin * dx, acc_min)), four rows at a time:
+/// each activation super-block is loaded once for the four, and their integer sums and mins are
+/// reduced by one tree into a 4-lane chain (the one-row kernel reduced each row on its own, which
+/// cost more than its dot products). While one group of rows goes by, the next group's are
+/// prefetched: `next_off`'s first rows after the last group, or the rows after these when they
+/// are consecutive.
+void q4k_gemv16(const uint8_t* w, const int32_t* off, const int32_t* next_off, const uint8_t* x, int64_t n, float* out) {
+  const int64_t nb = n / 256;
+  const uint64_t row_bytes = uint64_t(nb) * sizeof(BlockQ4K);
+  const auto* xb = reinterpret_cast<const BlockQ8K*>(x);
+  for (int g = 0; g < 4; ++g) {
+    const BlockQ4K* rows[4];
+    const char* ahead[4];
+    for (int r = 0; r < 4; ++r) {
+      rows[r] = reinterpret_cast<const BlockQ4K*>(w + off[4 * g + r]);
+      ahead[r] = reinterpret_cast<const char*>(g < 3 ? w + off[4 * g + 4 + r]
+                                                     : next_off ? w + next_off[r] : w + 16 * row_bytes + r * row_bytes);
+    }
+    __m128 chain = _mm_setzero_ps(), chain_min = _mm_setzero_ps();
+    for (int64_t k = 0; k < nb; ++k) {
+      for (int r = 0; r < 4; ++r)  // (addresses past the matrix are fine for a prefetch)
+        for (int line = 0; line < 4; ++line)
+          _mm_prefetch(ahead[r] + k * int64_t(sizeof(BlockQ4K)) + (line < 3 ? 64 * line : 143), _MM_HINT_T0);
+      const BlockQ8K& b = xb[k];
+      __m512i xq[4];
+      for (int j = 0; j < 4; ++j) xq[j] = load512(b.qs + 64 * j);
+      const __m256i bsums = load256(b.bsums);
+      __m512i v[4];
+      alignas(16) float d[4], dmin[4];
+      for (int r = 0; r < 4; ++r) {
+        SuperDec s;
+        DQ4K::decode(rows[r][k], s);
+        __m512i sum = _mm512_setzero_si512();
+        for (int j = 0; j < 4; ++j) sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(s.q[j], xq[j]), s.sc[j]);
+        v[r] = _mm512_inserti64x4(_mm512_castsi256_si512(fold(sum)), _mm256_madd_epi16(bsums, s.mins), 1);
+        d[r] = s.d, dmin[r] = s.dmin;
+      }
+      __m512i u = pair64(pair32(v[0], v[1]), pair32(v[2], v[3]));
+      u = _mm512_add_epi32(u, _mm512_shuffle_i32x4(u, u, _MM_SHUFFLE(2, 3, 0, 1)));  // lanes 0..3: sums, 8..11: mins
+      const __m128 dx = _mm_set1_ps(b.d);
+      chain = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm512_castsi512_si128(u)), _mm_mul_ps(_mm_load_ps(d), dx), chain);
+      chain_min = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm512_extracti32x4_epi32(u, 2)), _mm_mul_ps(_mm_load_ps(dmin), dx), chain_min);
+    }
+    _mm_storeu_ps(out + 4 * g, _mm_sub_ps(chain, chain_min));
+  }
+}
+
 /// Repacked Q4_0/IQ4_NL against GroupQ8x4, in gemv or gemm order (vec_dot: left_below).
 template <uint32_t Type, int NR>
 void q4_rows(const uint8_t* w, uint64_t w_row, const uint8_t* x, uint64_t xs, int nc, int64_t n, Order, float* out) {
@@ -619,6 +667,7 @@ Rows16Fn avx512_rows16(uint32_t type, Order order) {
   switch (type) {
     case PMOE_DTYPE_Q4_0: return q4_gemv16<false>;
     case PMOE_DTYPE_IQ4_NL: return q4_gemv16<true>;
+    case PMOE_DTYPE_Q4_K: return q4k_gemv16;
     default: return nullptr;
   }
 }

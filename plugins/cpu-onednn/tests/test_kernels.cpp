@@ -197,22 +197,24 @@ TEST_CASE("two-row kernels give each row the scalar kernels' bits") {
   if (kernel_isa() >= Isa::avx512_vnni) CHECK(checked > 0);  // Q8_0 has one there
 }
 
-// Sixteen-row kernels (decode's Q4_0/IQ4_NL gemv, per-row chains in SIMD lanes) must give each
+// Sixteen-row kernels (decode's Q4_0/IQ4_NL/Q4_K gemv, per-row chains in SIMD lanes) must give each
 // row the bits of the scalar one-row kernel, for rows anywhere (the sparse `up` picks rows).
 TEST_CASE("sixteen-row kernels give each row the scalar kernels' bits, rows anywhere") {
   std::mt19937 rng(13);
   std::normal_distribution<float> nd(0.f, 1.f);
   int checked = 0;
-  for (uint32_t type : {PMOE_DTYPE_Q4_0, PMOE_DTYPE_IQ4_NL}) {
+  for (uint32_t type : {PMOE_DTYPE_Q4_0, PMOE_DTYPE_IQ4_NL, PMOE_DTYPE_Q4_K}) {
     const Rows16Fn rows16 = rows16_kernel(type, Order::gemv);
     if (!rows16) continue;
-    for (int64_t n : {32 * 7, 1536, 64}) {  // 7 blocks: a group of 4 and 3 plain Q8_0 ones after it
+    const bool k_quant = type == PMOE_DTYPE_Q4_K;
+    // Q4_0/IQ4_NL: 7 blocks are a group of 4 and 3 plain Q8_0 ones after it; 64: the extremes
+    for (int64_t n : k_quant ? std::vector<int64_t>{256, 1536, 768} : std::vector<int64_t>{32 * 7, 1536, 64}) {
       const int64_t n_rows = 40;
       const uint64_t row = pmoe_dtype_row_bytes(type, uint64_t(n));
       std::vector<uint8_t> w = pmoe::testref::random_blocks(rng, type, size_t(n_rows * row / pmoe_dtype_block_bytes(type)));
       std::vector<float> x(static_cast<size_t>(n));
       for (auto& v : x) v = nd(rng);
-      if (n == 64) {  // extremes: every value the most negative (Q4_0 -8, IQ4_NL -127), x all alike
+      if (n == 64 && !k_quant) {  // extremes: every value the most negative (Q4_0 -8, IQ4_NL -127), x all alike
         for (size_t b = 0; b < w.size(); b += 18) std::fill(w.begin() + long(b) + 2, w.begin() + long(b) + 18, 0);
         std::fill(x.begin(), x.end(), 1.f);
       }
@@ -235,7 +237,7 @@ TEST_CASE("sixteen-row kernels give each row the scalar kernels' bits, rows anyw
       }
     }
   }
-  if (kernel_isa() >= Isa::avx2) CHECK(checked == 12);
+  if (kernel_isa() >= Isa::avx2) CHECK(checked == (kernel_isa() >= Isa::avx512_vnni ? 18 : 12));  // (Q4_K: AVX-512)
 }
 
 // Sixteen-row tile kernels (prefill: 16 rows against up to 4 activation rows) must give every
