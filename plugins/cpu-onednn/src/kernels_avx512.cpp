@@ -583,17 +583,19 @@ void q4k_gemv16(const uint8_t* w, const int32_t* off, const int32_t* next_off, c
   const auto* xb = reinterpret_cast<const BlockQ8K*>(x);
   for (int g = 0; g < 4; ++g) {
     const BlockQ4K* rows[4];
-    const char* ahead[4];
+    uintptr_t ahead[4];  // (integers: past the matrix, these are fine for a prefetch only)
     for (int r = 0; r < 4; ++r) {
       rows[r] = reinterpret_cast<const BlockQ4K*>(w + off[4 * g + r]);
-      ahead[r] = reinterpret_cast<const char*>(g < 3 ? w + off[4 * g + 4 + r]
-                                                     : next_off ? w + next_off[r] : w + 16 * row_bytes + r * row_bytes);
+      ahead[r] = reinterpret_cast<uintptr_t>(w) + (g < 3      ? uint64_t(off[4 * g + 4 + r])
+                                                   : next_off ? uint64_t(next_off[r])
+                                                              : (16 + r) * row_bytes);
     }
     __m128 chain = _mm_setzero_ps(), chain_min = _mm_setzero_ps();
     for (int64_t k = 0; k < nb; ++k) {
       for (int r = 0; r < 4; ++r)  // (addresses past the matrix are fine for a prefetch)
         for (int line = 0; line < 4; ++line)
-          _mm_prefetch(ahead[r] + k * int64_t(sizeof(BlockQ4K)) + (line < 3 ? 64 * line : 143), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(ahead[r] + k * sizeof(BlockQ4K) + (line < 3 ? 64 * line : 143)),
+                       _MM_HINT_T0);
       const BlockQ8K& b = xb[k];
       __m512i xq[4];
       for (int j = 0; j < 4; ++j) xq[j] = load512(b.qs + 64 * j);
