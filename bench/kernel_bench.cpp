@@ -140,9 +140,11 @@ void attention_decode() {
     const int64_t p = ctx - 1, n_vec = std::min<int64_t>(ctx, (p / 32 + 1) * 32);
     const double t = median(run_times(7, [&] {
       for (int rep = 0; rep < 20; ++rep)
-        for (int64_t h = 0; h < n_head; ++h)
-          fn(q.data() + h * hd, k.data() + h / (n_head / n_kv_head) * hd, ks, v.data() + h / (n_head / n_kv_head) * hd, ks,
-             hd, 0, p, 0.088f, false, n_vec, out.data() + h * hd, scratch);
+        for (int64_t h = 0; h < n_head; ++h) {
+          const int64_t kv = h / (n_head / n_kv_head) * hd;  // the head's KV head
+          fn(q.data() + h * hd, k.data() + kv, ks, v.data() + kv, ks, hd, 0, p, 0.088f, false, n_vec, out.data() + h * hd,
+             scratch);
+        }
     })) / 20;
     std::printf("%7lld %8.2f %9.2f\n", (long long)ctx, t * 1e6, double(2 * k.size() * 4) / t / 1e9);
   }

@@ -699,9 +699,9 @@ class CpuBackend final : public sdk::Compute {
         // tasks of up to kSparseTokens tokens, all rows, costing a fixed part per row block and
         // the active neurons' columns
         for (int64_t t = 0; t < j.R; t += kSparseTokens) {
-          const int64_t t1 = std::min(j.R, t + kSparseTokens);
-          const int64_t active = j.token_first[size_t(t1)] - j.token_first[size_t(t)];
-          t2.emplace_back(k, t, t1), c2.push_back(c2.back() + j.n_embd / kRowBlock * (1 + 4 * active / j.n_ff));
+          const int64_t t_end = std::min(j.R, t + kSparseTokens);
+          const int64_t active = j.token_first[size_t(t_end)] - j.token_first[size_t(t)];
+          t2.emplace_back(k, t, t_end), c2.push_back(c2.back() + j.n_embd / kRowBlock * (1 + 4 * active / j.n_ff));
         }
       }
       const SparseDownFn sparse_down = sparse_down_kernel();

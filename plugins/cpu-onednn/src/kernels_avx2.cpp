@@ -525,9 +525,9 @@ void attend_avx2(const float* q, const float* k, int64_t ks, const float* v, int
   const int64_t jend = batch ? p + 1 : std::min(p + 1, n_vec / 64 * 64);  // keys summed in the chains
   const bool any = jend > j0;
   if (any)  // lane by lane, 64 values at a time: each chain in registers, stored once
-    for (int64_t i0 = 0; i0 < hd; i0 += 64)
+    for (int64_t i0 = 0; i0 < hd; i0 += 64) {
+      const int64_t nc = std::min<int64_t>(8, (hd - i0) / 8);
       for (int64_t l = 0; l < width; ++l) {
-        const int64_t nc = std::min<int64_t>(8, (hd - i0) / 8);
         __m256 acc[8];
         for (int c = 0; c < 8; ++c) acc[c] = _mm256_setzero_ps();
         for (int64_t j = j0 + ((l - j0) % width + width) % width; j < jend; j += width) {
@@ -540,6 +540,7 @@ void attend_avx2(const float* q, const float* k, int64_t ks, const float* v, int
         }
         for (int c = 0; c < nc; ++c) _mm256_storeu_ps(lanes + l * hd + i0 + 8 * c, acc[c]);
       }
+    }
   auto L = [&](int64_t l, int64_t i) { return _mm256_loadu_ps(lanes + l * hd + i); };
   if (batch) {  // tinyBLAS: the 16 chains reduced as hsum16
     for (int64_t i = 0; i < hd; i += 8) {

@@ -188,6 +188,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) void sparse_d
   // at 4 l + r (r: low nibbles even/odd bytes, high nibbles even/odd); in L1
   __m512i sums[4 * kMaxLines];
   std::fill(y + i0, y + i0 + lines * kNeuronGroup, 0.f);
+  const int64_t n_ahead = neurons_ahead(lines);
   for (int64_t k = 0; k < n_active;) {
     const int64_t b = active[k] / 32, end = block_end(active, n_active, k, b);
     for (int64_t r = 0; r < 4 * lines; ++r) sums[r] = _mm512_setzero_si512();
@@ -197,7 +198,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) void sparse_d
       qsum += qa;
       const __m512i e = _mm512_set1_epi32(low_bytes(qa)), o = _mm512_slli_epi16(e, 8);
       const uint8_t* c = L.q + active[n] * L.col + i0 / 2;
-      const uint8_t* ahead = column_ahead(L, active, n_active, n, i0, neurons_ahead(lines));
+      const uint8_t* ahead = column_ahead(L, active, n_active, n, i0, n_ahead);
       for (int64_t l = 0; l < lines; ++l) {
         if (ahead) _mm_prefetch(reinterpret_cast<const char*>(ahead + 64 * l), _MM_HINT_T0);
         const __m512i v = _mm512_loadu_si512(c + 64 * l);
