@@ -6,9 +6,9 @@
 // kernels multiply the unsigned 4-bit values w by q_a with vpmaddubsw (the other byte of each pair
 // multiplied by 0), add in wrapping 16-bit lanes and take 8 * sum(q_a) off at the end of the
 // block: the exact sum of (w - 8) * q_a, which fits in 16 bits (|w - 8| <= 8, |q_a| <= 127, 32
-// neurons: at most 32512). The column a few active neurons ahead is prefetched: the hardware
-// prefetchers lose their streams where inactive columns are skipped (measured: without it the
-// kernel at 60% activity was slower than the dense gemv).
+// neurons: at most 32512). The lines the kernel reads next (columns, then the block's scales) are
+// prefetched in that order: the hardware prefetchers lose their streams where inactive columns
+// are skipped (measured: without it the kernel at 60% activity was slower than the dense gemv).
 #include "sparse_ffn.hpp"
 
 #include <immintrin.h>
@@ -26,10 +26,9 @@ struct Layout {
   const uint16_t* d;  // [block][row] f16 scales
   const uint8_t* q;   // per neuron n_out / 2 bytes
   int64_t col;        // bytes per neuron
-  int64_t blocks;     // of 32 neurons
 };
 Layout layout(const uint8_t* w, int64_t n_out, int64_t n_in) {
-  return {reinterpret_cast<const uint16_t*>(w), w + n_in / 32 * n_out * 2, n_out / 2, n_in / 32};
+  return {reinterpret_cast<const uint16_t*>(w), w + n_in / 32 * n_out * 2, n_out / 2};
 }
 /// The row within its group of 128 that byte j's low nibble holds (its high nibble: 64 more).
 constexpr int row_of_byte(int j) { return j % 2 == 0 ? j / 2 : 32 + j / 2; }
@@ -92,16 +91,43 @@ void sparse_down_scalar(const uint8_t* w, int64_t n_out, int64_t n_in, const Blo
 namespace {
 constexpr int64_t kMaxLines = 16;  // lines of 128 rows per kernel pass (16-bit sums in L1)
 
-/// How many active neurons ahead to prefetch columns of `lines` lines: DRAM latency is hidden only
-/// some 48 lines ahead (measured on Zen 3 and Zen 4: 4 neurons of 4-line tasks stalled on every column).
-int64_t neurons_ahead(int64_t lines) { return std::max<int64_t>(2, (48 + lines - 1) / lines); }
+/// Lines the kernels prefetch ahead of the one they read (6 KiB): DRAM latency is hidden only some
+/// 48 lines ahead, and the block ends, where the kernels read scales and compute without loading
+/// columns, need as many again in flight (measured on Zen 4, 2 threads at 36% active: 0.87x -> 0.71x
+/// of the dense gemv's time).
+constexpr int kLinesAhead = 96;
 
-/// The prefetch for the column of the neuron `ahead` after n (across blocks): columns skipped
-/// between the active ones break the hardware prefetchers' streams. Null at the end.
-const uint8_t* column_ahead(const Layout& L, const int32_t* active, int64_t n_active, int64_t n, int64_t i0,
-                            int64_t ahead) {
-  return n + ahead < n_active ? L.q + active[n + ahead] * L.col + i0 / 2 : nullptr;
-}
+/// Prefetches the lines a kernel pass reads, in the order it reads them, kLinesAhead lines ahead:
+/// each active neuron's column (`lines` lines from row i0), and after a block's last active neuron
+/// that block's scales for the pass' rows. The kernel calls step() once per line it reads, so the
+/// distance holds across skipped columns, which break the hardware prefetchers' streams.
+class LinesAhead {
+ public:
+  LinesAhead(const Layout& L, int64_t n_out, const int32_t* active, int64_t n_active, int64_t i0, int64_t lines)
+      : L_(L), n_out_(n_out), active_(active), n_active_(n_active), i0_(i0), lines_(lines) {
+    for (int k = 0; k < kLinesAhead; ++k) step();
+  }
+  void step() {
+    if (n_ >= n_active_) return;
+    if (scale_line_ >= 0) {  // the scales of the block of the neuron before n_
+      const int64_t b = active_[n_ - 1] / 32;
+      _mm_prefetch(reinterpret_cast<const char*>(L_.d + b * n_out_ + i0_) + 64 * scale_line_, _MM_HINT_T0);
+      if (++scale_line_ == lines_ * kNeuronGroup * 2 / 64) scale_line_ = -1;
+      return;
+    }
+    _mm_prefetch(reinterpret_cast<const char*>(L_.q + active_[n_] * L_.col + i0_ / 2 + 64 * line_), _MM_HINT_T0);
+    if (++line_ < lines_) return;
+    line_ = 0, ++n_;
+    if (n_ == n_active_ || active_[n_] / 32 != active_[n_ - 1] / 32) scale_line_ = 0;
+  }
+
+ private:
+  const Layout& L_;
+  int64_t n_out_;
+  const int32_t* active_;
+  int64_t n_active_, i0_, lines_;
+  int64_t n_ = 0, line_ = 0, scale_line_ = -1;  // the next line: of neuron active_[n_], or a scale line
+};
 
 /// q_a in the low byte of both 16-bit halves, 0 in the high ones: vpmaddubsw's multiplier for the
 /// even bytes (shifted left by 8: for the odd ones).
@@ -127,12 +153,9 @@ __attribute__((target("avx2,fma,f16c"))) void sparse_down_avx2_lines(const Layou
   // line, low (q = 0) or high nibbles, even or odd bytes)
   __m256i sums[8 * kMaxLines];
   std::fill(y + i0, y + i0 + lines * kNeuronGroup, 0.f);
-  const int64_t ahead = neurons_ahead(lines);  // and the scales two blocks ahead
+  LinesAhead ahead(L, n_out, active, n_active, i0, lines);
   for (int64_t k = 0; k < n_active;) {
     const int64_t b = active[k] / 32, end = block_end(active, n_active, k, b);
-    if (b + 2 < L.blocks)
-      for (int64_t i = 0; i < lines * kNeuronGroup * 2; i += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(L.d + (b + 2) * n_out + i0) + i, _MM_HINT_T0);
     for (int64_t r = 0; r < 8 * lines; ++r) sums[r] = _mm256_setzero_si256();
     int qsum = 0;
     for (int64_t n = k; n < end; ++n) {  // each active column read in one sequential run
@@ -140,9 +163,8 @@ __attribute__((target("avx2,fma,f16c"))) void sparse_down_avx2_lines(const Layou
       qsum += qa;
       const __m256i e = _mm256_set1_epi32(low_bytes(qa)), o = _mm256_slli_epi16(e, 8);
       const uint8_t* c = L.q + active[n] * L.col + i0 / 2;
-      const uint8_t* next = column_ahead(L, active, n_active, n, i0, ahead);
       for (int64_t l = 0; l < lines; ++l) {
-        if (next) _mm_prefetch(reinterpret_cast<const char*>(next + 64 * l), _MM_HINT_T0);
+        ahead.step();
         for (int h = 0; h < 2; ++h) {
           const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 * l + 32 * h));
           const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
@@ -157,6 +179,7 @@ __attribute__((target("avx2,fma,f16c"))) void sparse_down_avx2_lines(const Layou
     const __m256i off = _mm256_set1_epi16(int16_t(8 * qsum));
     const __m256 da = _mm256_set1_ps(pmoe_fp16_to_fp32(a[b].d));
     for (int64_t r = 0; r < 8 * lines; ++r) {
+      if (r % 2 == 0) ahead.step();  // 32 bytes of scales per r
       const int64_t l = r / 8, h = (r / 4) % 2, q = (r / 2) % 2, e = r % 2;
       const int64_t row = i0 + kNeuronGroup * l + 64 * q + 32 * e + 16 * h;
       const __m256i t = _mm256_sub_epi16(sums[r], off);
@@ -188,7 +211,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) void sparse_d
   // at 4 l + r (r: low nibbles even/odd bytes, high nibbles even/odd); in L1
   __m512i sums[4 * kMaxLines];
   std::fill(y + i0, y + i0 + lines * kNeuronGroup, 0.f);
-  const int64_t n_ahead = neurons_ahead(lines);
+  LinesAhead ahead(L, n_out, active, n_active, i0, lines);
   for (int64_t k = 0; k < n_active;) {
     const int64_t b = active[k] / 32, end = block_end(active, n_active, k, b);
     for (int64_t r = 0; r < 4 * lines; ++r) sums[r] = _mm512_setzero_si512();
@@ -198,9 +221,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) void sparse_d
       qsum += qa;
       const __m512i e = _mm512_set1_epi32(low_bytes(qa)), o = _mm512_slli_epi16(e, 8);
       const uint8_t* c = L.q + active[n] * L.col + i0 / 2;
-      const uint8_t* ahead = column_ahead(L, active, n_active, n, i0, n_ahead);
       for (int64_t l = 0; l < lines; ++l) {
-        if (ahead) _mm_prefetch(reinterpret_cast<const char*>(ahead + 64 * l), _MM_HINT_T0);
+        ahead.step();
         const __m512i v = _mm512_loadu_si512(c + 64 * l);
         const __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
         __m512i* acc = &sums[4 * l];
@@ -213,6 +235,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) void sparse_d
     const __m512i off = _mm512_set1_epi16(int16_t(8 * qsum));
     const __m512 da = _mm512_set1_ps(pmoe_fp16_to_fp32(a[b].d));
     for (int64_t r = 0; r < 4 * lines; ++r) {  // 32 rows each, in row order
+      ahead.step();                              // 64 bytes of scales per r
       const __m512i t = _mm512_sub_epi16(sums[r], off);
       for (int part = 0; part < 2; ++part) {
         const int64_t row = i0 + 32 * r + 16 * part;
