@@ -45,8 +45,10 @@ enum class SparseFfn { off, on, automatic };
 constexpr int64_t kMinParallelWork = int64_t(1) << 16;
 // Output rows per parallel task.
 constexpr int64_t kRowBlock = 16;
-// Tokens per task of the sparse down kernel. A task takes every output row: each active neuron's
-// whole column in one run (tasks of 512 rows read 256-byte pieces of each and ran 1.3x slower).
+// Tokens per task of the sparse down kernel. Its tasks are groups of 128 rows, and a thread calls
+// the kernel once for all its consecutive groups of the same tokens: each active neuron's column
+// in one run (one call per 512 rows read 256-byte pieces of each and ran 1.3x slower), and only
+// where a thread's share ends inside an expert is the expert's column split.
 constexpr int64_t kSparseTokens = 4;
 // sparse_ffn: auto takes the sparse path for an expert whose routed tokens activate at most this
 // fraction of its neurons (measured, docs/reglu-sparsity.md: 4B decode 0.9x at 42% active, 1.18x at 16%).
@@ -504,6 +506,13 @@ class CpuBackend final : public sdk::Compute {
     return {bound(me), bound(me + 1)};
   }
 
+  /// A task of moe_experts' `down` stage: rows [row0, row1) of job's tokens [token0, token1)
+  /// (the dense kernel takes all tokens; sparse ones a few, and whole groups of kNeuronGroup rows).
+  struct DownTask {
+    size_t job;
+    int64_t token0, token1, row0, row1;
+  };
+
   /// One expert's work in moe_experts: validated pointers, and buffers kept across calls (a
   /// batch's hot expert can take hundreds of tokens; fresh allocations would fault in pages).
   struct ExpertJob {
@@ -637,7 +646,8 @@ class CpuBackend final : public sdk::Compute {
     // gate has run, up and the re-layouts, then down. A row block costs about its tokens plus a
     // fixed part for decoding the weights.
     std::vector<std::pair<size_t, int64_t>> t1;
-    std::vector<std::tuple<size_t, int64_t, int64_t>> t_up, t2;  // (job, first, end): rows (sparse down: tokens), or -1: re-layout
+    std::vector<std::tuple<size_t, int64_t, int64_t>> t_up;  // (job, first, end): rows, or first -1: re-layout
+    std::vector<DownTask> t2;
     std::vector<int64_t> c1{0}, c_up{0}, c2{0};
     for (size_t k = 0; k < jobs.size(); ++k)
       for (int64_t b = 0; b < (jobs[k].n_ff + kRowBlock - 1) / kRowBlock; ++b)
@@ -693,30 +703,35 @@ class CpuBackend final : public sdk::Compute {
         const ExpertJob& j = jobs[k];
         if (!j.major) {
           for (int64_t b = 0; b < (j.n_embd + kRowBlock - 1) / kRowBlock; ++b)
-            t2.emplace_back(k, b * kRowBlock, std::min(j.n_embd, (b + 1) * kRowBlock)), c2.push_back(c2.back() + j.R + 3);
+            t2.push_back({k, 0, j.R, b * kRowBlock, std::min(j.n_embd, (b + 1) * kRowBlock)}), c2.push_back(c2.back() + j.R + 3);
           continue;
         }
-        // tasks of up to kSparseTokens tokens, all rows, costing a fixed part per row block and
-        // the active neurons' columns
+        // up to kSparseTokens tokens by groups of kNeuronGroup rows, each costing a fixed part per
+        // row block and the active neurons' pieces of column
         for (int64_t t = 0; t < j.R; t += kSparseTokens) {
           const int64_t t_end = std::min(j.R, t + kSparseTokens);
           const int64_t active = j.token_first[size_t(t_end)] - j.token_first[size_t(t)];
-          t2.emplace_back(k, t, t_end), c2.push_back(c2.back() + j.n_embd / kRowBlock * (1 + 4 * active / j.n_ff));
+          for (int64_t g = 0; g < j.n_embd; g += kNeuronGroup)
+            t2.push_back({k, t, t_end, g, g + kNeuronGroup}),
+                c2.push_back(c2.back() + kNeuronGroup / kRowBlock * (1 + 4 * active / j.n_ff));
         }
       }
       const SparseDownFn sparse_down = sparse_down_kernel();
       const auto [lo2, hi2] = my_share(c2);
-      for (size_t i = lo2; i < hi2; ++i) {
-        const auto [k, o0, o1] = t2[i];
-        ExpertJob& j = jobs[k];
+      for (size_t i = lo2, next; i < hi2; i = next) {
+        const DownTask& d = t2[i];
+        ExpertJob& j = jobs[d.job];
+        next = i + 1;
         if (!j.major) {
-          tile_rows(j.d->dtype, j.od, 0, j.dp, j.d->nb[1], j.n_ff, o0, o1, j.a, j.arow, j.R, j.y, j.ys, false);
+          tile_rows(j.d->dtype, j.od, 0, j.dp, j.d->nb[1], j.n_ff, d.row0, d.row1, j.a, j.arow, j.R, j.y, j.ys, false);
           continue;
         }
-        const int64_t nb = j.n_ff / 32;
-        for (int64_t t = o0; t < o1; ++t)  // (a sparse task's range is tokens)
+        // this thread's groups of the same tokens in one call: each column read in one run
+        while (next < hi2 && t2[next].job == d.job && t2[next].token0 == d.token0) ++next;
+        const int64_t nb = j.n_ff / 32, row1 = t2[next - 1].row1;
+        for (int64_t t = d.token0; t < d.token1; ++t)
           sparse_down(j.major, j.n_embd, j.n_ff, &j.a8[size_t(t * nb)], j.token_active.data() + j.token_first[size_t(t)],
-                      j.token_first[size_t(t) + 1] - j.token_first[size_t(t)], 0, j.n_embd, j.y + t * j.ys);
+                      j.token_first[size_t(t) + 1] - j.token_first[size_t(t)], d.row0, row1, j.y + t * j.ys);
       }
     }
     for (size_t k = 0; k < jobs.size(); ++k) {  // after the parallel part: experts of a layer share counters
