@@ -82,8 +82,12 @@ void sparse_down_from_memory(std::mt19937& rng) {
   const int64_t count = int64_t((256ull << 20) / bytes);
   const std::vector<uint8_t> dense = weights(rng, PMOE_DTYPE_Q4_0, bytes * uint64_t(count));
   std::vector<uint8_t> major(dense.size());
-  for (int64_t m = 0; m < count; ++m)
-    relayout_neuron_major(PMOE_DTYPE_Q4_0, &dense[uint64_t(m) * bytes], &major[uint64_t(m) * bytes], n_out, n_in);
+  const double t_relayout = median(run_times(3, [&] {
+    for (int64_t m = 0; m < count; ++m)
+      relayout_neuron_major(PMOE_DTYPE_Q4_0, &dense[uint64_t(m) * bytes], &major[uint64_t(m) * bytes], n_out, n_in);
+  }));
+  std::printf("\nre-layout of Q4_0 down matrices into neuron-major (1 thread): %.2f GB/s, %.0f us per 4B expert\n",
+              double(dense.size()) / t_relayout / 1e9, t_relayout / double(count) * 1e6);
   std::printf("\nsparse down (Q4_0, %lld x %lld, neuron-major) vs dense gemv, 256 MiB from memory, 1 row:\n",
               (long long)n_out, (long long)n_in);
   std::printf("active  threads  dense ms  sparse ms  dense GB/s  sparse: dense-equivalent GB/s\n");
@@ -117,6 +121,56 @@ void sparse_down_from_memory(std::mt19937& rng) {
       });
       std::printf("%6.2f %8d %9.2f %10.2f %11.2f %11.2f\n", double(list.size()) / n_in, nt, td * 1e3, ts * 1e3,
                   double(dense.size()) / td / 1e9, double(dense.size()) / ts / 1e9);
+    }
+  }
+}
+
+/// Sparse ReGLU `up` (docs/reglu-sparsity.md) against the dense gemv, decode from DRAM: 256 MiB of
+/// Q4_0 expert `up` matrices (768 rows of 1536), only the active rows, 16 at a time as the
+/// backend's row lists run (each call naming the next 16 to prefetch), split over 1 and 2 threads.
+void sparse_up_from_memory(std::mt19937& rng) {
+  const int64_t n_rows = 768, n = 1536;
+  const uint64_t row = pmoe_dtype_row_bytes(PMOE_DTYPE_Q4_0, n), bytes = row * n_rows;
+  const int64_t count = int64_t((256ull << 20) / bytes);
+  const std::vector<uint8_t> w = weights(rng, PMOE_DTYPE_Q4_0, bytes * uint64_t(count));
+  std::vector<float> x(size_t(n), 0.5f);
+  const Order order = sum_order(PMOE_DTYPE_Q4_0, n_rows);
+  std::vector<uint8_t> xp(prepared_row_bytes(PMOE_DTYPE_Q4_0, n, order));
+  prepare_row(PMOE_DTYPE_Q4_0, order, x.data(), xp.data(), n);
+  const Rows16Fn fn = rows16_kernel(PMOE_DTYPE_Q4_0, order);
+  std::printf("\nsparse up (Q4_0, %lld x %lld, listed rows) vs dense gemv, 256 MiB from memory, 1 row:\n", (long long)n_rows,
+              (long long)n);
+  std::printf("active  threads  dense ms  sparse ms  dense GB/s  sparse: dense-equivalent GB/s\n");
+  for (double active : {1.0, 0.6, 0.4, 0.2}) {
+    std::vector<int32_t> list;
+    for (int64_t o = 0; o < n_rows; ++o)
+      if (double(rng() % 1000) < active * 1000) list.push_back(int32_t(o));
+    const int64_t listed = int64_t(list.size()) / 16 * 16;
+    for (int nt = 1; nt <= 2; ++nt) {
+      auto timed = [&](auto&& per_matrix) {
+        return threads_time(nt, [&](int th, int of) {
+          for (int64_t m = count * th / of; m < count * (th + 1) / of; ++m) per_matrix(m);
+        });
+      };
+      const double td = timed([&](int64_t m) {
+        if (rows_product(PMOE_DTYPE_Q4_0, &w[uint64_t(m) * bytes], row, 0, n_rows, xp.data(), 0, 1, n, order) == 42.f)
+          std::puts("");
+      });
+      const double ts = timed([&](int64_t m) {
+        const uint8_t* base = &w[uint64_t(m) * bytes];
+        float out[16];
+        int32_t off[16], next[16];
+        for (int64_t i = 0; i < listed; i += 16) {
+          for (int k = 0; k < 16; ++k) off[k] = int32_t(uint64_t(list[size_t(i + k)] - list[size_t(i)]) * row);
+          const bool more = i + 32 <= listed;
+          if (more)
+            for (int k = 0; k < 16; ++k) next[k] = int32_t(uint64_t(list[size_t(i + 16 + k)] - list[size_t(i)]) * row);
+          fn(base + uint64_t(list[size_t(i)]) * row, off, more ? next : nullptr, xp.data(), n, out);
+          if (out[0] == 42.f) std::puts("");
+        }
+      });
+      std::printf("%6.2f %8d %9.2f %10.2f %11.2f %11.2f\n", double(listed) / n_rows, nt, td * 1e3, ts * 1e3,
+                  double(w.size()) / td / 1e9, double(w.size()) / ts / 1e9);
     }
   }
 }
@@ -218,6 +272,7 @@ int main(int argc, char** argv) {
     std::printf("%-8s %8.2f %10.2f\n", pmoe_dtype_name(type), gbs[0], gbs[1]);
   }
   sparse_down_from_memory(rng);
+  sparse_up_from_memory(rng);
   attention_decode();
   return 0;
 }

@@ -684,14 +684,19 @@ class CpuBackend final : public sdk::Compute {
 #pragma omp single
         plan_sparse(jobs, t_up, c_up);
         const auto [lo, hi] = my_share(c_up);
-        for (size_t i = lo; i < hi; ++i) {
+        for (size_t i = lo, next; i < hi; i = next) {
           const auto [k, first, end] = t_up[i];
           ExpertJob& j = jobs[k];
+          next = i + 1;
           if (first < 0) {
             relayout(j);
             continue;
           }
-          tile_rows(j.u->dtype, j.ou, 0, j.up_w, j.u->nb[1], j.n_embd, first, end, j.xu, j.xurow, j.R, j.up.data(),
+          // this thread's following rows of the job in one call: a row list's kernel prefetches
+          // each 16 rows' successors, and a call's first 16 start cold
+          int64_t last = end;
+          while (next < hi && std::get<0>(t_up[next]) == k && std::get<1>(t_up[next]) == last) last = std::get<2>(t_up[next++]);
+          tile_rows(j.u->dtype, j.ou, 0, j.up_w, j.u->nb[1], j.n_embd, first, last, j.xu, j.xurow, j.R, j.up.data(),
                     j.n_ff, false, j.sparse ? j.rows.data() : nullptr);
         }
       }

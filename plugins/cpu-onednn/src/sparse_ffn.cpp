@@ -43,23 +43,59 @@ bool neuron_major_supported(uint32_t type, int64_t n_out, int64_t n_in) {
   return type == PMOE_DTYPE_Q4_0 && n_out > 0 && n_out % kNeuronGroup == 0 && n_in > 0 && n_in % 32 == 0;
 }
 
+namespace {
+/// Rows of a 16 x 16 byte matrix transposed: out[c] byte r = in[r] byte c (SSE2, four rounds of
+/// unpacks, each interleaving pairs of rows twice as wide as the last).
+void transpose16x16(const __m128i in[16], __m128i out[16]) {
+  __m128i a[16], b[16];
+  for (int k = 0; k < 8; ++k)
+    a[k] = _mm_unpacklo_epi8(in[2 * k], in[2 * k + 1]), a[k + 8] = _mm_unpackhi_epi8(in[2 * k], in[2 * k + 1]);
+  for (int h = 0; h < 2; ++h)
+    for (int k = 0; k < 4; ++k)
+      b[8 * h + k] = _mm_unpacklo_epi16(a[8 * h + 2 * k], a[8 * h + 2 * k + 1]),
+                b[8 * h + k + 4] = _mm_unpackhi_epi16(a[8 * h + 2 * k], a[8 * h + 2 * k + 1]);
+  for (int q = 0; q < 4; ++q)
+    for (int k = 0; k < 2; ++k)
+      a[4 * q + k] = _mm_unpacklo_epi32(b[4 * q + 2 * k], b[4 * q + 2 * k + 1]),
+                a[4 * q + k + 2] = _mm_unpackhi_epi32(b[4 * q + 2 * k], b[4 * q + 2 * k + 1]);
+  for (int e = 0; e < 8; ++e)
+    out[2 * e] = _mm_unpacklo_epi64(a[2 * e], a[2 * e + 1]), out[2 * e + 1] = _mm_unpackhi_epi64(a[2 * e], a[2 * e + 1]);
+}
+}  // namespace
+
 void relayout_neuron_major(uint32_t, const uint8_t* src, uint8_t* dst, int64_t n_out, int64_t n_in) {
   const int64_t nb = n_in / 32;
   const uint64_t row_bytes = uint64_t(nb) * sizeof(BlockQ4_0);
   uint16_t* scales = reinterpret_cast<uint16_t*>(dst);
   uint8_t* cols = dst + nb * n_out * 2;
   const int64_t col = n_out / 2;
-  uint8_t v[kNeuronGroup][32];  // one block of a group's rows, unpacked: v[row][neuron]
+  const __m128i low4 = _mm_set1_epi8(15), high4 = _mm_set1_epi8(char(0xF0));
   for (int64_t g = 0; g < n_out; g += kNeuronGroup)
     for (int64_t b = 0; b < nb; ++b) {
-      for (int64_t r = 0; r < kNeuronGroup; ++r) {
-        const BlockQ4_0& blk = reinterpret_cast<const BlockQ4_0*>(src + uint64_t(g + r) * row_bytes)[b];
-        scales[b * n_out + g + r] = blk.d;
-        for (int j = 0; j < 16; ++j) v[r][j] = blk.qs[j] & 15, v[r][j + 16] = blk.qs[j] >> 4;
+      // rows m and 64 + m of the group share a byte of each neuron's column: neurons j < 16 take
+      // the low nibbles of both rows' byte j (Q4_0: value j low, value j + 16 high), the others
+      // the high ones. pairs[h][m]: those bytes for every neuron of half h, by row m
+      __m128i pairs[2][64];
+      for (int64_t m = 0; m < 64; ++m) {
+        const BlockQ4_0& lo = reinterpret_cast<const BlockQ4_0*>(src + uint64_t(g + m) * row_bytes)[b];
+        const BlockQ4_0& hi = reinterpret_cast<const BlockQ4_0*>(src + uint64_t(g + 64 + m) * row_bytes)[b];
+        scales[b * n_out + g + m] = lo.d, scales[b * n_out + g + 64 + m] = hi.d;
+        const __m128i ql = _mm_loadu_si128(reinterpret_cast<const __m128i*>(lo.qs));
+        const __m128i qh = _mm_loadu_si128(reinterpret_cast<const __m128i*>(hi.qs));
+        pairs[0][m] = _mm_or_si128(_mm_and_si128(ql, low4), _mm_slli_epi16(_mm_and_si128(qh, low4), 4));
+        pairs[1][m] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(ql, 4), low4), _mm_and_si128(qh, high4));
       }
-      for (int j = 0; j < 32; ++j) {  // neuron 32 b + j
-        uint8_t* out = cols + (32 * b + j) * col + g / 2;
-        for (int p = 0; p < 64; ++p) out[p] = uint8_t(v[row_of_byte(p)][j] | v[64 + row_of_byte(p)][j] << 4);
+      for (int h = 0; h < 2; ++h) {
+        __m128i t[4][16];  // t[k][j]: neuron 16 h + j's bytes for rows 16 k .. 16 k + 15
+        for (int k = 0; k < 4; ++k) transpose16x16(&pairs[h][16 * k], t[k]);
+        for (int j = 0; j < 16; ++j) {
+          // byte p holds row p / 2 (even p) or 32 + p / 2 (odd p): rows 0..31 interleaved with 32..63
+          uint8_t* out = cols + (32 * b + 16 * h + j) * col + g / 2;
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_unpacklo_epi8(t[0][j], t[2][j]));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16), _mm_unpackhi_epi8(t[0][j], t[2][j]));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 32), _mm_unpacklo_epi8(t[1][j], t[3][j]));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 48), _mm_unpackhi_epi8(t[1][j], t[3][j]));
+        }
       }
     }
 }

@@ -365,6 +365,24 @@ TEST_CASE("sparse down over the active neurons, neuron-major, gives the dense ge
     quantize_row_q8_0(a.data(), a8.data(), n_in);
     std::vector<uint8_t> major(w.size() * sizeof(BlockQ4_0));
     relayout_neuron_major(PMOE_DTYPE_Q4_0, reinterpret_cast<const uint8_t*>(w.data()), major.data(), n_out, n_in);
+    // the layout, byte by byte, as sparse_ffn.hpp states it
+    const uint8_t* cols = major.data() + nb * n_out * 2;
+    int64_t wrong = 0;
+    for (int64_t r = 0; r < n_out; ++r)
+      for (int64_t b = 0; b < nb; ++b) {
+        const BlockQ4_0& blk = w[size_t(r * nb + b)];
+        uint16_t d;
+        std::memcpy(&d, major.data() + (b * n_out + r) * 2, 2);
+        wrong += d != blk.d;
+        for (int64_t k = 0; k < 32; ++k) {
+          const int value = k < 16 ? blk.qs[k] & 15 : blk.qs[k - 16] >> 4;
+          const int64_t g = r / 128 * 128, i = r % 128, q = i % 64;  // q: the row's place in its half
+          const int64_t p = q < 32 ? 2 * q : 2 * (q - 32) + 1;      // its byte in the group
+          const uint8_t byte = cols[(32 * b + k) * (n_out / 2) + g / 2 + p];
+          wrong += (i < 64 ? byte & 15 : byte >> 4) != value;
+        }
+      }
+    CHECK(wrong == 0);
     std::vector<std::pair<const char*, SparseDownFn>> kernels{{"scalar", sparse_down_scalar}};
     if (kernel_isa() >= Isa::avx2) kernels.emplace_back("avx2", sparse_down_avx2);
     if (kernel_isa() >= Isa::avx512_vnni) kernels.emplace_back("avx512", sparse_down_avx512);
