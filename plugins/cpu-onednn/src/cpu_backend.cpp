@@ -51,8 +51,9 @@ constexpr int64_t kRowBlock = 16;
 // where a thread's share ends inside an expert is the expert's column split.
 constexpr int64_t kSparseTokens = 4;
 // sparse_ffn: auto takes the sparse path for an expert whose routed tokens activate at most this
-// fraction of its neurons (measured, docs/reglu-sparsity.md: 4B decode 0.9x at 42% active, 1.18x at 16%).
-constexpr double kAutoMaxActive = 0.3;
+// fraction of its neurons (measured, docs/reglu-sparsity.md: 4B decode with every expert sparse
+// 1.06-1.07x at 42%, 50% and 59% active; the Q4_0 kernels alone break even at about 75%).
+constexpr double kAutoMaxActive = 0.6;
 
 [[noreturn]] void fail(const std::string& what) {
   throw StatusError(PMOE_ERR_INVALID_ARGUMENT, what);
