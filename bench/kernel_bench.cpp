@@ -115,7 +115,7 @@ void sparse_down_from_memory(std::mt19937& rng) {
       });
       const double ts = timed([&](int64_t m) {
         float y[1536];
-        // all rows in one call, as the backend's tasks (a token's whole columns)
+        // all rows in one call, as a thread's merged groups of an expert mostly are (whole columns)
         fn(&major[uint64_t(m) * bytes], n_out, n_in, a8.data(), list.data(), int64_t(list.size()), 0, n_out, y);
         if (y[0] == 42.f) std::puts("");
       });
@@ -138,6 +138,10 @@ void sparse_up_from_memory(std::mt19937& rng) {
   std::vector<uint8_t> xp(prepared_row_bytes(PMOE_DTYPE_Q4_0, n, order));
   prepare_row(PMOE_DTYPE_Q4_0, order, x.data(), xp.data(), n);
   const Rows16Fn fn = rows16_kernel(PMOE_DTYPE_Q4_0, order);
+  if (!fn) {
+    std::puts("\nsparse up: this kernel set has no 16-row kernel");
+    return;
+  }
   std::printf("\nsparse up (Q4_0, %lld x %lld, listed rows) vs dense gemv, 256 MiB from memory, 1 row:\n", (long long)n_rows,
               (long long)n);
   std::printf("active  threads  dense ms  sparse ms  dense GB/s  sparse: dense-equivalent GB/s\n");

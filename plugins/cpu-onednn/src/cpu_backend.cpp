@@ -54,6 +54,9 @@ constexpr int64_t kSparseTokens = 4;
 // fraction of its neurons (measured, docs/reglu-sparsity.md: 4B decode with every expert sparse
 // 1.06-1.07x at 42%, 50% and 59% active; the Q4_0 kernels alone break even at about 75%).
 constexpr double kAutoMaxActive = 0.6;
+// auto runs gate first (to measure activity) only where no expert has more routed tokens than one
+// sparse down task takes: in prefill the union of many tokens' active neurons leaves little to
+// skip, and gate and up in separate passes cost pp512 0.93-0.96x (4B, 42% active per token).
 
 [[noreturn]] void fail(const std::string& what) {
   throw StatusError(PMOE_ERR_INVALID_ARGUMENT, what);
@@ -602,14 +605,15 @@ class CpuBackend final : public sdk::Compute {
   /// Experts of one layer: their inputs prepared, gate and up of all of them, ReGLU, then down,
   /// each stage one parallel pass. Each expert's rows are computed the same way whether it runs
   /// alone or in a group, so the result does not depend on how the host batches experts.
-  /// With sparse_ffn, gate runs first; an expert whose measured activity makes it pay (or every
+  /// With sparse_ffn on (auto: where no expert has more than kSparseTokens tokens), gate runs
+  /// first; an expert whose measured activity makes it pay (or every
   /// one, `on`) then computes `up` only for the neurons some token activates and sums `down` over
   /// each token's active neurons (neuron-major, re-laid on first use) or over all with the others'
   /// activations 0 (dense layout). The same bits as the dense path every way (docs/reglu-sparsity.md).
   void moe_experts(std::span<const pmoe_op> group, size_t first_index) {
     if (jobs_.size() < group.size()) jobs_.resize(group.size());
     int64_t work = 0;
-    const bool gate_first = sparse_ffn_ != SparseFfn::off;
+    int64_t most_tokens = 0;  // of one expert
     for (size_t k = 0; k < group.size(); ++k) {  // validation first: nothing throws in parallel
       const pmoe_op& op = group[k];
       const pmoe_tensor &g = op.src[0], &u = op.src[1], &dn = op.src[2], &x = op.src[3], &tok = op.src[4], &dst = op.dst;
@@ -641,7 +645,9 @@ class CpuBackend final : public sdk::Compute {
       j.gate.resize(size_t(R * n_ff));
       j.up.resize(size_t(R * n_ff));
       work += 3 * R * n_ff * n_embd;
+      most_tokens = std::max(most_tokens, R);
     }
+    const bool gate_first = sparse_ffn_ == SparseFfn::on || (sparse_ffn_ == SparseFfn::automatic && most_tokens <= kSparseTokens);
     const std::span<ExpertJob> jobs(jobs_.data(), group.size());
     // task lists with their running costs: gate (and up, without sparse_ffn) by row blocks; once
     // gate has run, up and the re-layouts, then down. A row block costs about its tokens plus a
@@ -693,8 +699,8 @@ class CpuBackend final : public sdk::Compute {
             relayout(j);
             continue;
           }
-          // this thread's following rows of the job in one call: a row list's kernel prefetches
-          // each 16 rows' successors, and a call's first 16 start cold
+          // this thread's following rows of the job (listed or not) in one call: the 16-row kernel
+          // prefetches each 16 rows' successors, and a call's first 16 start cold
           int64_t last = end;
           while (next < hi && std::get<0>(t_up[next]) == k && std::get<1>(t_up[next]) == last) last = std::get<2>(t_up[next++]);
           tile_rows(j.u->dtype, j.ou, 0, j.up_w, j.u->nb[1], j.n_embd, first, last, j.xu, j.xurow, j.R, j.up.data(),
@@ -703,7 +709,7 @@ class CpuBackend final : public sdk::Compute {
       }
 #pragma omp barrier
 #pragma omp for schedule(dynamic, 1)
-      for (size_t k = 0; k < jobs.size(); ++k) reglu(jobs[k]);
+      for (size_t k = 0; k < jobs.size(); ++k) reglu(jobs[k], gate_first);
 #pragma omp single
       for (size_t k = 0; k < jobs.size(); ++k) {
         const ExpertJob& j = jobs[k];
@@ -783,7 +789,8 @@ class CpuBackend final : public sdk::Compute {
       if (!j.major) down_of(j, false);
     for (size_t k = 0; k < jobs.size(); ++k) {
       const ExpertJob& j = jobs[k];
-      // listed rows in tasks of 4 blocks, so that the 16-row kernel can prefetch the next 16
+      // listed rows in tasks of 4 blocks (the shares' granularity; a thread runs its consecutive
+      // tasks of a job as one call)
       const int64_t n = j.sparse ? int64_t(j.rows.size()) : j.n_ff, step = j.sparse ? 4 * kRowBlock : kRowBlock;
       for (int64_t i = 0; i < n; i += step) {
         const int64_t end = std::min(n, i + step);
@@ -798,9 +805,9 @@ class CpuBackend final : public sdk::Compute {
   /// neurons are listed for a neuron-major down, and an inactive neuron's activation is 0 (dense:
   /// 0 * up, of either sign: the same quantized value, and no float sum that starts at +0 tells
   /// the two apart).
-  void reglu(ExpertJob& j) {
+  void reglu(ExpertJob& j, bool gate_first) {
     int64_t active = 0;
-    if (sparse_ffn_ == SparseFfn::off) {
+    if (!gate_first) {
       for (size_t i = 0; i < j.gate.size(); ++i) {
         active += j.gate[i] > 0;
         j.gate[i] = std::max(j.gate[i], 0.f) * j.up[i];

@@ -129,7 +129,7 @@ constexpr int64_t kMaxLines = 16;  // lines of 128 rows per kernel pass (16-bit 
 
 /// Lines the kernels prefetch ahead of the one they read (6 KiB): DRAM latency is hidden only some
 /// 48 lines ahead, and the block ends, where the kernels read scales and compute without loading
-/// columns, need as many again in flight (measured on Zen 4, 2 threads at 36% active: 0.87x -> 0.71x
+/// columns, need as many again in flight (measured on Zen 4, 2 threads at 36% active: 0.87x -> 0.70x
 /// of the dense gemv's time).
 constexpr int kLinesAhead = 96;
 
@@ -144,13 +144,13 @@ class LinesAhead {
     for (int k = 0; k < kLinesAhead; ++k) step();
   }
   void step() {
-    if (n_ >= n_active_) return;
-    if (scale_line_ >= 0) {  // the scales of the block of the neuron before n_
+    if (scale_line_ >= 0) {  // the scales of the block of the neuron before n_ (the last block's too)
       const int64_t b = active_[n_ - 1] / 32;
       _mm_prefetch(reinterpret_cast<const char*>(L_.d + b * n_out_ + i0_) + 64 * scale_line_, _MM_HINT_T0);
       if (++scale_line_ == lines_ * kNeuronGroup * 2 / 64) scale_line_ = -1;
       return;
     }
+    if (n_ >= n_active_) return;
     _mm_prefetch(reinterpret_cast<const char*>(L_.q + active_[n_] * L_.col + i0_ / 2 + 64 * line_), _MM_HINT_T0);
     if (++line_ < lines_) return;
     line_ = 0, ++n_;
