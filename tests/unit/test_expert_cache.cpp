@@ -121,7 +121,7 @@ TEST_CASE("offloading never changes a bit: storage x policy x budget x lookahead
                   "matrix", "storage: { plugin: " + storage + ", direct_io: " + direct + " }\n" +
                                 "cache: { policy: " + policy + ", budget: " + std::to_string(budget) + " }\n" +
                                 "prefetch: { lookahead: " + std::to_string(lookahead) + " }\n");
-              INFO(model << " " << storage << " direct_io=" << std::string(direct) << " policy=" << policy << " budget="
+              INFO(std::string(model) << " " << storage << " direct_io=" << std::string(direct) << " policy=" << policy << " budget="
                          << budget << " lookahead=" << lookahead);
               const Run b = run(model, cfg, toks, false);
               CHECK(same_bits(b.logits, ref_batch.logits));

@@ -316,3 +316,29 @@ TEST_CASE("synth --reglu-sparsity F leaves about F of the neurons inactive, as t
     CHECK(std::abs(inactive - (f > 0 ? f : 0.5)) < 0.04);
   }
 }
+
+TEST_CASE("sparse_ffn on gives the dense bits where the threads split an expert's rows (cpu-onednn, 2 threads)") {
+  // tiny Q4_0: 256 rows per expert `down`, two groups of 128; a decode step's four experts are
+  // eight sparse tasks, and the threads' shares may end inside an expert
+  synth::Options o = tiny("q4_0");
+  const std::string path = write(o, "sparse-split.gguf");
+  const std::vector<int32_t> toks = {1, 500, 77, 1020, 3, 900, 42, 600};
+  auto logits = [&](const char* mode) {
+    const std::string cfg = (tmp_dir() / (std::string("sparse-") + mode + ".yaml")).string();
+    std::ofstream(cfg) << "compute: { plugin: cpu-onednn, threads: 2, sparse_ffn: " << mode << " }\n";
+    SessionOptions so = session_opts(path);
+    so.config_path = cfg;
+    Session s(so);
+    std::vector<float> out = run_logits(s, toks);  // batch, then one token at a time
+    s.engine().reset();
+    for (int32_t id : toks) s.engine().eval(std::span(&id, 1), true, out);
+    uint64_t active = 0, total = 0;
+    for (const auto& [a, t, relaid, us] : s.engine().reglu_activity()) active += a, total += t;
+    return std::pair{out, double(active) / double(total)};
+  };
+  const auto [dense, dense_active] = logits("off");
+  const auto [sparse, sparse_active] = logits("on");
+  CHECK(sparse_active < 0.6);  // there is something to skip
+  REQUIRE(dense.size() == sparse.size());
+  CHECK(std::memcmp(dense.data(), sparse.data(), dense.size() * 4) == 0);
+}

@@ -649,6 +649,8 @@ class CpuBackend final : public sdk::Compute {
     }
     const bool gate_first = sparse_ffn_ == SparseFfn::on || (sparse_ffn_ == SparseFfn::automatic && most_tokens <= kSparseTokens);
     const std::span<ExpertJob> jobs(jobs_.data(), group.size());
+    if (!gate_first && sparse_ffn_ != SparseFfn::off)  // a `down` re-laid in place (an expert slot) stays so
+      for (ExpertJob& j : jobs) j.major = neuron_major(*static_cast<Buffer*>(static_cast<void*>(j.d->buffer)), j, false);
     // task lists with their running costs: gate (and up, without sparse_ffn) by row blocks; once
     // gate has run, up and the re-layouts, then down. A row block costs about its tokens plus a
     // fixed part for decoding the weights.
@@ -801,13 +803,13 @@ class CpuBackend final : public sdk::Compute {
   }
 
   /// ReGLU, a = relu(gate) * up, counting active neurons, and the activations prepared for down.
-  /// After gate_first, `up` holds at least the rows some token activates, each token's active
-  /// neurons are listed for a neuron-major down, and an inactive neuron's activation is 0 (dense:
+  /// After gate_first, `up` holds at least the rows some token activates; then, and where `down`
+  /// is neuron-major already, each token's active neurons are listed for that down, and an inactive neuron's activation is 0 (dense:
   /// 0 * up, of either sign: the same quantized value, and no float sum that starts at +0 tells
   /// the two apart).
   void reglu(ExpertJob& j, bool gate_first) {
     int64_t active = 0;
-    if (!gate_first) {
+    if (!gate_first && !j.major) {
       for (size_t i = 0; i < j.gate.size(); ++i) {
         active += j.gate[i] > 0;
         j.gate[i] = std::max(j.gate[i], 0.f) * j.up[i];
