@@ -72,6 +72,14 @@ double threads_time(int nt, Part&& part) {
   }));
 }
 
+/// Median seconds of per_matrix(m) for m < count, the matrices split between nt threads.
+template <class PerMatrix>
+double matrices_time(int nt, int64_t count, PerMatrix&& per_matrix) {
+  return threads_time(nt, [&](int th, int of) {
+    for (int64_t m = count * th / of; m < count * (th + 1) / of; ++m) per_matrix(m);
+  });
+}
+
 /// Sparse ReGLU `down` (docs/reglu-sparsity.md) against the dense gemv, decode from DRAM: 256 MiB
 /// of Q4_0 expert `down` matrices (1536 rows of 768 neurons), one activation row with a fraction
 /// of neurons active, split over 1 and 2 threads. Milliseconds per 256 MiB, and the dense bytes
@@ -103,11 +111,7 @@ void sparse_down_from_memory(std::mt19937& rng) {
     prepare_row(PMOE_DTYPE_Q4_0, order, a.data(), xp.data(), n_in);
     const SparseDownFn fn = sparse_down_kernel();
     for (int nt = 1; nt <= 2; ++nt) {
-      auto timed = [&](auto&& per_matrix) {  // the matrices split between the threads
-        return threads_time(nt, [&](int th, int of) {
-          for (int64_t m = count * th / of; m < count * (th + 1) / of; ++m) per_matrix(m);
-        });
-      };
+      auto timed = [&](auto&& per_matrix) { return matrices_time(nt, count, per_matrix); };
       const double td = timed([&](int64_t m) {
         if (rows_product(PMOE_DTYPE_Q4_0, &dense[uint64_t(m) * bytes], bytes / n_out, 0, n_out, xp.data(), 0, 1, n_in,
                          order) == 42.f)
@@ -151,11 +155,7 @@ void sparse_up_from_memory(std::mt19937& rng) {
       if (double(rng() % 1000) < active * 1000) list.push_back(int32_t(o));
     const int64_t listed = int64_t(list.size()) / 16 * 16;
     for (int nt = 1; nt <= 2; ++nt) {
-      auto timed = [&](auto&& per_matrix) {
-        return threads_time(nt, [&](int th, int of) {
-          for (int64_t m = count * th / of; m < count * (th + 1) / of; ++m) per_matrix(m);
-        });
-      };
+      auto timed = [&](auto&& per_matrix) { return matrices_time(nt, count, per_matrix); };
       const double td = timed([&](int64_t m) {
         if (rows_product(PMOE_DTYPE_Q4_0, &w[uint64_t(m) * bytes], row, 0, n_rows, xp.data(), 0, 1, n, order) == 42.f)
           std::puts("");

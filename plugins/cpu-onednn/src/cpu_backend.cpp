@@ -589,6 +589,16 @@ class CpuBackend final : public sdk::Compute {
     return major;
   }
 
+  /// j.major: neuron_major() of job j's `down`. An allocation that fails leaves the job on the
+  /// dense `down` instead of throwing (this runs inside the parallel region too).
+  void use_neuron_major(ExpertJob& j, bool create) noexcept {
+    try {
+      j.major = neuron_major(*static_cast<Buffer*>(static_cast<void*>(j.d->buffer)), j, create);
+    } catch (const std::bad_alloc&) {
+      j.major = nullptr, j.relayout_from = nullptr;
+    }
+  }
+
   /// Re-lays job j's `down` where neuron_major() asked for it (in the parallel part), timed.
   static void relayout(ExpertJob& j) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -650,7 +660,7 @@ class CpuBackend final : public sdk::Compute {
     const bool gate_first = sparse_ffn_ == SparseFfn::on || (sparse_ffn_ == SparseFfn::automatic && most_tokens <= kSparseTokens);
     const std::span<ExpertJob> jobs(jobs_.data(), group.size());
     if (!gate_first && sparse_ffn_ != SparseFfn::off)  // a `down` re-laid in place (an expert slot) stays so
-      for (ExpertJob& j : jobs) j.major = neuron_major(*static_cast<Buffer*>(static_cast<void*>(j.d->buffer)), j, false);
+      for (ExpertJob& j : jobs) use_neuron_major(j, false);
     // task lists with their running costs: gate (and up, without sparse_ffn) by row blocks; once
     // gate has run, up and the re-layouts, then down. A row block costs about its tokens plus a
     // fixed part for decoding the weights.
@@ -711,7 +721,7 @@ class CpuBackend final : public sdk::Compute {
       }
 #pragma omp barrier
 #pragma omp for schedule(dynamic, 1)
-      for (size_t k = 0; k < jobs.size(); ++k) reglu(jobs[k], gate_first);
+      for (size_t k = 0; k < jobs.size(); ++k) reglu(jobs[k]);
 #pragma omp single
       for (size_t k = 0; k < jobs.size(); ++k) {
         const ExpertJob& j = jobs[k];
@@ -771,24 +781,17 @@ class CpuBackend final : public sdk::Compute {
   /// After gate, each job's way (serial: it may add a re-layout): sparse where sparse_ffn is on,
   /// or auto and few enough neurons are active; the neuron-major `down` then, or already made.
   /// Adds the up rows (and re-layouts, first = -1) to the task list. Runs inside the parallel
-  /// region, so an allocation that fails leaves the job on the dense `down` instead of throwing.
+  /// region (use_neuron_major does not throw).
   void plan_sparse(std::span<ExpertJob> jobs, std::vector<std::tuple<size_t, int64_t, int64_t>>& tasks,
                    std::vector<int64_t>& cost) {
-    auto down_of = [&](ExpertJob& j, bool create) {
-      try {
-        j.major = neuron_major(*static_cast<Buffer*>(static_cast<void*>(j.d->buffer)), j, create);
-      } catch (const std::bad_alloc&) {
-        j.major = nullptr, j.relayout_from = nullptr;
-      }
-    };
     for (ExpertJob& j : jobs) {
       j.sparse = sparse_ffn_ == SparseFfn::on || double(j.rows.size()) <= kAutoMaxActive * double(j.n_ff);
-      down_of(j, j.sparse);
+      use_neuron_major(j, j.sparse);
     }
     // a dense job sharing its `down` with a later sparse one (the same expert twice) reads the
     // neuron-major form too, which that one is about to make in place
     for (ExpertJob& j : jobs)
-      if (!j.major) down_of(j, false);
+      if (!j.major) use_neuron_major(j, false);
     for (size_t k = 0; k < jobs.size(); ++k) {
       const ExpertJob& j = jobs[k];
       // listed rows in tasks of 4 blocks (the shares' granularity; a thread runs its consecutive
@@ -803,13 +806,13 @@ class CpuBackend final : public sdk::Compute {
   }
 
   /// ReGLU, a = relu(gate) * up, counting active neurons, and the activations prepared for down.
-  /// After gate_first, `up` holds at least the rows some token activates; then, and where `down`
-  /// is neuron-major already, each token's active neurons are listed for that down, and an inactive neuron's activation is 0 (dense:
-  /// 0 * up, of either sign: the same quantized value, and no float sum that starts at +0 tells
-  /// the two apart).
-  void reglu(ExpertJob& j, bool gate_first) {
+  /// A sparse job's `up` holds only the rows some token activates, and a neuron-major `down` takes
+  /// each token's list of active neurons: for those, inactive activations are set to 0 and the
+  /// lists made (dense: 0 * up, of either sign: the same quantized value, and no float sum that
+  /// starts at +0 tells the two apart).
+  void reglu(ExpertJob& j) {
     int64_t active = 0;
-    if (!gate_first && !j.major) {
+    if (!j.sparse && !j.major) {  // up has every row, down the dense layout
       for (size_t i = 0; i < j.gate.size(); ++i) {
         active += j.gate[i] > 0;
         j.gate[i] = std::max(j.gate[i], 0.f) * j.up[i];

@@ -139,14 +139,14 @@ constexpr int kLinesAhead = 96;
 /// distance holds across skipped columns, which break the hardware prefetchers' streams.
 class LinesAhead {
  public:
-  LinesAhead(const Layout& L, int64_t n_out, const int32_t* active, int64_t n_active, int64_t i0, int64_t lines)
-      : L_(L), n_out_(n_out), active_(active), n_active_(n_active), i0_(i0), lines_(lines) {
+  LinesAhead(const Layout& L, const int32_t* active, int64_t n_active, int64_t i0, int64_t lines)
+      : L_(L), active_(active), n_active_(n_active), i0_(i0), lines_(lines) {
     for (int k = 0; k < kLinesAhead; ++k) step();
   }
   void step() {
     if (scale_line_ >= 0) {  // the scales of the block of the neuron before n_ (the last block's too)
       const int64_t b = active_[n_ - 1] / 32;
-      _mm_prefetch(reinterpret_cast<const char*>(L_.d + b * n_out_ + i0_) + 64 * scale_line_, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(L_.d + b * 2 * L_.col + i0_) + 64 * scale_line_, _MM_HINT_T0);
       if (++scale_line_ == lines_ * kNeuronGroup * 2 / 64) scale_line_ = -1;
       return;
     }
@@ -158,8 +158,7 @@ class LinesAhead {
   }
 
  private:
-  const Layout& L_;
-  int64_t n_out_;
+  const Layout& L_;  // (a block's scales: n_out = 2 L_.col of them)
   const int32_t* active_;
   int64_t n_active_, i0_, lines_;
   int64_t n_ = 0, line_ = 0, scale_line_ = -1;  // the next line: of neuron active_[n_], or a scale line
@@ -189,7 +188,7 @@ __attribute__((target("avx2,fma,f16c"))) void sparse_down_avx2_lines(const Layou
   // line, low (q = 0) or high nibbles, even or odd bytes)
   __m256i sums[8 * kMaxLines];
   std::fill(y + i0, y + i0 + lines * kNeuronGroup, 0.f);
-  LinesAhead ahead(L, n_out, active, n_active, i0, lines);
+  LinesAhead ahead(L, active, n_active, i0, lines);
   for (int64_t k = 0; k < n_active;) {
     const int64_t b = active[k] / 32, end = block_end(active, n_active, k, b);
     for (int64_t r = 0; r < 8 * lines; ++r) sums[r] = _mm256_setzero_si256();
@@ -247,7 +246,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) void sparse_d
   // at 4 l + r (r: low nibbles even/odd bytes, high nibbles even/odd); in L1
   __m512i sums[4 * kMaxLines];
   std::fill(y + i0, y + i0 + lines * kNeuronGroup, 0.f);
-  LinesAhead ahead(L, n_out, active, n_active, i0, lines);
+  LinesAhead ahead(L, active, n_active, i0, lines);
   for (int64_t k = 0; k < n_active;) {
     const int64_t b = active[k] / 32, end = block_end(active, n_active, k, b);
     for (int64_t r = 0; r < 4 * lines; ++r) sums[r] = _mm512_setzero_si512();
