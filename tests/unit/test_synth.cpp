@@ -317,15 +317,16 @@ TEST_CASE("synth --reglu-sparsity F leaves about F of the neurons inactive, as t
   }
 }
 
-TEST_CASE("sparse_ffn on gives the dense bits where the threads split an expert's rows (cpu-onednn, 2 threads)") {
-  // tiny Q4_0: 256 rows per expert `down`, two groups of 128; a decode step's four experts are
-  // eight sparse tasks, and the threads' shares may end inside an expert
+TEST_CASE("sparse_ffn on gives the dense bits whether a thread runs whole experts or the threads split their rows (cpu-onednn)") {
+  // tiny Q4_0: 256 rows per expert `down`, two groups of 128. A decode step's four experts: with 2
+  // threads each runs two whole experts; with 3 the stages are split into tasks (eight sparse
+  // `down` tasks), and the threads' shares may end inside an expert
   synth::Options o = tiny("q4_0");
   const std::string path = write(o, "sparse-split.gguf");
   const std::vector<int32_t> toks = {1, 500, 77, 1020, 3, 900, 42, 600};
-  auto logits = [&](const char* mode) {
-    const std::string cfg = (tmp_dir() / (std::string("sparse-") + mode + ".yaml")).string();
-    std::ofstream(cfg) << "compute: { plugin: cpu-onednn, threads: 2, sparse_ffn: " << mode << " }\n";
+  auto logits = [&](const char* mode, int threads) {
+    const std::string cfg = (tmp_dir() / (std::string("sparse-") + mode + std::to_string(threads) + ".yaml")).string();
+    std::ofstream(cfg) << "compute: { plugin: cpu-onednn, threads: " << threads << ", sparse_ffn: " << mode << " }\n";
     SessionOptions so = session_opts(path);
     so.config_path = cfg;
     Session s(so);
@@ -336,9 +337,15 @@ TEST_CASE("sparse_ffn on gives the dense bits where the threads split an expert'
     for (const auto& [a, t, relaid, us] : s.engine().reglu_activity()) active += a, total += t;
     return std::pair{out, double(active) / double(total)};
   };
-  const auto [dense, dense_active] = logits("off");
-  const auto [sparse, sparse_active] = logits("on");
-  CHECK(sparse_active < 0.6);  // there is something to skip
-  REQUIRE(dense.size() == sparse.size());
-  CHECK(std::memcmp(dense.data(), sparse.data(), dense.size() * 4) == 0);
+  const auto [dense, dense_active] = logits("off", 2);
+  for (int threads : {2, 3}) {
+    INFO("threads " << threads);
+    const auto [sparse, sparse_active] = logits("on", threads);
+    CHECK(sparse_active < 0.6);  // there is something to skip
+    REQUIRE(dense.size() == sparse.size());
+    CHECK(std::memcmp(dense.data(), sparse.data(), dense.size() * 4) == 0);
+    const auto [staged_dense, staged_active] = logits("off", threads);
+    REQUIRE(dense.size() == staged_dense.size());
+    CHECK(std::memcmp(dense.data(), staged_dense.data(), dense.size() * 4) == 0);
+  }
 }
