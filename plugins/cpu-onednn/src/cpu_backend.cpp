@@ -153,6 +153,12 @@ class CpuBackend final : public sdk::Compute {
           while (j + 1 < ops.size() && ops[j + 1].kind == PMOE_OP_MOE_EXPERT) ++j;
           moe_experts(ops.subspan(i, j - i + 1), i);
           i = j;
+        } else if (const size_t n = ops[i].kind == PMOE_OP_MATMUL ? products_group(ops.subspan(i)) : 1; n > 1) {
+          // products of the same activations (q, k and v) in one parallel pass
+          std::vector<Product> ps;
+          for (const size_t end = i + n; i < end; ++i) ps.push_back(product_of(ops[i]));  // (an error names op i)
+          --i;
+          products(ps);
         } else {
           run(ops[i]);
         }
@@ -208,22 +214,63 @@ class CpuBackend final : public sdk::Compute {
   }
 
   /// Y[t][o] (+)= W[o] · X[t] for o < out, t < T. X rows of `in` floats with stride xs; Y stride ys.
-  void matmul(const uint8_t* w, uint32_t wtype, uint64_t w_row, int64_t in, int64_t out,
-              const float* x, int64_t xs, int64_t T, float* y, int64_t ys, bool acc) {
-    // llama.cpp's MUL_MAT runs a repacked weight's gemm on all but the last T % 4 tokens
-    const Order order = sum_order(wtype, out);
-    uint64_t xrow = 0;
-    const uint8_t* xa = prepare(wtype, order, x, in, T, xs, act_scratch_, xrow, true);
-    if (!acc && T >= dnnl_min_rows_ && matmul_onednn(w, wtype, w_row, in, out, xa, xrow, T, y, ys))
-      return;
-    int64_t gemm_cols = order == Order::gemv && T >= 4 ? T - T % 4 : 0;
-    if (wtype == PMOE_DTYPE_F32 && T >= 2 && in % 16 == 0) gemm_cols = T;  // llamafile's tinyBLAS
-    const int64_t n_blocks = (out + kRowBlock - 1) / kRowBlock;
+  struct Product {
+    const uint8_t* w;
+    uint32_t wtype;
+    uint64_t w_row;
+    int64_t in, out;
+    const float* x;
+    int64_t xs, T;
+    float* y;
+    int64_t ys;
+    bool acc;
+  };
+
+  /// Products that write none of each other's operands, in one parallel pass (a decode layer's q,
+  /// k and v: one fork instead of three, and no core idles at the end of the small ones). Each
+  /// is cut into blocks of kRowBlock rows, shared out by cost; every block is computed as alone.
+  void products(std::span<const Product> ps) {
+    struct Prepared {
+      const Product* p;
+      Order order;
+      const uint8_t* xa;
+      uint64_t xrow;
+      int64_t gemm_cols;
+    };
+    std::vector<Prepared> todo;
+    if (product_scratch_.size() < ps.size()) product_scratch_.resize(ps.size());
+    std::vector<int64_t>& cum = product_cost_;  // per row block: running cost (rows times inputs and tokens)
+    cum.assign(1, 0);
+    for (size_t k = 0; k < ps.size(); ++k) {
+      const Product& p = ps[k];
+      // llama.cpp's MUL_MAT runs a repacked weight's gemm on all but the last T % 4 tokens
+      const Order order = sum_order(p.wtype, p.out);
+      uint64_t xrow = 0;
+      const uint8_t* xa = prepare(p.wtype, order, p.x, p.in, p.T, p.xs, product_scratch_[k], xrow, true);
+      if (!p.acc && p.T >= dnnl_min_rows_ && matmul_onednn(p.w, p.wtype, p.w_row, p.in, p.out, xa, xrow, p.T, p.y, p.ys))
+        continue;
+      int64_t gemm_cols = order == Order::gemv && p.T >= 4 ? p.T - p.T % 4 : 0;
+      if (p.wtype == PMOE_DTYPE_F32 && p.T >= 2 && p.in % 16 == 0) gemm_cols = p.T;  // llamafile's tinyBLAS
+      todo.push_back({&p, order, xa, xrow, gemm_cols});
+      for (int64_t o = 0; o < p.out; o += kRowBlock) cum.push_back(cum.back() + std::min(kRowBlock, p.out - o) * p.in * p.T);
+    }
+    if (todo.empty()) return;
     // Fork only for work worth it: a parallel region costs microseconds, more when cores are shared.
-    const bool par = threads_ > 1 && out * in * T >= kMinParallelWork;
-#pragma omp parallel for schedule(static) num_threads(threads_) if (par)
-    for (int64_t b = 0; b < n_blocks; ++b)
-      tile_rows(wtype, order, gemm_cols, w, w_row, in, b * kRowBlock, std::min(out, (b + 1) * kRowBlock), xa, xrow, T, y, ys, acc);
+    const bool par = threads_ > 1 && cum.back() >= kMinParallelWork;
+#pragma omp parallel num_threads(threads_) if (par)
+    {
+      const auto [lo, hi] = my_share(cum);
+      size_t block = 0;  // global index of the first block of todo[k]
+      for (const Prepared& d : todo) {
+        const Product& p = *d.p;
+        const size_t n = size_t((p.out + kRowBlock - 1) / kRowBlock);
+        const size_t b0 = std::max(lo, block), b1 = std::min(hi, block + n);
+        if (b0 < b1)  // this thread's consecutive blocks of the product in one call
+          tile_rows(p.wtype, d.order, d.gemm_cols, p.w, p.w_row, p.in, int64_t(b0 - block) * kRowBlock,
+                    std::min(p.out, int64_t(b1 - block) * kRowBlock), d.xa, d.xrow, p.T, p.y, p.ys, p.acc);
+        block += n;
+      }
+    }
   }
 
   /// Y[t][o] (+)= W[o] · X[t] for o in [o0, o1), or for o = rows[i], i in [o0, o1) (ascending):
@@ -379,7 +426,8 @@ class CpuBackend final : public sdk::Compute {
     }
   }
 
-  void matmul_op(const pmoe_op& op) {
+  /// A MATMUL op's product, validated.
+  Product product_of(const pmoe_op& op) {
     const pmoe_tensor &w = op.src[0], &x = op.src[1], &dst = op.dst;
     need_type(x, PMOE_DTYPE_F32, "src1");
     need_type(dst, PMOE_DTYPE_F32, "dst");
@@ -388,8 +436,38 @@ class CpuBackend final : public sdk::Compute {
            "} x {" + std::to_string(x.ne[0]) + ", " + std::to_string(x.ne[1]) + "} -> {" +
            std::to_string(dst.ne[0]) + ", " + std::to_string(dst.ne[1]) + "}");
     if (!tile_kernel(w.dtype, Order::gemv)) fail("unsupported weight type " + type_name(w.dtype));
-    matmul(ptr(w, "weights"), w.dtype, w.nb[1], w.ne[0], w.ne[1], ptr<float>(x, "src1"),
-           int64_t(x.nb[1] / 4), x.ne[1], ptr<float>(dst, "dst"), int64_t(dst.nb[1] / 4), op.i[0] != 0);
+    return {ptr(w, "weights"), w.dtype, w.nb[1], w.ne[0], w.ne[1], ptr<float>(x, "src1"), int64_t(x.nb[1] / 4),
+            x.ne[1], ptr<float>(dst, "dst"), int64_t(dst.nb[1] / 4), op.i[0] != 0};
+  }
+
+  void matmul_op(const pmoe_op& op) {
+    const Product p = product_of(op);
+    products({&p, 1});
+  }
+
+  /// How many MATMUL ops from ops[0] can run as one products() call: they read the same
+  /// activations, and none writes what another reads or writes (whole buffers' byte ranges).
+  static size_t products_group(std::span<const pmoe_op> ops) {
+    auto range = [](const pmoe_tensor& t) {
+      return std::pair{t.buffer, std::pair{t.offset, t.offset + pmoe_tensor_extent(&t)}};
+    };
+    auto overlap = [&](const pmoe_tensor& a, const pmoe_tensor& b) {
+      const auto [ba, ra] = range(a);
+      const auto [bb, rb] = range(b);
+      return ba == bb && ra.first < rb.second && rb.first < ra.second;
+    };
+    const pmoe_tensor& x = ops[0].src[1];
+    size_t n = 1;
+    for (; n < ops.size(); ++n) {
+      const pmoe_op& op = ops[n];
+      if (op.kind != PMOE_OP_MATMUL || std::memcmp(&op.src[1], &x, sizeof x) != 0) break;
+      bool clash = false;
+      for (size_t k = 0; k <= n; ++k)
+        for (size_t l = 0; l <= n; ++l)
+          clash |= overlap(ops[k].dst, k == l ? x : ops[l].dst) || (k != l && overlap(ops[k].dst, ops[l].src[0]));
+      if (clash) break;
+    }
+    return n;
   }
 
   void add(const pmoe_op& op) {
@@ -941,7 +1019,8 @@ class CpuBackend final : public sdk::Compute {
   dnnl::engine engine_;
   dnnl::stream stream_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, dnnl::matmul> dnnl_cache_;
-  std::vector<uint8_t> act_scratch_;
+  std::vector<std::vector<uint8_t>> product_scratch_;  // products(): each product's prepared activations
+  std::vector<int64_t> product_cost_;
   std::vector<ExpertJob> jobs_;
   SparseFfn sparse_ffn_ = SparseFfn::automatic;
 };
