@@ -557,12 +557,17 @@ class CpuBackend final : public sdk::Compute {
     // queries and vec_dot for one.
     const AttendFn attend = attend_kernel();
     const bool batch = T >= 2;
-    const bool par = threads_ > 1 && T * n_head * (pp[T - 1] + 1) * hd >= kMinParallelWork;
+    // (one query's 64 lanes cost about as much as 64 more keys)
+    const bool par = threads_ > 1 && T * n_head * (pp[T - 1] + 1 + (batch ? 0 : 64)) * hd >= kMinParallelWork;
 #pragma omp parallel num_threads(threads_) if (par)
     {
-      std::vector<float> w(size_t(pp[T - 1] + 17)), lanes(size_t(64 * hd));
-      std::vector<double> wide(static_cast<size_t>(hd));
-      const AttendScratch scratch{w.data(), lanes.data(), wide.data()};
+      // per thread, kept across calls: no allocation, no clearing (the kernel writes what it reads)
+      thread_local std::unique_ptr<float[]> w, lanes;
+      thread_local std::unique_ptr<double[]> wide;
+      thread_local size_t n_w = 0, n_lanes = 0;
+      if (n_w < size_t(pp[T - 1] + 17)) n_w = size_t(pp[T - 1] + 17) * 2, w.reset(new float[n_w]);
+      if (n_lanes < size_t(64 * hd)) n_lanes = size_t(64 * hd), lanes.reset(new float[n_lanes]), wide.reset(new double[size_t(hd)]);
+      const AttendScratch scratch{w.get(), lanes.get(), wide.get()};
 #pragma omp for schedule(dynamic, 1)
       for (int64_t th = 0; th < T * n_head; ++th) {
         const int64_t t = th / n_head, h = th % n_head, kvh = h / group;
