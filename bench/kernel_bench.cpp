@@ -81,22 +81,23 @@ double matrices_time(int nt, int64_t count, PerMatrix&& per_matrix) {
 }
 
 /// Sparse ReGLU `down` (docs/reglu-sparsity.md) against the dense gemv, decode from DRAM: 256 MiB
-/// of Q4_0 expert `down` matrices (1536 rows of 768 neurons), one activation row with a fraction
+/// of `type` expert `down` matrices (1536 rows of 768 neurons), one activation row with a fraction
 /// of neurons active, split over 1 and 2 threads. Milliseconds per 256 MiB, and the dense bytes
 /// over that time (what the dense kernel would need to stream to keep up).
-void sparse_down_from_memory(std::mt19937& rng) {
+void sparse_down_from_memory(std::mt19937& rng, uint32_t type) {
   const int64_t n_out = 1536, n_in = 768;
-  const uint64_t bytes = pmoe_dtype_row_bytes(PMOE_DTYPE_Q4_0, n_in) * n_out;
+  if (!neuron_major_supported(type, n_out, n_in)) return;
+  const char* name = pmoe_dtype_name(type);
+  const uint64_t bytes = pmoe_dtype_row_bytes(type, n_in) * n_out;
   const int64_t count = int64_t((256ull << 20) / bytes);
-  const std::vector<uint8_t> dense = weights(rng, PMOE_DTYPE_Q4_0, bytes * uint64_t(count));
+  const std::vector<uint8_t> dense = weights(rng, type, bytes * uint64_t(count));
   std::vector<uint8_t> major(dense.size());
   const double t_relayout = median(run_times(3, [&] {
-    for (int64_t m = 0; m < count; ++m)
-      relayout_neuron_major(PMOE_DTYPE_Q4_0, &dense[uint64_t(m) * bytes], &major[uint64_t(m) * bytes], n_out, n_in);
+    for (int64_t m = 0; m < count; ++m) relayout_neuron_major(type, &dense[uint64_t(m) * bytes], &major[uint64_t(m) * bytes], n_out, n_in);
   }));
-  std::printf("\nre-layout of Q4_0 down matrices into neuron-major (1 thread): %.2f GB/s, %.0f us per 4B expert\n",
+  std::printf("\nre-layout of %s down matrices into neuron-major (1 thread): %.2f GB/s, %.0f us per 4B expert\n", name,
               double(dense.size()) / t_relayout / 1e9, t_relayout / double(count) * 1e6);
-  std::printf("\nsparse down (Q4_0, %lld x %lld, neuron-major) vs dense gemv, 256 MiB from memory, 1 row:\n",
+  std::printf("\nsparse down (%s, %lld x %lld, neuron-major) vs dense gemv, 256 MiB from memory, 1 row:\n", name,
               (long long)n_out, (long long)n_in);
   std::printf("active  threads  dense ms  sparse ms  dense GB/s  sparse: dense-equivalent GB/s\n");
   for (double active : {1.0, 0.6, 0.4, 0.2, 0.1}) {
@@ -104,23 +105,22 @@ void sparse_down_from_memory(std::mt19937& rng) {
     std::vector<int32_t> list;
     for (int64_t o = 0; o < n_in; ++o)
       if (double(rng() % 1000) < active * 1000) a[size_t(o)] = float(int(rng() % 2001) - 1000) * 1e-3f, list.push_back(int32_t(o));
-    std::vector<BlockQ8_0> a8(size_t(n_in / 32));
-    quantize_row_q8_0(a.data(), a8.data(), n_in);
-    const Order order = sum_order(PMOE_DTYPE_Q4_0, n_out);
-    std::vector<uint8_t> xp(prepared_row_bytes(PMOE_DTYPE_Q4_0, n_in, order));
-    prepare_row(PMOE_DTYPE_Q4_0, order, a.data(), xp.data(), n_in);
-    const SparseDownFn fn = sparse_down_kernel();
+    std::vector<uint8_t> act(sparse_act_bytes(type, n_in));
+    prepare_sparse_act(type, a.data(), act.data(), n_in);
+    const Order order = sum_order(type, n_out);
+    std::vector<uint8_t> xp(prepared_row_bytes(type, n_in, order));
+    prepare_row(type, order, a.data(), xp.data(), n_in);
+    const SparseDownFn fn = sparse_down_kernel(type);
     for (int nt = 1; nt <= 2; ++nt) {
       auto timed = [&](auto&& per_matrix) { return matrices_time(nt, count, per_matrix); };
       const double td = timed([&](int64_t m) {
-        if (rows_product(PMOE_DTYPE_Q4_0, &dense[uint64_t(m) * bytes], bytes / n_out, 0, n_out, xp.data(), 0, 1, n_in,
-                         order) == 42.f)
+        if (rows_product(type, &dense[uint64_t(m) * bytes], bytes / n_out, 0, n_out, xp.data(), 0, 1, n_in, order) == 42.f)
           std::puts("");
       });
       const double ts = timed([&](int64_t m) {
         float y[1536];
         // all rows in one call, as a thread's merged groups of an expert mostly are (whole columns)
-        fn(&major[uint64_t(m) * bytes], n_out, n_in, a8.data(), list.data(), int64_t(list.size()), 0, n_out, y);
+        fn(&major[uint64_t(m) * bytes], n_out, n_in, act.data(), list.data(), int64_t(list.size()), 0, n_out, y);
         if (y[0] == 42.f) std::puts("");
       });
       std::printf("%6.2f %8d %9.2f %10.2f %11.2f %11.2f\n", double(list.size()) / n_in, nt, td * 1e3, ts * 1e3,
@@ -275,7 +275,8 @@ int main(int argc, char** argv) {
     }
     std::printf("%-8s %8.2f %10.2f\n", pmoe_dtype_name(type), gbs[0], gbs[1]);
   }
-  sparse_down_from_memory(rng);
+  sparse_down_from_memory(rng, PMOE_DTYPE_Q4_0);
+  sparse_down_from_memory(rng, PMOE_DTYPE_Q4_K);
   sparse_up_from_memory(rng);
   attention_decode();
   return 0;

@@ -9,6 +9,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 #include <omp.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <chrono>
@@ -627,7 +628,7 @@ class CpuBackend final : public sdk::Compute {
     std::vector<int32_t> rows;              // neurons active for some token
     std::vector<int32_t> token_active;      // each token's active neurons, one list after another
     std::vector<int64_t> token_first;       // R + 1 offsets into token_active
-    std::vector<BlockQ8_0> a8;              // each token's activation row as Q8_0 (neuron-major down)
+    std::vector<uint8_t> a8;                // each token's activation row for the neuron-major down
     std::vector<uint8_t> relayout_tmp;      // the dense matrix while it is re-laid in place
     int64_t relayout_ns = 0;
   };
@@ -730,6 +731,10 @@ class CpuBackend final : public sdk::Compute {
     if (gate_first) {
       active_neurons(j);
       j.sparse = sparse_ffn_ == SparseFfn::on || double(j.rows.size()) <= kAutoMaxActive * double(j.n_ff);
+      if (j.sparse)  // the first rows of `up` on their way while the rest is planned
+        for (size_t r = 0; r < std::min<size_t>(16, j.rows.size()); ++r)
+          for (uint64_t b = 0; b < j.u->nb[1]; b += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(j.up_w + uint64_t(j.rows[r]) * j.u->nb[1] + b), _MM_HINT_T0);
     }
     if (sparse_ffn_ != SparseFfn::off) {
 #pragma omp critical(pmoe_relaid)
@@ -744,10 +749,10 @@ class CpuBackend final : public sdk::Compute {
       tile_rows(j.d->dtype, j.od, 0, j.dp, j.d->nb[1], j.n_ff, 0, j.n_embd, j.a, j.arow, j.R, j.y, j.ys, false);
       return;
     }
-    const int64_t nb = j.n_ff / 32;
+    const uint64_t arow = sparse_act_bytes(j.d->dtype, j.n_ff);
     for (int64_t t = 0; t < j.R; ++t)
-      sparse_down_kernel()(j.major, j.n_embd, j.n_ff, &j.a8[size_t(t * nb)], j.token_active.data() + j.token_first[size_t(t)],
-                           j.token_first[size_t(t) + 1] - j.token_first[size_t(t)], 0, j.n_embd, j.y + t * j.ys);
+      sparse_down_kernel(j.d->dtype)(j.major, j.n_embd, j.n_ff, &j.a8[t * arow], j.token_active.data() + j.token_first[size_t(t)],
+                                     j.token_first[size_t(t) + 1] - j.token_first[size_t(t)], 0, j.n_embd, j.y + t * j.ys);
   }
 
   /// Experts of one layer: their inputs prepared, gate and up of all of them, ReGLU, then down,
@@ -875,7 +880,7 @@ class CpuBackend final : public sdk::Compute {
                 c2.push_back(c2.back() + kNeuronGroup / kRowBlock * (1 + 4 * active / j.n_ff));
         }
       }
-      const SparseDownFn sparse_down = sparse_down_kernel();
+
       const auto [lo2, hi2] = my_share(c2);
       for (size_t i = lo2, next; i < hi2; i = next) {
         const DownTask& d = t2[i];
@@ -887,9 +892,10 @@ class CpuBackend final : public sdk::Compute {
         }
         // this thread's groups of the same tokens in one call: each column read in one run
         while (next < hi2 && t2[next].job == d.job && t2[next].token0 == d.token0) ++next;
-        const int64_t nb = j.n_ff / 32, row1 = t2[next - 1].row1;
+        const int64_t row1 = t2[next - 1].row1;
+        const uint64_t arow = sparse_act_bytes(j.d->dtype, j.n_ff);
         for (int64_t t = d.token0; t < d.token1; ++t)
-          sparse_down(j.major, j.n_embd, j.n_ff, &j.a8[size_t(t * nb)], j.token_active.data() + j.token_first[size_t(t)],
+          sparse_down_kernel(j.d->dtype)(j.major, j.n_embd, j.n_ff, &j.a8[t * arow], j.token_active.data() + j.token_first[size_t(t)],
                       j.token_first[size_t(t) + 1] - j.token_first[size_t(t)], d.row0, row1, j.y + t * j.ys);
       }
     }
@@ -981,9 +987,9 @@ class CpuBackend final : public sdk::Compute {
     }
     j.active = active;
     if (j.major) {
-      const int64_t nb = j.n_ff / 32;
-      j.a8.resize(size_t(j.R * nb));
-      for (int64_t t = 0; t < j.R; ++t) quantize_row_q8_0(&j.gate[size_t(t * j.n_ff)], &j.a8[size_t(t * nb)], j.n_ff);
+      const uint64_t arow = sparse_act_bytes(j.d->dtype, j.n_ff);
+      j.a8.resize(j.R * arow);
+      for (int64_t t = 0; t < j.R; ++t) prepare_sparse_act(j.d->dtype, &j.gate[size_t(t * j.n_ff)], &j.a8[t * arow], j.n_ff);
     } else {
       j.a = prepare(j.d->dtype, j.od, j.gate.data(), j.n_ff, j.R, j.n_ff, j.aq, j.arow);
     }

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -326,8 +327,76 @@ TEST_CASE("attention: the kernel set in use gives the scalar kernel's bits") {
   }
 }
 
-TEST_CASE("sparse down over the active neurons, neuron-major, gives the dense gemv's bits") {
-  // Q4_0 `down` rows of n_in neurons; activations a = relu(g) * u with about `sparsity` zeros
+namespace {
+/// The value (0..15) and the byte in the neuron-major columns of row r, neuron n: each column is
+/// n_out / 2 bytes, groups of 128 rows 64 bytes, byte p(i) of row i < 64 of its group (low
+/// nibble) and of row 64 + i (high one), p(q) = 2 q for q < 32, 2 (q - 32) + 1 above.
+int column_value(const uint8_t* cols, int64_t n_out, int64_t n, int64_t r) {
+  const int64_t g = r / 128 * 128, i = r % 128, q = i % 64;
+  const int64_t p = q < 32 ? 2 * q : 2 * (q - 32) + 1;
+  const uint8_t byte = cols[n * (n_out / 2) + g / 2 + p];
+  return i < 64 ? byte & 15 : byte >> 4;
+}
+
+/// Every sparse down kernel of `type` this CPU runs, against the kernel set's dense gemv: memcmp,
+/// all rows and row ranges alone (which write no other rows).
+void check_sparse_down(uint32_t type, const std::vector<uint8_t>& dense_w, const std::vector<uint8_t>& major,
+                       int64_t n_out, int64_t n_in, const std::vector<float>& a, const std::vector<int32_t>& active) {
+  std::vector<uint8_t> xq(prepared_row_bytes(type, n_in, Order::gemv));
+  prepare_row(type, Order::gemv, a.data(), xq.data(), n_in);
+  std::vector<float> dense(static_cast<size_t>(n_out));
+  const TileFn tile = tile_kernel(type, Order::gemv);
+  const uint64_t row_bytes = pmoe_dtype_row_bytes(type, n_in);
+  for (int64_t i = 0; i < n_out; ++i) tile(&dense_w[uint64_t(i) * row_bytes], xq.data(), 0, 1, n_in, Order::gemv, &dense[size_t(i)]);
+  std::vector<uint8_t> act(sparse_act_bytes(type, n_in));
+  prepare_sparse_act(type, a.data(), act.data(), n_in);
+  std::vector<std::pair<const char*, SparseDownFn>> kernels;
+  if (type == PMOE_DTYPE_Q4_0) {
+    kernels.emplace_back("scalar", sparse_down_scalar);
+    if (kernel_isa() >= Isa::avx2) kernels.emplace_back("avx2", sparse_down_avx2);
+    if (kernel_isa() >= Isa::avx512_vnni) kernels.emplace_back("avx512", sparse_down_avx512);
+  } else {
+    kernels.emplace_back("scalar", sparse_down_q4k_scalar);
+    if (kernel_isa() >= Isa::avx512_vnni) kernels.emplace_back("avx512", sparse_down_q4k_avx512);
+  }
+  for (auto [name, fn] : kernels) {
+    const std::string kernel = name;
+    CAPTURE(kernel);
+    std::vector<float> y(size_t(n_out), -1.f);
+    fn(major.data(), n_out, n_in, act.data(), active.data(), int64_t(active.size()), 0, n_out, y.data());
+    CHECK(std::memcmp(y.data(), dense.data(), y.size() * 4) == 0);
+    for (auto [i0, i1] : {std::pair{n_out - 128, n_out}, {n_out > 256 ? 128 : 0, n_out > 256 ? n_out - 128 : 128}}) {
+      CAPTURE(i0);
+      std::vector<float> part(size_t(n_out), -1.f);
+      fn(major.data(), n_out, n_in, act.data(), active.data(), int64_t(active.size()), i0, i1, part.data());
+      CHECK(std::memcmp(part.data() + i0, dense.data() + i0, size_t(i1 - i0) * 4) == 0);
+      int64_t outside = 0;
+      for (int64_t i = 0; i < n_out; ++i) outside += (i < i0 || i >= i1) && part[size_t(i)] != -1.f;
+      CHECK(outside == 0);
+    }
+  }
+  CHECK(bool(sparse_down_kernel(type)));
+}
+
+/// Activations a = relu(g) * u with about `sparsity` zeros, neurons [dead0, dead1) all zero, the
+/// first active one's |q_a| = 127; and the list of active neurons.
+std::vector<float> sparse_activations(std::mt19937& rng, int64_t n_in, double sparsity, int64_t dead0, int64_t dead1,
+                                      std::vector<int32_t>& active) {
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::bernoulli_distribution on(1.0 - sparsity);
+  std::vector<float> a(static_cast<size_t>(n_in));
+  active.clear();
+  for (int64_t o = 0; o < n_in; ++o) {
+    const bool live = on(rng) && !(o >= dead0 && o < dead1);
+    a[size_t(o)] = live ? std::fabs(nd(rng)) * nd(rng) : 0.f;
+    if (live) active.push_back(int32_t(o));
+  }
+  if (!active.empty()) a[size_t(active[0])] = 40.f;
+  return a;
+}
+}  // namespace
+
+TEST_CASE("sparse down over the active neurons, neuron-major Q4_0, gives the dense gemv's bits") {
   std::mt19937 rng(11);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::uniform_int_distribution<int> byte(0, 255);
@@ -344,28 +413,12 @@ TEST_CASE("sparse down over the active neurons, neuron-major, gives the dense ge
       for (auto& q : blk.qs) q = uint8_t(byte(rng));
     }
     w[0].qs[0] = 0xF0, w[1].qs[3] = 0x0F;  // the extreme values 0 and 15
-    std::vector<float> a(static_cast<size_t>(n_in));
     std::vector<int32_t> active;
-    std::bernoulli_distribution on(1.0 - sparsity);
-    for (int64_t o = 0; o < n_in; ++o) {
-      const bool live = on(rng) && !(o >= 32 && o < 64);  // one whole block inactive (when n_in > 64)
-      a[size_t(o)] = live ? std::fabs(nd(rng)) * nd(rng) : 0.f;
-      if (live) active.push_back(int32_t(o));
-    }
-    if (!active.empty()) a[size_t(active[0])] = 40.f;  // q_a = 127 in its block
-    // dense: the kernel set's gemv on its own prepared row
-    std::vector<uint8_t> xq(prepared_row_bytes(PMOE_DTYPE_Q4_0, n_in, Order::gemv));
-    prepare_row(PMOE_DTYPE_Q4_0, Order::gemv, a.data(), xq.data(), n_in);
-    std::vector<float> dense(static_cast<size_t>(n_out));
-    const TileFn tile = tile_kernel(PMOE_DTYPE_Q4_0, Order::gemv);
-    for (int64_t i = 0; i < n_out; ++i)
-      tile(reinterpret_cast<const uint8_t*>(&w[size_t(i * nb)]), xq.data(), 0, 1, n_in, Order::gemv, &dense[size_t(i)]);
-    // sparse: Q8_0 activations, neuron-major weights, every kernel set this CPU runs
+    const std::vector<float> a = sparse_activations(rng, n_in, sparsity, 32, 64, active);  // one whole block inactive
     REQUIRE(neuron_major_supported(PMOE_DTYPE_Q4_0, n_out, n_in));
-    std::vector<BlockQ8_0> a8(static_cast<size_t>(nb));
-    quantize_row_q8_0(a.data(), a8.data(), n_in);
-    std::vector<uint8_t> major(w.size() * sizeof(BlockQ4_0));
-    relayout_neuron_major(PMOE_DTYPE_Q4_0, reinterpret_cast<const uint8_t*>(w.data()), major.data(), n_out, n_in);
+    std::vector<uint8_t> dense_w(w.size() * sizeof(BlockQ4_0)), major(dense_w.size());
+    std::memcpy(dense_w.data(), w.data(), dense_w.size());
+    relayout_neuron_major(PMOE_DTYPE_Q4_0, dense_w.data(), major.data(), n_out, n_in);
     // the layout, byte by byte, as sparse_ffn.hpp states it
     const uint8_t* cols = major.data() + nb * n_out * 2;
     int64_t wrong = 0;
@@ -375,36 +428,64 @@ TEST_CASE("sparse down over the active neurons, neuron-major, gives the dense ge
         uint16_t d;
         std::memcpy(&d, major.data() + (b * n_out + r) * 2, 2);
         wrong += d != blk.d;
-        for (int64_t k = 0; k < 32; ++k) {
-          const int value = k < 16 ? blk.qs[k] & 15 : blk.qs[k - 16] >> 4;
-          const int64_t g = r / 128 * 128, i = r % 128, q = i % 64;  // q: the row's place in its half
-          const int64_t p = q < 32 ? 2 * q : 2 * (q - 32) + 1;      // its byte in the group
-          const uint8_t byte = cols[(32 * b + k) * (n_out / 2) + g / 2 + p];
-          wrong += (i < 64 ? byte & 15 : byte >> 4) != value;
-        }
+        for (int64_t k = 0; k < 32; ++k)
+          wrong += column_value(cols, n_out, 32 * b + k, r) != (k < 16 ? blk.qs[k] & 15 : blk.qs[k - 16] >> 4);
       }
     CHECK(wrong == 0);
-    std::vector<std::pair<const char*, SparseDownFn>> kernels{{"scalar", sparse_down_scalar}};
-    if (kernel_isa() >= Isa::avx2) kernels.emplace_back("avx2", sparse_down_avx2);
-    if (kernel_isa() >= Isa::avx512_vnni) kernels.emplace_back("avx512", sparse_down_avx512);
-    for (auto [name, fn] : kernels) {
-      CAPTURE(name);
-      std::vector<float> y(size_t(n_out), -1.f);
-      fn(major.data(), n_out, n_in, a8.data(), active.data(), int64_t(active.size()), 0, n_out, y.data());
-      CHECK(std::memcmp(y.data(), dense.data(), y.size() * 4) == 0);
-      // a range of row groups alone gives the same rows and writes no others
-      for (auto [i0, i1] : {std::pair{n_out - 128, n_out}, {n_out > 256 ? 128 : 0, n_out > 256 ? n_out - 128 : 128}}) {
-        CAPTURE(i0);
-        std::vector<float> part(size_t(n_out), -1.f);
-        fn(major.data(), n_out, n_in, a8.data(), active.data(), int64_t(active.size()), i0, i1, part.data());
-        CHECK(std::memcmp(part.data() + i0, dense.data() + i0, size_t(i1 - i0) * 4) == 0);
-        int64_t outside = 0;
-        for (int64_t i = 0; i < n_out; ++i) outside += (i < i0 || i >= i1) && part[size_t(i)] != -1.f;
-        CHECK(outside == 0);
-      }
-    }
-    CHECK(bool(sparse_down_kernel()));
+    check_sparse_down(PMOE_DTYPE_Q4_0, dense_w, major, n_out, n_in, a, active);
   }
   CHECK_FALSE(neuron_major_supported(PMOE_DTYPE_Q4_0, 192, 64));  // rows not a multiple of 128
   CHECK_FALSE(neuron_major_supported(PMOE_DTYPE_Q8_0, 64, 64));
+}
+
+TEST_CASE("sparse down over the active neurons, neuron-major Q4_K, gives the dense gemv's bits") {
+  if (kernel_isa() < Isa::avx512_vnni) {  // elsewhere Q4_K keeps its dense down
+    CHECK_FALSE(neuron_major_supported(PMOE_DTYPE_Q4_K, 128, 256));
+    return;
+  }
+  std::mt19937 rng(12);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::uniform_int_distribution<int> byte(0, 255);
+  // whole sub-blocks and a whole super-block inactive; 2304 rows: two kernel passes
+  for (auto [n_out, n_in, sparsity, dead0, dead1] :
+       {std::tuple{128, 256, 0.6, 32, 64}, {384, 768, 0.6, 256, 512}, {128, 512, 0.0, 0, 0}, {256, 256, 0.95, 0, 0},
+        {128, 256, 1.0, 0, 0}, {2304, 256, 0.6, 96, 160}}) {
+    CAPTURE(n_out);
+    CAPTURE(n_in);
+    CAPTURE(sparsity);
+    const int64_t nk = n_in / 256;
+    std::vector<BlockQ4K> w(size_t(n_out * nk));
+    for (auto& blk : w) {
+      blk.d = pmoe_fp32_to_fp16(std::fabs(nd(rng)) * 0.01f);
+      blk.dmin = pmoe_fp32_to_fp16(std::fabs(nd(rng)) * 0.01f);
+      for (auto& s : blk.scales) s = uint8_t(byte(rng));
+      for (auto& q : blk.qs) q = uint8_t(byte(rng));
+    }
+    w[0].qs[0] = 0xF0, w[1].qs[3] = 0x0F, w[2].scales[0] = 0xFF, w[2].scales[8] = 0xFF;  // extreme values and scales
+    std::vector<int32_t> active;
+    const std::vector<float> a = sparse_activations(rng, n_in, sparsity, dead0, dead1, active);
+    REQUIRE(neuron_major_supported(PMOE_DTYPE_Q4_K, n_out, n_in));
+    std::vector<uint8_t> dense_w(w.size() * sizeof(BlockQ4K)), major(dense_w.size());
+    std::memcpy(dense_w.data(), w.data(), dense_w.size());
+    relayout_neuron_major(PMOE_DTYPE_Q4_K, dense_w.data(), major.data(), n_out, n_in);
+    // the layout, byte by byte, as sparse_ffn.hpp states it
+    const uint8_t* cols = major.data() + nk * n_out * 16;
+    int64_t wrong = 0;
+    for (int64_t r = 0; r < n_out; ++r)
+      for (int64_t k = 0; k < nk; ++k) {
+        const BlockQ4K& blk = w[size_t(r * nk + k)];
+        const uint8_t* h = major.data() + (k * (n_out / 128) + r / 128) * 2048;
+        const int64_t i = r % 128;
+        wrong += std::memcmp(h + 2 * i, &blk.d, 2) != 0;
+        wrong += std::memcmp(h + 256 + 2 * i, &blk.dmin, 2) != 0;
+        for (int f = 0; f < 12; ++f) wrong += h[512 + 128 * f + i] != blk.scales[f];
+        for (int64_t v = 0; v < 256; ++v) {  // value v: byte 32 (v / 64) + v % 32, high nibble for v % 64 >= 32
+          const uint8_t q = blk.qs[32 * (v / 64) + v % 32];
+          wrong += column_value(cols, n_out, 256 * k + v, r) != (v % 64 < 32 ? q & 15 : q >> 4);
+        }
+      }
+    CHECK(wrong == 0);
+    check_sparse_down(PMOE_DTYPE_Q4_K, dense_w, major, n_out, n_in, a, active);
+  }
+  CHECK_FALSE(neuron_major_supported(PMOE_DTYPE_Q4_K, 128, 128));  // neurons not a multiple of 256
 }
