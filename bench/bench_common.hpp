@@ -58,7 +58,8 @@ inline double load_average() {  // 1-minute load average; 0 if unknown
 struct ActiveBytes {
   double weights = 0, kv = 0;
   // of `weights`, what sparse ReGLU kernels leave unread per unit of inactive neurons: the rows of
-  // `up`, and of a neuron-major Q4_0 `down` its 4-bit values (16 of a block's 18 bytes)
+  // `up`, and of a neuron-major `down` its 4-bit values (Q4_0: 16 of a block's 18 bytes; Q4_K,
+  // where the AVX-512 kernels run: 128 of a super-block's 144)
   double sparse_skippable = 0;
 };
 
@@ -75,7 +76,9 @@ inline ActiveBytes active_bytes(const Model& m, uint32_t first, uint32_t steps) 
     a.weights += double(h.n_expert_used) * double(m.expert_bytes(il));
     const GgufTensorInfo &up = m.expert_tensor(il, ExpertMatrix::Up), &down = m.expert_tensor(il, ExpertMatrix::Down);
     a.sparse_skippable += double(h.n_expert_used) / h.n_expert *
-                          (double(up.size) + (down.type == PMOE_DTYPE_Q4_0 ? double(down.size) * 16 / 18 : 0.0));
+                          (double(up.size) + (down.type == PMOE_DTYPE_Q4_0   ? double(down.size) * 16 / 18
+                                               : down.type == PMOE_DTYPE_Q4_K ? double(down.size) * 128 / 144
+                                                                              : 0.0));
     for (uint32_t p = first; p < first + steps; ++p) {  // f32 K and V rows of the visible keys
       const uint32_t w = h.layers[il].window;
       const uint32_t keys = w ? std::min(p + 1, w) : p + 1;

@@ -266,9 +266,12 @@ class CpuBackend final : public sdk::Compute {
         const Product& p = *d.p;
         const size_t n = size_t((p.out + kRowBlock - 1) / kRowBlock);
         const size_t b0 = std::max(lo, block), b1 = std::min(hi, block + n);
-        if (b0 < b1)  // this thread's consecutive blocks of the product in one call
-          tile_rows(p.wtype, d.order, d.gemm_cols, p.w, p.w_row, p.in, int64_t(b0 - block) * kRowBlock,
-                    std::min(p.out, int64_t(b1 - block) * kRowBlock), d.xa, d.xrow, p.T, p.y, p.ys, p.acc);
+        // one token: this thread's consecutive blocks in one call (the 16-row kernel prefetches
+        // the next rows); more: a block at a time, which stays in L1 while the tokens go by
+        for (size_t b = b0; b < b1; b = p.T == 1 ? b1 : b + 1)
+          tile_rows(p.wtype, d.order, d.gemm_cols, p.w, p.w_row, p.in, int64_t(b - block) * kRowBlock,
+                    std::min(p.out, int64_t(p.T == 1 ? b1 - block : b + 1 - block) * kRowBlock), d.xa, d.xrow, p.T, p.y,
+                    p.ys, p.acc);
         block += n;
       }
     }
@@ -562,7 +565,8 @@ class CpuBackend final : public sdk::Compute {
     const bool par = threads_ > 1 && T * n_head * (pp[T - 1] + 1 + (batch ? 0 : 64)) * hd >= kMinParallelWork;
 #pragma omp parallel num_threads(threads_) if (par)
     {
-      // per thread, kept across calls: no allocation, no clearing (the kernel writes what it reads)
+      // per thread, kept across calls: no allocation, no clearing (the kernel writes what it
+      // reads); sized to the longest context seen, it lives as long as the OpenMP thread
       thread_local std::unique_ptr<float[]> w, lanes;
       thread_local std::unique_ptr<double[]> wide;
       thread_local size_t n_w = 0, n_lanes = 0;
@@ -730,7 +734,7 @@ class CpuBackend final : public sdk::Compute {
     tile_rows(j.g->dtype, j.og, 0, j.gp, j.g->nb[1], j.n_embd, 0, j.n_ff, j.xg, j.xrow, j.R, j.gate.data(), j.n_ff, false);
     if (gate_first) {
       active_neurons(j);
-      j.sparse = sparse_ffn_ == SparseFfn::on || double(j.rows.size()) <= kAutoMaxActive * double(j.n_ff);
+      j.sparse = pays_sparse(j);
       if (j.sparse)  // the first rows of `up` on their way while the rest is planned
         for (size_t r = 0; r < std::min<size_t>(16, j.rows.size()); ++r)
           for (uint64_t b = 0; b < j.u->nb[1]; b += 64)
@@ -750,9 +754,10 @@ class CpuBackend final : public sdk::Compute {
       return;
     }
     const uint64_t arow = sparse_act_bytes(j.d->dtype, j.n_ff);
+    const SparseDownFn sparse_down = sparse_down_kernel(j.d->dtype);
     for (int64_t t = 0; t < j.R; ++t)
-      sparse_down_kernel(j.d->dtype)(j.major, j.n_embd, j.n_ff, &j.a8[t * arow], j.token_active.data() + j.token_first[size_t(t)],
-                                     j.token_first[size_t(t) + 1] - j.token_first[size_t(t)], 0, j.n_embd, j.y + t * j.ys);
+      sparse_down(j.major, j.n_embd, j.n_ff, &j.a8[t * arow], j.token_active.data() + j.token_first[size_t(t)],
+                  j.token_first[size_t(t) + 1] - j.token_first[size_t(t)], 0, j.n_embd, j.y + t * j.ys);
   }
 
   /// Experts of one layer: their inputs prepared, gate and up of all of them, ReGLU, then down,
@@ -894,8 +899,9 @@ class CpuBackend final : public sdk::Compute {
         while (next < hi2 && t2[next].job == d.job && t2[next].token0 == d.token0) ++next;
         const int64_t row1 = t2[next - 1].row1;
         const uint64_t arow = sparse_act_bytes(j.d->dtype, j.n_ff);
+        const SparseDownFn sparse_down = sparse_down_kernel(j.d->dtype);
         for (int64_t t = d.token0; t < d.token1; ++t)
-          sparse_down_kernel(j.d->dtype)(j.major, j.n_embd, j.n_ff, &j.a8[t * arow], j.token_active.data() + j.token_first[size_t(t)],
+          sparse_down(j.major, j.n_embd, j.n_ff, &j.a8[t * arow], j.token_active.data() + j.token_first[size_t(t)],
                       j.token_first[size_t(t) + 1] - j.token_first[size_t(t)], d.row0, row1, j.y + t * j.ys);
       }
     }
@@ -911,6 +917,12 @@ class CpuBackend final : public sdk::Compute {
       if (j.relayout_from && group[k].src[5].ne[0] >= 4)  // the re-layout's cost: matrices, microseconds
         j.activity[2] += 1, j.activity[3] += int32_t(j.relayout_ns / 1000);
     }
+  }
+
+  /// Whether job j, its active neurons listed, takes the sparse path: sparse_ffn on, or auto and
+  /// few enough neurons active.
+  bool pays_sparse(const ExpertJob& j) const {
+    return sparse_ffn_ == SparseFfn::on || double(j.rows.size()) <= kAutoMaxActive * double(j.n_ff);
   }
 
   /// The neurons some routed token activates (gate > 0), in order.
@@ -934,7 +946,7 @@ class CpuBackend final : public sdk::Compute {
   void plan_sparse(std::span<ExpertJob> jobs, std::vector<std::tuple<size_t, int64_t, int64_t>>& tasks,
                    std::vector<int64_t>& cost) {
     for (ExpertJob& j : jobs) {
-      j.sparse = sparse_ffn_ == SparseFfn::on || double(j.rows.size()) <= kAutoMaxActive * double(j.n_ff);
+      j.sparse = pays_sparse(j);
       use_neuron_major(j, j.sparse);
     }
     // a dense job sharing its `down` with a later sparse one (the same expert twice) reads the

@@ -251,7 +251,7 @@ void sparse_down_q4k_scalar(const uint8_t* w, int64_t n_out, int64_t n_in, const
 }
 
 namespace {
-constexpr int64_t kMaxLines = 16;  // lines of 128 rows per kernel pass (16-bit sums in L1)
+constexpr int64_t kMaxLines = 16;  // lines of 128 rows per kernel pass (Q4_0: its 16-bit sums in L1)
 
 /// Lines the kernels prefetch ahead of the one they read (6 KiB): DRAM latency is hidden only some
 /// 48 lines ahead, and the block ends, where the kernels read scales and compute without loading
@@ -463,7 +463,8 @@ PMOE_AVX512 inline void q4k_scales_mins32(const uint8_t* fields, int64_t j, __m5
 }
 
 /// Rows i0 .. i0 + 128 lines of the AVX-512 Q4_K kernel (lines <= kMaxLines): per super-block
-/// with an active neuron the rows' exact sums and mins (32-bit, in L1), then their fma chains.
+/// with an active neuron the rows' exact sums and mins (32-bit), then their fma chains. The 16-bit
+/// bounds (|sum (w - 8) q_a| and |8 A| at most 32 * 8 * 127) rely on Q8_K's |q_a| <= 127.
 /// Sub-blocks go by in pairs (2 p, 2 p + 1): their 16-bit sums and scales interleaved per row,
 /// one vpmaddwd adds both products. The 32-bit values of 32 rows then sit as vpunpck{l,h}wd leave
 /// them (rows 0-3, 8-11, 16-19, 24-27, then 4-7, ...) and are put back in order once per super-block.
@@ -548,6 +549,7 @@ void sparse_down_q4k_avx512(const uint8_t* w, int64_t n_out, int64_t n_in, const
 
 SparseDownFn sparse_down_kernel(uint32_t type) {
   if (type == PMOE_DTYPE_Q4_K) return kernel_isa() >= Isa::avx512_vnni ? sparse_down_q4k_avx512 : sparse_down_q4k_scalar;
+  if (type != PMOE_DTYPE_Q4_0) return nullptr;
   switch (kernel_isa()) {
     case Isa::scalar: return sparse_down_scalar;
     case Isa::avx2: return sparse_down_avx2;

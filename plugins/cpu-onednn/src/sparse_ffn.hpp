@@ -44,7 +44,7 @@ void prepare_sparse_act(uint32_t type, const float* a, uint8_t* dst, int64_t n_i
 using SparseDownFn = void (*)(const uint8_t* w, int64_t n_out, int64_t n_in, const uint8_t* act,
                               const int32_t* active, int64_t n_active, int64_t i0, int64_t i1, float* y);
 
-/// The kernel for `type` from the set in use (scalar, AVX2 or AVX-512).
+/// The kernel for `type` (Q4_0 or Q4_K, else null) from the set in use (scalar, AVX2 or AVX-512).
 SparseDownFn sparse_down_kernel(uint32_t type);
 /// Each set's kernel, for the tests: Q4_0 ...
 void sparse_down_scalar(const uint8_t* w, int64_t n_out, int64_t n_in, const uint8_t* act, const int32_t* active,

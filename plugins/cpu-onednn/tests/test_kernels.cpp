@@ -316,8 +316,9 @@ TEST_CASE("attention: the kernel set in use gives the scalar kernel's bits") {
       for (float& x : *t) x = nd(rng);
     std::vector<float> ref(static_cast<size_t>(hd)), out(static_cast<size_t>(hd), -1.f);
     auto run = [&](AttendFn f, float* dst) {
-      std::vector<float> w(size_t(p + 17)), lanes(size_t(64 * hd), 7.f);  // lanes start dirty
-      std::vector<double> wide(static_cast<size_t>(hd));
+      // scratch starts dirty (the backend keeps it across calls)
+      std::vector<float> w(size_t(p + 17), NAN), lanes(size_t(64 * hd), 7.f);
+      std::vector<double> wide(static_cast<size_t>(hd), NAN);
       f(q.data(), k.data() + hd, ks, v.data() + hd, ks, hd, j0, p, 0.125f, batch, n_vec, dst,
         AttendScratch{w.data(), lanes.data(), wide.data()});
     };
@@ -379,19 +380,20 @@ void check_sparse_down(uint32_t type, const std::vector<uint8_t>& dense_w, const
 }
 
 /// Activations a = relu(g) * u with about `sparsity` zeros, neurons [dead0, dead1) all zero, the
-/// first active one's |q_a| = 127; and the list of active neurons.
+/// first active one's |q_a| = 127; and the list of active neurons. Sparsity < 0: every neuron
+/// active at -1 (q_a = -127 everywhere: the 16-bit sums' extremes against weights 0 or 15).
 std::vector<float> sparse_activations(std::mt19937& rng, int64_t n_in, double sparsity, int64_t dead0, int64_t dead1,
                                       std::vector<int32_t>& active) {
   std::normal_distribution<float> nd(0.f, 1.f);
-  std::bernoulli_distribution on(1.0 - sparsity);
+  std::bernoulli_distribution on(std::min(1.0, 1.0 - sparsity));
   std::vector<float> a(static_cast<size_t>(n_in));
   active.clear();
   for (int64_t o = 0; o < n_in; ++o) {
     const bool live = on(rng) && !(o >= dead0 && o < dead1);
-    a[size_t(o)] = live ? std::fabs(nd(rng)) * nd(rng) : 0.f;
+    a[size_t(o)] = !live ? 0.f : sparsity < 0 ? -1.f : std::fabs(nd(rng)) * nd(rng);
     if (live) active.push_back(int32_t(o));
   }
-  if (!active.empty()) a[size_t(active[0])] = 40.f;
+  if (!active.empty() && sparsity >= 0) a[size_t(active[0])] = 40.f;
   return a;
 }
 }  // namespace
@@ -402,7 +404,7 @@ TEST_CASE("sparse down over the active neurons, neuron-major Q4_0, gives the den
   std::uniform_int_distribution<int> byte(0, 255);
   // (2304 rows: more than one kernel pass of 2048, as the 21B's 2560)
   for (auto [n_out, n_in, sparsity] : {std::tuple{128, 32, 0.6}, {384, 768, 0.6}, {128, 256, 0.0}, {256, 256, 0.95},
-                                       {128, 96, 1.0}, {2304, 64, 0.6}}) {
+                                       {128, 96, 1.0}, {2304, 64, 0.6}, {256, 128, -1.0}}) {
     CAPTURE(n_out);
     CAPTURE(n_in);
     CAPTURE(sparsity);
@@ -413,6 +415,8 @@ TEST_CASE("sparse down over the active neurons, neuron-major Q4_0, gives the den
       for (auto& q : blk.qs) q = uint8_t(byte(rng));
     }
     w[0].qs[0] = 0xF0, w[1].qs[3] = 0x0F;  // the extreme values 0 and 15
+    if (sparsity < 0)  // every row's first block all 0, its second all 15
+      for (int64_t r = 0; r < n_out; ++r) std::fill_n(w[size_t(r * nb)].qs, 16, 0x00), std::fill_n(w[size_t(r * nb + 1)].qs, 16, 0xFF);
     std::vector<int32_t> active;
     const std::vector<float> a = sparse_activations(rng, n_in, sparsity, 32, 64, active);  // one whole block inactive
     REQUIRE(neuron_major_supported(PMOE_DTYPE_Q4_0, n_out, n_in));
@@ -439,17 +443,16 @@ TEST_CASE("sparse down over the active neurons, neuron-major Q4_0, gives the den
 }
 
 TEST_CASE("sparse down over the active neurons, neuron-major Q4_K, gives the dense gemv's bits") {
-  if (kernel_isa() < Isa::avx512_vnni) {  // elsewhere Q4_K keeps its dense down
-    CHECK_FALSE(neuron_major_supported(PMOE_DTYPE_Q4_K, 128, 256));
-    return;
-  }
+  // (the backend uses it only where the AVX-512 kernels run; the layout and the scalar kernel are
+  // checked everywhere)
+  CHECK(neuron_major_supported(PMOE_DTYPE_Q4_K, 128, 256) == (kernel_isa() >= Isa::avx512_vnni));
   std::mt19937 rng(12);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::uniform_int_distribution<int> byte(0, 255);
   // whole sub-blocks and a whole super-block inactive; 2304 rows: two kernel passes
   for (auto [n_out, n_in, sparsity, dead0, dead1] :
        {std::tuple{128, 256, 0.6, 32, 64}, {384, 768, 0.6, 256, 512}, {128, 512, 0.0, 0, 0}, {256, 256, 0.95, 0, 0},
-        {128, 256, 1.0, 0, 0}, {2304, 256, 0.6, 96, 160}}) {
+        {128, 256, 1.0, 0, 0}, {2304, 256, 0.6, 96, 160}, {2304, 512, 0.6, 0, 32}, {256, 256, -1.0, 0, 0}}) {
     CAPTURE(n_out);
     CAPTURE(n_in);
     CAPTURE(sparsity);
@@ -462,9 +465,11 @@ TEST_CASE("sparse down over the active neurons, neuron-major Q4_K, gives the den
       for (auto& q : blk.qs) q = uint8_t(byte(rng));
     }
     w[0].qs[0] = 0xF0, w[1].qs[3] = 0x0F, w[2].scales[0] = 0xFF, w[2].scales[8] = 0xFF;  // extreme values and scales
+    if (sparsity < 0)  // every row's sub-block 0 all 0, sub-block 1 all 15 (the low and high nibbles of qs[0..31])
+      for (int64_t r = 0; r < n_out; ++r)
+        for (int i = 0; i < 32; ++i) w[size_t(r * nk)].qs[i] = 0xF0;
     std::vector<int32_t> active;
     const std::vector<float> a = sparse_activations(rng, n_in, sparsity, dead0, dead1, active);
-    REQUIRE(neuron_major_supported(PMOE_DTYPE_Q4_K, n_out, n_in));
     std::vector<uint8_t> dense_w(w.size() * sizeof(BlockQ4K)), major(dense_w.size());
     std::memcpy(dense_w.data(), w.data(), dense_w.size());
     relayout_neuron_major(PMOE_DTYPE_Q4_K, dense_w.data(), major.data(), n_out, n_in);
@@ -488,4 +493,5 @@ TEST_CASE("sparse down over the active neurons, neuron-major Q4_K, gives the den
     check_sparse_down(PMOE_DTYPE_Q4_K, dense_w, major, n_out, n_in, a, active);
   }
   CHECK_FALSE(neuron_major_supported(PMOE_DTYPE_Q4_K, 128, 128));  // neurons not a multiple of 256
+  CHECK_FALSE(bool(sparse_down_kernel(PMOE_DTYPE_Q8_0)));
 }
