@@ -239,6 +239,7 @@ class CpuBackend final : public sdk::Compute {
       int64_t gemm_cols;
     };
     std::vector<Prepared> todo;
+    std::vector<Prepared> prepared;  // each product's activations, shared by those of the same format (q, k and v)
     if (product_scratch_.size() < ps.size()) product_scratch_.resize(ps.size());
     std::vector<int64_t>& cum = product_cost_;  // per row block: running cost (rows times inputs and tokens)
     cum.assign(1, 0);
@@ -247,7 +248,14 @@ class CpuBackend final : public sdk::Compute {
       // llama.cpp's MUL_MAT runs a repacked weight's gemm on all but the last T % 4 tokens
       const Order order = sum_order(p.wtype, p.out);
       uint64_t xrow = 0;
-      const uint8_t* xa = prepare(p.wtype, order, p.x, p.in, p.T, p.xs, product_scratch_[k], xrow, true);
+      const uint8_t* xa = nullptr;
+      for (const Prepared& e : prepared)
+        if (e.p->wtype == p.wtype && e.order == order && e.p->x == p.x && e.p->in == p.in && e.p->T == p.T && e.p->xs == p.xs)
+          xa = e.xa, xrow = e.xrow;
+      if (!xa) {
+        xa = prepare(p.wtype, order, p.x, p.in, p.T, p.xs, product_scratch_[k], xrow, true);
+        prepared.push_back({&p, order, xa, xrow, 0});
+      }
       if (!p.acc && p.T >= dnnl_min_rows_ && matmul_onednn(p.w, p.wtype, p.w_row, p.in, p.out, xa, xrow, p.T, p.y, p.ys))
         continue;
       int64_t gemm_cols = order == Order::gemv && p.T >= 4 ? p.T - p.T % 4 : 0;
@@ -726,12 +734,35 @@ class CpuBackend final : public sdk::Compute {
     return true;
   }
 
+  /// Job j's gate rows [o0, o1), all its tokens.
+  static void gate_rows(ExpertJob& j, int64_t o0, int64_t o1) {
+    tile_rows(j.g->dtype, j.og, 0, j.gp, j.g->nb[1], j.n_embd, o0, o1, j.xg, j.xrow, j.R, j.gate.data(), j.n_ff, false);
+  }
+  /// Job j's up rows [o0, o1) (a sparse job: the listed rows j.rows[o0 .. o1)), all its tokens.
+  static void up_rows(ExpertJob& j, int64_t o0, int64_t o1) {
+    tile_rows(j.u->dtype, j.ou, 0, j.up_w, j.u->nb[1], j.n_embd, o0, o1, j.xu, j.xurow, j.R, j.up.data(), j.n_ff, false,
+              j.sparse ? j.rows.data() : nullptr);
+  }
+  /// Job j's down rows [r0, r1): every token through the dense kernel, or tokens [t0, t1) each over
+  /// its active neurons (neuron-major).
+  static void down_rows(ExpertJob& j, int64_t t0, int64_t t1, int64_t r0, int64_t r1) {
+    if (!j.major) {
+      tile_rows(j.d->dtype, j.od, 0, j.dp, j.d->nb[1], j.n_ff, r0, r1, j.a, j.arow, j.R, j.y, j.ys, false);
+      return;
+    }
+    const uint64_t arow = sparse_act_bytes(j.d->dtype, j.n_ff);
+    const SparseDownFn sparse_down = sparse_down_kernel(j.d->dtype);
+    for (int64_t t = t0; t < t1; ++t)
+      sparse_down(j.major, j.n_embd, j.n_ff, &j.a8[t * arow], j.token_active.data() + j.token_first[size_t(t)],
+                  j.token_first[size_t(t) + 1] - j.token_first[size_t(t)], r0, r1, j.y + t * j.ys);
+  }
+
   /// One expert from start to end on this thread: the same kernels on the same rows as the staged
   /// path, so the same bits, without the barriers between its stages (2-11 us each per layer) and
   /// with gate, up and the activations in this core's caches.
   void whole_expert(ExpertJob& j, bool gate_first) {
     prepare_inputs(j);
-    tile_rows(j.g->dtype, j.og, 0, j.gp, j.g->nb[1], j.n_embd, 0, j.n_ff, j.xg, j.xrow, j.R, j.gate.data(), j.n_ff, false);
+    gate_rows(j, 0, j.n_ff);
     if (gate_first) {
       active_neurons(j);
       j.sparse = pays_sparse(j);
@@ -745,19 +776,9 @@ class CpuBackend final : public sdk::Compute {
       use_neuron_major(j, j.sparse);
     }
     if (j.relayout_from) relayout(j);
-    const int64_t n_up = j.sparse ? int64_t(j.rows.size()) : j.n_ff;
-    tile_rows(j.u->dtype, j.ou, 0, j.up_w, j.u->nb[1], j.n_embd, 0, n_up, j.xu, j.xurow, j.R, j.up.data(), j.n_ff, false,
-              j.sparse ? j.rows.data() : nullptr);
+    up_rows(j, 0, j.sparse ? int64_t(j.rows.size()) : j.n_ff);
     reglu(j);
-    if (!j.major) {
-      tile_rows(j.d->dtype, j.od, 0, j.dp, j.d->nb[1], j.n_ff, 0, j.n_embd, j.a, j.arow, j.R, j.y, j.ys, false);
-      return;
-    }
-    const uint64_t arow = sparse_act_bytes(j.d->dtype, j.n_ff);
-    const SparseDownFn sparse_down = sparse_down_kernel(j.d->dtype);
-    for (int64_t t = 0; t < j.R; ++t)
-      sparse_down(j.major, j.n_embd, j.n_ff, &j.a8[t * arow], j.token_active.data() + j.token_first[size_t(t)],
-                  j.token_first[size_t(t) + 1] - j.token_first[size_t(t)], 0, j.n_embd, j.y + t * j.ys);
+    down_rows(j, 0, j.R, 0, j.n_embd);
   }
 
   /// Experts of one layer: their inputs prepared, gate and up of all of them, ReGLU, then down,
@@ -835,11 +856,8 @@ class CpuBackend final : public sdk::Compute {
       for (size_t i = lo1; i < hi1; ++i) {
         ExpertJob& j = jobs[t1[i].first];
         const int64_t o0 = t1[i].second * kRowBlock, o1 = std::min(j.n_ff, o0 + kRowBlock);
-        tile_rows(j.g->dtype, j.og, 0, j.gp, j.g->nb[1], j.n_embd, o0, o1, j.xg, j.xrow, j.R,
-                  j.gate.data(), j.n_ff, false);
-        if (!gate_first)
-          tile_rows(j.u->dtype, j.ou, 0, j.up_w, j.u->nb[1], j.n_embd, o0, o1, j.xu, j.xurow, j.R, j.up.data(),
-                    j.n_ff, false);
+        gate_rows(j, o0, o1);
+        if (!gate_first) up_rows(j, o0, o1);  // (not sparse: every row)
       }
       if (gate_first) {
 #pragma omp barrier
@@ -860,8 +878,7 @@ class CpuBackend final : public sdk::Compute {
           // prefetches each 16 rows' successors, and a call's first 16 start cold
           int64_t last = end;
           while (next < hi && std::get<0>(t_up[next]) == k && std::get<1>(t_up[next]) == last) last = std::get<2>(t_up[next++]);
-          tile_rows(j.u->dtype, j.ou, 0, j.up_w, j.u->nb[1], j.n_embd, first, last, j.xu, j.xurow, j.R, j.up.data(),
-                    j.n_ff, false, j.sparse ? j.rows.data() : nullptr);
+          up_rows(j, first, last);
         }
       }
 #pragma omp barrier
@@ -891,18 +908,10 @@ class CpuBackend final : public sdk::Compute {
         const DownTask& d = t2[i];
         ExpertJob& j = jobs[d.job];
         next = i + 1;
-        if (!j.major) {
-          tile_rows(j.d->dtype, j.od, 0, j.dp, j.d->nb[1], j.n_ff, d.row0, d.row1, j.a, j.arow, j.R, j.y, j.ys, false);
-          continue;
-        }
-        // this thread's groups of the same tokens in one call: each column read in one run
-        while (next < hi2 && t2[next].job == d.job && t2[next].token0 == d.token0) ++next;
-        const int64_t row1 = t2[next - 1].row1;
-        const uint64_t arow = sparse_act_bytes(j.d->dtype, j.n_ff);
-        const SparseDownFn sparse_down = sparse_down_kernel(j.d->dtype);
-        for (int64_t t = d.token0; t < d.token1; ++t)
-          sparse_down(j.major, j.n_embd, j.n_ff, &j.a8[t * arow], j.token_active.data() + j.token_first[size_t(t)],
-                      j.token_first[size_t(t) + 1] - j.token_first[size_t(t)], d.row0, row1, j.y + t * j.ys);
+        // a neuron-major job: this thread's groups of the same tokens in one call (each column read in one run)
+        if (j.major)
+          while (next < hi2 && t2[next].job == d.job && t2[next].token0 == d.token0) ++next;
+        down_rows(j, d.token0, d.token1, d.row0, t2[next - 1].row1);
       }
     }
     add_activity(group, jobs);

@@ -12,6 +12,7 @@
 #include <random>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 using namespace pmoe::cpu;
@@ -379,6 +380,16 @@ void check_sparse_down(uint32_t type, const std::vector<uint8_t>& dense_w, const
   CHECK(bool(sparse_down_kernel(type)));
 }
 
+/// The blocks `w` as bytes, and re-laid neuron-major.
+template <class Block>
+std::pair<std::vector<uint8_t>, std::vector<uint8_t>> dense_and_major(uint32_t type, const std::vector<Block>& w,
+                                                                      int64_t n_out, int64_t n_in) {
+  std::vector<uint8_t> dense(w.size() * sizeof(Block)), major(dense.size());
+  std::memcpy(dense.data(), w.data(), dense.size());
+  relayout_neuron_major(type, dense.data(), major.data(), n_out, n_in);
+  return {dense, major};
+}
+
 /// Activations a = relu(g) * u with about `sparsity` zeros, neurons [dead0, dead1) all zero, the
 /// first active one's |q_a| = 127; and the list of active neurons. Sparsity < 0: every neuron
 /// active at -1 (q_a = -127 everywhere: the 16-bit sums' extremes against weights 0 or 15).
@@ -420,9 +431,7 @@ TEST_CASE("sparse down over the active neurons, neuron-major Q4_0, gives the den
     std::vector<int32_t> active;
     const std::vector<float> a = sparse_activations(rng, n_in, sparsity, 32, 64, active);  // one whole block inactive
     REQUIRE(neuron_major_supported(PMOE_DTYPE_Q4_0, n_out, n_in));
-    std::vector<uint8_t> dense_w(w.size() * sizeof(BlockQ4_0)), major(dense_w.size());
-    std::memcpy(dense_w.data(), w.data(), dense_w.size());
-    relayout_neuron_major(PMOE_DTYPE_Q4_0, dense_w.data(), major.data(), n_out, n_in);
+    const auto [dense_w, major] = dense_and_major(PMOE_DTYPE_Q4_0, w, n_out, n_in);
     // the layout, byte by byte, as sparse_ffn.hpp states it
     const uint8_t* cols = major.data() + nb * n_out * 2;
     int64_t wrong = 0;
@@ -470,9 +479,7 @@ TEST_CASE("sparse down over the active neurons, neuron-major Q4_K, gives the den
         for (int i = 0; i < 32; ++i) w[size_t(r * nk)].qs[i] = 0xF0;
     std::vector<int32_t> active;
     const std::vector<float> a = sparse_activations(rng, n_in, sparsity, dead0, dead1, active);
-    std::vector<uint8_t> dense_w(w.size() * sizeof(BlockQ4K)), major(dense_w.size());
-    std::memcpy(dense_w.data(), w.data(), dense_w.size());
-    relayout_neuron_major(PMOE_DTYPE_Q4_K, dense_w.data(), major.data(), n_out, n_in);
+    const auto [dense_w, major] = dense_and_major(PMOE_DTYPE_Q4_K, w, n_out, n_in);
     // the layout, byte by byte, as sparse_ffn.hpp states it
     const uint8_t* cols = major.data() + nk * n_out * 16;
     int64_t wrong = 0;
