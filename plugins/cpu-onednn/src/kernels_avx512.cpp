@@ -570,17 +570,45 @@ void q4_gemv16(const uint8_t* w, const int32_t* off, const int32_t* next_off, co
   std::memcpy(out, res, sizeof res);
 }
 
+/// The headers of 4 rows' Q4_K super-blocks, decoded (ggml's get_scale_min_k4 on 4 rows at once):
+/// 128-bit lane r holds row r's 8 scales (bytes 0..7) and 8 mins (bytes 8..15); `dd` gets the
+/// rows' f16 d and dmin, a 32-bit pair per row.
+inline __m512i q4k_headers4(const BlockQ4K* const* rows, int64_t k, __m128i& dd) {
+  // dwords of a lane: d|dmin, then the 12 packed bytes u0 (scales 0..3, top bits of 4..7), u1
+  // (mins 0..3, top bits of 4..7), u2 (low nibbles: scales 4..7, high: mins 4..7)
+  auto head = [&](int r) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(&rows[r][k])); };
+  __m512i v = _mm512_castsi128_si512(head(0));
+  v = _mm512_inserti32x4(v, head(1), 1);
+  v = _mm512_inserti32x4(v, head(2), 2);
+  v = _mm512_inserti32x4(v, head(3), 3);
+  dd = _mm512_castsi512_si128(_mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), v));
+  const __m512i p = _mm512_srlv_epi32(_mm512_shuffle_epi32(v, _MM_PERM_ENUM(0xED)), _mm512_set4_epi32(4, 0, 0, 0));  // u0 u2 u1 u2>>4
+  const __m512i low = _mm512_and_si512(p, _mm512_set4_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f));
+  const __m512i top = _mm512_and_si512(_mm512_srli_epi32(_mm512_shuffle_epi32(v, _MM_PERM_ENUM(0xA5)), 2),  // u0 u0 u1 u1
+                                       _mm512_set4_epi32(0x30303030, 0, 0x30303030, 0));
+  return _mm512_or_si512(low, top);
+}
+
 /// One token against 16 rows of Q4_K in gemv order (llama.cpp's repacked Q4_Kx8 chains: per row
-/// and super-block fma(sum, d * dx, acc) and fma(mins, dmin * dx, acc_min)), four rows at a time:
-/// each activation super-block is loaded once for the four, and their integer sums and mins are
-/// reduced by one tree into a 4-lane chain (the one-row kernel reduced each row on its own, which
-/// cost more than its dot products). While one group of rows goes by, the next group's are
-/// prefetched: `next_off`'s first rows after the last group, or the rows after these when they
-/// are consecutive.
+/// and super-block fma(sum, d * dx, acc) and fma(mins, dmin * dx, acc_min)), four rows at a time.
+/// A row's 128 bytes of values load as two registers whose low and high nibbles hold sub-blocks
+/// (0, 2), (1, 3), (4, 6), (5, 7), against the activations in that order (one shuffle per 64
+/// values, shared by the four rows); vpmaddubsw's pair products enter vpdpwssd with their
+/// sub-block's scale, picked from the decoded header by an in-lane byte shuffle. The four rows'
+/// exact integer sums and mins are reduced by one tree into 4-lane chains. While one group of
+/// rows goes by, the next group's are prefetched: `next_off`'s first rows after the last group,
+/// or the rows after these when they are consecutive.
 void q4k_gemv16(const uint8_t* w, const int32_t* off, const int32_t* next_off, const uint8_t* x, int64_t n, float* out) {
   const int64_t nb = n / 256;
   const uint64_t row_bytes = uint64_t(nb) * sizeof(BlockQ4K);
   const auto* xb = reinterpret_cast<const BlockQ8K*>(x);
+  const __m512i m4 = _mm512_set1_epi8(0xF);
+  // byte shuffles: sub-block a's scale in 16-bit lanes 0..15, b's in 16..31 (high bytes zero)
+  const __m512i pick0 = halves16(short(0x8000), short(0x8002)), pick1 = halves16(short(0x8001), short(0x8003));
+  const __m512i pick2 = halves16(short(0x8004), short(0x8006)), pick3 = halves16(short(0x8005), short(0x8007));
+  const __m512i pick_mins = _mm512_broadcast_i32x4(_mm_setr_epi8(8, -128, 9, -128, 10, -128, 11, -128, 12, -128, 13, -128, 14, -128, 15, -128));
+  const __m512i first_of_lanes = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m256i halves = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
   for (int g = 0; g < 4; ++g) {
     const BlockQ4K* rows[4];
     uintptr_t ahead[4];  // (integers: past the matrix, these are fine for a prefetch only)
@@ -597,24 +625,38 @@ void q4k_gemv16(const uint8_t* w, const int32_t* off, const int32_t* next_off, c
           _mm_prefetch(reinterpret_cast<const char*>(ahead[r] + k * sizeof(BlockQ4K) + (line < 3 ? 64 * line : 143)),
                        _MM_HINT_T0);
       const BlockQ8K& b = xb[k];
-      __m512i xq[4];
-      for (int j = 0; j < 4; ++j) xq[j] = load512(b.qs + 64 * j);
-      const __m256i bsums = load256(b.bsums);
+      const __m512i x0 = load512(b.qs), x1 = load512(b.qs + 64), x2 = load512(b.qs + 128), x3 = load512(b.qs + 192);
+      const __m512i xa = _mm512_shuffle_i64x2(x0, x1, 0x44), xbb = _mm512_shuffle_i64x2(x0, x1, 0xEE);  // (0, 2), (1, 3)
+      const __m512i xc = _mm512_shuffle_i64x2(x2, x3, 0x44), xd = _mm512_shuffle_i64x2(x2, x3, 0xEE);  // (4, 6), (5, 7)
+      __m128i dd;
+      alignas(64) uint8_t headers[64];
+      const __m512i sm = q4k_headers4(rows, k, dd);
+      _mm512_store_si512(headers, sm);
       __m512i v[4];
-      alignas(16) float d[4], dmin[4];
       for (int r = 0; r < 4; ++r) {
-        SuperDec s;
-        DQ4K::decode(rows[r][k], s);
-        __m512i sum = _mm512_setzero_si512();
-        for (int j = 0; j < 4; ++j) sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(s.q[j], xq[j]), s.sc[j]);
-        v[r] = _mm512_inserti64x4(_mm512_castsi256_si512(fold(sum)), _mm256_madd_epi16(bsums, s.mins), 1);
-        d[r] = s.d, dmin[r] = s.dmin;
+        const __m512i lanes = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(headers + 16 * r)));
+        const __m512i w0 = load512(rows[r][k].qs), w1 = load512(rows[r][k].qs + 64);
+        __m512i sum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_maddubs_epi16(_mm512_and_si512(w0, m4), xa),
+                                          _mm512_shuffle_epi8(lanes, pick0));
+        sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(w0, 4), m4), xbb),
+                                  _mm512_shuffle_epi8(lanes, pick1));
+        sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(_mm512_and_si512(w1, m4), xc), _mm512_shuffle_epi8(lanes, pick2));
+        v[r] = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(w1, 4), m4), xd),
+                                   _mm512_shuffle_epi8(lanes, pick3));
       }
-      __m512i u = pair64(pair32(v[0], v[1]), pair32(v[2], v[3]));
-      u = _mm512_add_epi32(u, _mm512_shuffle_i32x4(u, u, _MM_SHUFFLE(2, 3, 0, 1)));  // lanes 0..3: sums, 8..11: mins
+      // sums: (row 0..3) per 128-bit lane, then the lanes added; mins: sum_j min_j * (bsums of j's 32 values)
+      __m512i s = pair64(pair32(v[0], v[1]), pair32(v[2], v[3]));
+      s = _mm512_add_epi32(s, _mm512_shuffle_i32x4(s, s, _MM_SHUFFLE(1, 0, 3, 2)));
+      s = _mm512_add_epi32(s, _mm512_shuffle_i32x4(s, s, _MM_SHUFFLE(2, 3, 0, 1)));
+      const __m128i bsum32 = _mm256_cvtepi32_epi16(_mm256_madd_epi16(load256(b.bsums), _mm256_set1_epi16(1)));
+      __m512i m = _mm512_madd_epi16(_mm512_shuffle_epi8(sm, pick_mins), _mm512_broadcast_i32x4(bsum32));
+      m = _mm512_add_epi32(m, _mm512_shuffle_epi32(m, _MM_PERM_BADC));
+      m = _mm512_add_epi32(m, _mm512_shuffle_epi32(m, _MM_PERM_CDAB));
+      m = _mm512_permutexvar_epi32(first_of_lanes, m);
+      const __m256 dmins = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(dd), halves);  // d of rows 0..3, then dmin
       const __m128 dx = _mm_set1_ps(b.d);
-      chain = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm512_castsi512_si128(u)), _mm_mul_ps(_mm_load_ps(d), dx), chain);
-      chain_min = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm512_extracti32x4_epi32(u, 2)), _mm_mul_ps(_mm_load_ps(dmin), dx), chain_min);
+      chain = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm512_castsi512_si128(s)), _mm_mul_ps(_mm256_castps256_ps128(dmins), dx), chain);
+      chain_min = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm512_castsi512_si128(m)), _mm_mul_ps(_mm256_extractf128_ps(dmins, 1), dx), chain_min);
     }
     _mm_storeu_ps(out + 4 * g, _mm_sub_ps(chain, chain_min));
   }
