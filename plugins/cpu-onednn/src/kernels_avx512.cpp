@@ -221,6 +221,28 @@ struct DQ2K {
   }
 };
 
+/// Q3_K's 16 scales (q3k_scales in registers: scalar bytes stored and read back as a vector miss
+/// store forwarding every super-block): low 4 bits from bytes 0..7 (low nibbles, then high ones),
+/// the top 2 from bytes 8..11 (scale j: byte 8 + j % 4, bits 2 (j / 4)), minus 32.
+inline __m128i q3k_scales16(const uint8_t* sp) {
+  uint32_t u[3];
+  std::memcpy(u, sp, 12);
+  const __m128i v = _mm_setr_epi32(int(u[0]), int(u[1]), 0, 0), m4 = _mm_set1_epi8(0xF);
+  const __m128i low = _mm_unpacklo_epi64(_mm_and_si128(v, m4), _mm_and_si128(_mm_srli_epi16(v, 4), m4));
+  const __m128i top = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32(int(u[2])), _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
+  return _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi32(top, 4)), _mm_set1_epi8(32));
+}
+/// IQ4_XS's 8 scales as 16-bit lanes (iq4xs_scale in registers, as q3k_scales16).
+inline __m128i iq4xs_scales8(const BlockIQ4XS& b) {
+  uint32_t l;
+  std::memcpy(&l, b.scales_l, 4);
+  const __m128i v = _mm_cvtsi32_si128(int(l)), m4 = _mm_set1_epi8(0xF);
+  const __m128i low = _mm_cvtepu8_epi16(_mm_unpacklo_epi8(_mm_and_si128(v, m4), _mm_and_si128(_mm_srli_epi16(v, 4), m4)));
+  const __m128i top = _mm_and_si128(_mm_srlv_epi16(_mm_set1_epi16(int16_t(b.scales_h)), _mm_setr_epi16(0, 2, 4, 6, 8, 10, 12, 14)),
+                                    _mm_set1_epi16(3));
+  return _mm_sub_epi16(_mm_or_si128(low, _mm_slli_epi16(top, 4)), _mm_set1_epi16(32));
+}
+
 struct DQ3K {
   using Block = BlockQ3K;
   static constexpr uint32_t kType = PMOE_DTYPE_Q3_K;
@@ -237,9 +259,7 @@ struct DQ3K {
         s.q[2 * h + p] = _mm512_mask_add_epi8(low, hb, low, four);
       }
     }
-    int8_t sc[16];
-    q3k_scales(b.scales, sc);
-    set_scales(s, _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc))), 0);
+    set_scales(s, _mm256_cvtepi8_epi16(q3k_scales16(b.scales)), 0);
     s.d = f16(b.d), s.dmin = 0.f;
   }
 };
@@ -334,9 +354,7 @@ struct DIQ4XS {
       s.neg[k] = _mm512_movepi8_mask(v);
       s.q[k] = _mm512_abs_epi8(v);
     }
-    alignas(16) int16_t g[8];
-    for (int j = 0; j < 8; ++j) g[j] = int16_t(iq4xs_scale(b, j));
-    set_scales(s, _mm256_castsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(g))), 1);
+    set_scales(s, _mm256_castsi128_si256(iq4xs_scales8(b)), 1);
     s.d = f16(b.d), s.dmin = 0.f;
   }
 };
