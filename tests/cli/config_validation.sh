@@ -26,6 +26,11 @@ cache: { policy: lru, budget: 64MiB }|ok"
   "fallback-unknown|storage: { plugin: storage-uring, fallback: storage-posx }|storage fallback"
   "fallback-ok|storage: { plugin: storage-uring, fallback: storage-posix }|ok"
   "yaml|compute: { plugin: cpu-onednn|:1:"
+  "weights-read|weights: { load: read }|ok"
+  "weights-mmap|weights: { load: mmap }|ok"
+  "weights-read-streamed|weights: { load: read }
+cache: { policy: lru, budget: 64MiB }|cache.budget streams"
+  "weights-load|weights: { load: huge }|must be auto, mmap or read"
 )
 for c in "${cases[@]}"; do
   name="${c%%|*}"; rest="${c#*|}"; body="${rest%|*}"; want="${rest##*|}"

@@ -119,7 +119,7 @@ TEST_CASE("config: misspelled keys name file:line:col and suggest the right key"
   // Nothing close: list what is allowed instead.
   CHECK(error_of("bananas: 3\n") ==
         "bad.yaml:1:1: unknown key 'bananas' at the top level; known keys: model compute storage "
-        "cache prefetch plugin_paths");
+        "cache prefetch plugin_paths weights");
   CHECK(error_of("cache: {policy: lru}\ncache: {policy: lru}\n") ==
         "bad.yaml:2:1: duplicate key 'cache' at the top level (first at bad.yaml:1:1)");
 }
@@ -152,6 +152,18 @@ TEST_CASE("config: wrong types") {
         "bad.yaml:1:20: entries of 'plugin_paths' must be paths, got a map");
   CHECK(error_of("- a\n- b\n") == "bad.yaml:1:1: a config must be a map of sections, got a sequence");
   CHECK(error_of("compute: {plugin: ''}\n") == "bad.yaml:1:19: 'plugin' in 'compute' is empty");
+  CHECK(error_of("weights: {load: hugepages}\n") == "bad.yaml:1:17: 'load' in 'weights' must be auto, mmap or read, got 'hugepages'");
+  CHECK(error_of("weights: mmap\n") == "bad.yaml:1:10: 'weights' must be a map, got a scalar");
+}
+
+TEST_CASE("config: weights.load") {
+  CHECK(parse_config("", "x.yaml").weights_load == pmoe::Config::WeightsLoad::automatic);
+  CHECK(parse_config("weights: {load: mmap}\n", "x.yaml").weights_load == pmoe::Config::WeightsLoad::mmap);
+  CHECK(parse_config("weights: {load: read}\n", "x.yaml").weights_load == pmoe::Config::WeightsLoad::read);
+  CHECK(parse_config("weights: {load: auto}\n", "x.yaml").weights_load == pmoe::Config::WeightsLoad::automatic);
+  CHECK(error_of("weights: {load: read}\ncache: {budget: 1GiB}\n") ==
+        "bad.yaml:1:17: weights.load: read keeps every expert in memory, but cache.budget streams them from storage; use "
+        "auto or mmap");
 }
 
 TEST_CASE("config: bad sizes") {
@@ -197,4 +209,5 @@ TEST_CASE("config: the shipped default.yaml parses and matches the built-in defa
   CHECK(cfg.cache_policy.name == d.cache_policy.name);
   CHECK(cfg.cache_budget == 0);
   CHECK(cfg.prefill_chunk == d.prefill_chunk);
+  CHECK(cfg.weights_load == d.weights_load);
 }

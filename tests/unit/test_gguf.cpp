@@ -530,6 +530,19 @@ TEST_CASE("gguf: writer rejects bad input and leaves no temporary file behind") 
   CHECK_THROWS_AS(w.write((tmp_dir() / "no/such/dir/x.gguf").string()), Error);
 }
 
+// weights.load: read holds the file's bytes exactly as the mapping does, and the same metadata
+TEST_CASE("gguf: a file read into memory holds the mapped bytes") {
+  const std::string path = fixture("models/st-a-q4_0.gguf");
+  const auto mapped = GgufFile::open(path, GgufLoad::map), read = GgufFile::open(path, GgufLoad::read);
+  REQUIRE(read->file_size() == mapped->file_size());
+  CHECK(read->base() != mapped->base());
+  CHECK(std::memcmp(read->base(), mapped->base(), mapped->file_size()) == 0);
+  CHECK(read->keys() == mapped->keys());
+  CHECK(read->tensors().size() == mapped->tensors().size());
+  const std::string missing = (tmp_dir() / "does-not-exist.gguf").string();
+  CHECK(contains(error_of([&] { GgufFile::open(missing, GgufLoad::read); }), missing + ": cannot open"));
+}
+
 TEST_CASE("gguf: open errors name the file") {
   const std::string missing = (tmp_dir() / "does-not-exist.gguf").string();
   CHECK(contains(error_of([&] { GgufFile::open(missing); }), missing + ": cannot open"));
@@ -587,8 +600,8 @@ TEST_CASE("gguf: opening never modifies the file") {
   fs::permissions(copy, fs::perms::owner_read | fs::perms::owner_write);
   const Bytes before = read_all(copy);
   const auto mtime = fs::last_write_time(copy);
-  {
-    auto f = GgufFile::open(copy.string());
+  for (GgufLoad how : {GgufLoad::map, GgufLoad::read}) {
+    auto f = GgufFile::open(copy.string(), how);
     uint64_t sum = 0;
     for (const GgufTensorInfo& t : f->tensors())
       for (uint64_t i = 0; i < t.size; i += 64) sum += f->tensor_data(t)[i];

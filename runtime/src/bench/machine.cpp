@@ -101,13 +101,18 @@ DiskInfo disk_of(const std::string& path) {
   return d;
 }
 
+uint64_t memory_available() {
+  uint64_t m = meminfo_bytes("MemAvailable");
+  if (const uint64_t left = cgroup_memory_left(); left && left < m) m = left;
+  return m;
+}
+
 MachineInfo machine_info(const std::string& path) {
   MachineInfo m;
   m.cpu = proc_field("/proc/cpuinfo", "model name");
   m.cores = std::thread::hardware_concurrency();
   m.ram_total = meminfo_bytes("MemTotal");
-  m.ram_available = meminfo_bytes("MemAvailable");
-  if (const uint64_t left = cgroup_memory_left(); left && left < m.ram_available) m.ram_available = left;
+  m.ram_available = memory_available();
   struct utsname u {};
   if (::uname(&u) == 0) m.kernel = std::string(u.sysname) + " " + u.release;
   m.disk = disk_of(path);

@@ -92,8 +92,9 @@ uint64_t parse_size(std::string_view s) {
 
 namespace {
 
-constexpr std::array<std::string_view, 6> kTopKeys{"model",  "compute",  "storage",
-                                                   "cache",  "prefetch", "plugin_paths"};
+constexpr std::array<std::string_view, 7> kTopKeys{"model",    "compute",      "storage", "cache",
+                                                   "prefetch", "plugin_paths", "weights"};
+constexpr std::array<std::string_view, 1> kWeightsKeys{"load"};
 constexpr std::array<std::string_view, 5> kPrefetchKeys{"lookahead", "prefill_chunk", "read_timeout_ms",
                                                         "read_retries", "pre_attention"};
 
@@ -177,6 +178,17 @@ Config parse_impl(const std::string& text, const std::string& name, const fs::pa
           cfg.prefill_chunk = v;
         }
       }
+    } else if (e.key == "weights") {
+      yaml::expect_map(name, e);
+      for (auto& w : yaml::entries(name, e.value, "in 'weights'", kWeightsKeys)) {
+        const std::string v = yaml::scalar(name, w);
+        if (v != "auto" && v != "mmap" && v != "read")
+          throw Error(yaml::loc(name, w.value).str() + ": 'load' in 'weights' must be auto, mmap or read, got '" + v + "'");
+        cfg.weights_load = v == "mmap" ? Config::WeightsLoad::mmap
+                           : v == "read" ? Config::WeightsLoad::read
+                                         : Config::WeightsLoad::automatic;
+        cfg.weights_load_loc = yaml::loc(name, w.value);
+      }
     } else if (e.key == "plugin_paths") {
       if (!e.value.IsSequence())
         throw Error(yaml::loc(name, e.value.IsNull() ? e.key_node : e.value).str() +
@@ -190,6 +202,9 @@ Config parse_impl(const std::string& text, const std::string& name, const fs::pa
       }
     }
   }
+  if (cfg.weights_load == Config::WeightsLoad::read && cfg.cache_budget > 0)
+    throw Error(cfg.weights_load_loc.str() + ": weights.load: read keeps every expert in memory, but cache.budget streams "
+                "them from storage; use auto or mmap");
   return cfg;
 }
 

@@ -46,6 +46,9 @@ struct Config {
   bool pre_attention = true;         // prefetch.pre_attention: read experts while attention runs
                                      // (false: no prefetching, only when the FFN needs them)
   std::vector<std::string> plugin_paths;  // resolved against the config file's directory
+  // weights.load: how the GGUF file comes into memory (docs/config.md)
+  enum class WeightsLoad { automatic, mmap, read } weights_load = WeightsLoad::automatic;
+  SourceLoc weights_load_loc;
 };
 
 /// Reads and parses a config file; errors are pmoe::Error("FILE:LINE:COL: what").

@@ -261,7 +261,31 @@ uint64_t GgufTensorInfo::n_elements() const {
 // ---------------------------------------------------------------------------------------------
 // Opening
 
-std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
+namespace {
+/// The whole file in anonymous memory that asks for transparent huge pages, read-only once read.
+/// Throws Error naming the file (and the byte offset where a read failed); closes nothing.
+void* read_whole(int fd, const std::string& path, size_t size) {
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    throw Error(path + ": cannot allocate " + std::to_string(size) + " bytes to read it into: " + std::strerror(errno));
+  ::madvise(p, size, MADV_HUGEPAGE);  // a hint: without THP the pages are just smaller
+  for (size_t done = 0; done < size;) {
+    const ssize_t n = ::pread(fd, static_cast<uint8_t*>(p) + done, std::min<size_t>(size - done, size_t(1) << 30), off_t(done));
+    if (n > 0) {
+      done += size_t(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    const std::string why = n == 0 ? "the file ended early" : std::strerror(errno);
+    ::munmap(p, size);
+    throw Error(path + ": read failed at byte offset " + std::to_string(done) + ": " + why);
+  }
+  ::mprotect(p, size, PROT_READ);
+  return p;
+}
+}  // namespace
+
+std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, GgufLoad how) {
   // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below)
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
@@ -278,7 +302,15 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
   std::unique_ptr<GgufFile> f(new GgufFile());
   f->path_ = path;
   f->size_ = static_cast<size_t>(st.st_size);
-  if (f->size_ > 0) {
+  if (f->size_ > 0 && how == GgufLoad::read) {
+    try {
+      f->data_ = static_cast<const uint8_t*>(read_whole(fd, path, f->size_));
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    f->mapped_ = true;  // (munmap frees it too)
+  } else if (f->size_ > 0) {
     void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       const int e = errno;

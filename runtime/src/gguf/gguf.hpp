@@ -40,10 +40,17 @@ struct GgufTensorInfo {
   uint64_t n_elements() const;
 };
 
+/// How a GGUF file's bytes come into memory (docs/config.md, `weights.load`).
+enum class GgufLoad {
+  map,  // mapped read-only: pages come from the page cache as they are touched
+  read  // read whole into anonymous memory that asks for 2 MiB pages (transparent huge pages):
+        // no TLB miss every 4 KiB where decode reads scattered rows; read-only after the read
+};
+
 class GgufFile {
  public:
-  // Maps the file read-only (PROT_READ, MAP_PRIVATE; never writes it) and validates everything.
-  static std::unique_ptr<GgufFile> open(const std::string& path);
+  // Maps (or reads, GgufLoad::read) the file read-only (never writes it) and validates everything.
+  static std::unique_ptr<GgufFile> open(const std::string& path, GgufLoad how = GgufLoad::map);
   // Same validation over caller-owned bytes (no copy; they must outlive the object).
   static std::unique_ptr<GgufFile> from_memory(const uint8_t* data, size_t size, std::string name);
   ~GgufFile();

@@ -19,9 +19,9 @@ std::string shape_str(const int64_t* ne, uint32_t n) {
 }
 }  // namespace
 
-std::unique_ptr<Model> Model::load(const std::string& path) {
+std::unique_ptr<Model> Model::load(const std::string& path, GgufLoad how) {
   std::unique_ptr<Model> m(new Model());
-  m->file_ = GgufFile::open(path);
+  m->file_ = GgufFile::open(path, how);
   m->read_hparams();
   m->bind_tensors();
   return m;

@@ -45,7 +45,7 @@ enum class ExpertMatrix { Gate = 0, Up = 1, Down = 2 };
 class Model {
  public:
   /// Open, validate and describe the model; errors name the file and the key or tensor.
-  static std::unique_ptr<Model> load(const std::string& path);
+  static std::unique_ptr<Model> load(const std::string& path, GgufLoad how = GgufLoad::map);
 
   const GgufFile& file() const { return *file_; }
   const Hparams& hp() const { return hp_; }
