@@ -6,6 +6,7 @@
 
 #include "common/error.hpp"
 #include "config/config.hpp"
+#include "engine/session.hpp"
 
 using pmoe::parse_config;
 using pmoe::parse_size;
@@ -154,6 +155,19 @@ TEST_CASE("config: wrong types") {
   CHECK(error_of("compute: {plugin: ''}\n") == "bad.yaml:1:19: 'plugin' in 'compute' is empty");
   CHECK(error_of("weights: {load: hugepages}\n") == "bad.yaml:1:17: 'load' in 'weights' must be auto, mmap or read, got 'hugepages'");
   CHECK(error_of("weights: mmap\n") == "bad.yaml:1:10: 'weights' must be a map, got a scalar");
+}
+
+TEST_CASE("config: weights.load auto reads where every expert stays in RAM on the CPU and the file fits") {
+  using pmoe::GgufLoad;
+  using W = pmoe::Config::WeightsLoad;
+  const uint64_t GiB = 1ull << 30;
+  CHECK(pmoe::choose_weights_load(W::automatic, false, true, 2 * GiB, 8 * GiB) == GgufLoad::read);
+  CHECK(pmoe::choose_weights_load(W::automatic, true, true, 2 * GiB, 8 * GiB) == GgufLoad::map);   // streamed
+  CHECK(pmoe::choose_weights_load(W::automatic, false, false, 2 * GiB, 8 * GiB) == GgufLoad::map);  // a GPU copies
+  CHECK(pmoe::choose_weights_load(W::automatic, false, true, 2 * GiB, 2 * GiB + GiB / 4) == GgufLoad::map);  // no room
+  CHECK(pmoe::choose_weights_load(W::automatic, false, true, 2 * GiB, 0) == GgufLoad::map);  // unknown
+  CHECK(pmoe::choose_weights_load(W::read, false, false, 2 * GiB, 0) == GgufLoad::read);
+  CHECK(pmoe::choose_weights_load(W::mmap, false, true, 2 * GiB, 8 * GiB) == GgufLoad::map);
 }
 
 TEST_CASE("config: weights.load") {

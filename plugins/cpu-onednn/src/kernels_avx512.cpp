@@ -588,10 +588,11 @@ void q4_gemv16(const uint8_t* w, const int32_t* off, const int32_t* next_off, co
   std::memcpy(out, res, sizeof res);
 }
 
-/// The headers of 4 rows' Q4_K super-blocks, decoded (ggml's get_scale_min_k4 on 4 rows at once):
+/// The headers of 4 rows' Q4_K super-blocks, decoded (ggml's get_scale_min_k4 on 4 rows at once;
+/// q4k_scales_mins16 does one row, sparse_ffn.cpp's q4k_scales_mins32 the neuron-major headers):
 /// 128-bit lane r holds row r's 8 scales (bytes 0..7) and 8 mins (bytes 8..15); `dd` gets the
-/// rows' f16 d and dmin, a 32-bit pair per row.
-inline __m512i q4k_headers4(const BlockQ4K* const* rows, int64_t k, __m128i& dd) {
+/// rows' f16 d and dmin, a 32-bit pair per row. `first_of_lanes`: dword indices 0, 4, 8, 12.
+inline __m512i q4k_headers4(const BlockQ4K* const* rows, int64_t k, __m512i first_of_lanes, __m128i& dd) {
   // dwords of a lane: d|dmin, then the 12 packed bytes u0 (scales 0..3, top bits of 4..7), u1
   // (mins 0..3, top bits of 4..7), u2 (low nibbles: scales 4..7, high: mins 4..7)
   auto head = [&](int r) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(&rows[r][k])); };
@@ -599,7 +600,7 @@ inline __m512i q4k_headers4(const BlockQ4K* const* rows, int64_t k, __m128i& dd)
   v = _mm512_inserti32x4(v, head(1), 1);
   v = _mm512_inserti32x4(v, head(2), 2);
   v = _mm512_inserti32x4(v, head(3), 3);
-  dd = _mm512_castsi512_si128(_mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), v));
+  dd = _mm512_castsi512_si128(_mm512_permutexvar_epi32(first_of_lanes, v));
   const __m512i p = _mm512_srlv_epi32(_mm512_shuffle_epi32(v, _MM_PERM_ENUM(0xED)), _mm512_set4_epi32(4, 0, 0, 0));  // u0 u2 u1 u2>>4
   const __m512i low = _mm512_and_si512(p, _mm512_set4_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f));
   const __m512i top = _mm512_and_si512(_mm512_srli_epi32(_mm512_shuffle_epi32(v, _MM_PERM_ENUM(0xA5)), 2),  // u0 u0 u1 u1
@@ -648,7 +649,7 @@ void q4k_gemv16(const uint8_t* w, const int32_t* off, const int32_t* next_off, c
       const __m512i xc = _mm512_shuffle_i64x2(x2, x3, 0x44), xd = _mm512_shuffle_i64x2(x2, x3, 0xEE);  // (4, 6), (5, 7)
       __m128i dd;
       alignas(64) uint8_t headers[64];
-      const __m512i sm = q4k_headers4(rows, k, dd);
+      const __m512i sm = q4k_headers4(rows, k, first_of_lanes, dd);
       _mm512_store_si512(headers, sm);
       __m512i v[4];
       for (int r = 0; r < 4; ++r) {

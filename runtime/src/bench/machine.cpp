@@ -48,8 +48,9 @@ uint64_t meminfo_bytes(const std::string& key) {
   return v.empty() ? 0 : std::stoull(v) * 1024;  // "123456 kB"
 }
 
-/// What this process's memory cgroup still allows (limit - usage), 0 when unlimited: v2's
-/// memory.max/current, or v1's memory.limit_in_bytes/usage_in_bytes.
+/// What this process's memory cgroup still allows (limit - usage + the inactive page cache it
+/// would reclaim first), 0 when unlimited: v2's memory.max/current/stat, or v1's
+/// memory.limit_in_bytes/usage_in_bytes/stat.
 uint64_t cgroup_memory_left() {
   std::ifstream f("/proc/self/cgroup");  // "0::/path" (v2) or "N:memory,...:/path" (v1)
   for (std::string line; std::getline(f, line);) {
@@ -63,7 +64,11 @@ uint64_t cgroup_memory_left() {
     const std::string used = first_line(dir / (v2 ? "memory.current" : "memory.usage_in_bytes"));
     if (max.empty() || max == "max" || used.empty() || max.size() >= 19) continue;  // v1 says "unlimited" as ~2^63
     const uint64_t m = std::stoull(max), u = std::stoull(used);
-    return m > u ? m - u : 1;
+    uint64_t inactive = 0;  // page cache counts in usage (a warm model file's pages too)
+    std::ifstream stat(dir / "memory.stat");
+    for (std::string key, value; stat >> key >> value;)
+      if (key == (v2 ? "inactive_file" : "total_inactive_file")) inactive = std::stoull(value);
+    return std::max<uint64_t>(1, (m > u ? m - u : 0) + std::min(inactive, u));
   }
   return 0;
 }

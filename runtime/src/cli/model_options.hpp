@@ -98,10 +98,12 @@ inline nlohmann::json cache_stats_json(Session& s, uint64_t uses_if_resident, do
     c.uses = c.hits = uses_if_resident;
     nlohmann::json j = cache_counters_json(c, wall_seconds);
     j["streaming"] = false;
+    j["weights_load"] = s.weights_load() == GgufLoad::read ? "read" : "mmap";
     return j;
   }
   nlohmann::json j = cache_counters_json(cache->total_stats(), wall_seconds);
   j["streaming"] = true;
+  j["weights_load"] = s.weights_load() == GgufLoad::read ? "read" : "mmap";
   j["slots"] = cache->capacity();
   j["slot_bytes"] = cache->slot_bytes();
   j["layers"] = nlohmann::json::array();
@@ -112,7 +114,9 @@ inline nlohmann::json cache_stats_json(Session& s, uint64_t uses_if_resident, do
 /// One line for the end of a run.
 inline std::string cache_summary(Session& s, uint64_t uses_if_resident) {
   ExpertCache* cache = s.expert_cache();
-  if (!cache) return "experts: all resident (" + std::to_string(uses_if_resident) + " uses, none read)";
+  if (!cache)
+    return "experts: all resident (" + std::to_string(uses_if_resident) + " uses, none read) | weights " +
+           (s.weights_load() == GgufLoad::read ? "read into memory" : "mapped");
   const CacheStats c = cache->total_stats();
   char buf[256];
   std::snprintf(buf, sizeof buf,

@@ -10,20 +10,12 @@
 
 namespace pmoe {
 
-namespace {
-/// How the model file comes into memory (docs/config.md, `weights.load`). auto: read into huge
-/// pages where every expert stays resident and the file fits in the memory left with room to
-/// spare (decode reads scattered rows, and a TLB miss every 4 KiB costs; measured on Zen 4, 4B
-/// Q4_0 decode: 1.04-1.16x), else mapped (a streamed model reads its experts through storage).
-GgufLoad weights_load(const Config& c, const std::string& path) {
-  using W = Config::WeightsLoad;
-  if (c.weights_load != W::automatic) return c.weights_load == W::read ? GgufLoad::read : GgufLoad::map;
-  if (c.cache_budget > 0) return GgufLoad::map;
-  std::error_code ec;
-  const uint64_t size = std::filesystem::file_size(path, ec);
-  return !ec && bench::memory_available() > size + size / 8 + (uint64_t(256) << 20) ? GgufLoad::read : GgufLoad::map;
+GgufLoad choose_weights_load(Config::WeightsLoad want, bool streamed, bool cpu_device, uint64_t file_size,
+                             uint64_t available) {
+  if (want != Config::WeightsLoad::automatic) return want == Config::WeightsLoad::read ? GgufLoad::read : GgufLoad::map;
+  const bool fits = available > file_size + file_size / 8 + (uint64_t(256) << 20);
+  return !streamed && cpu_device && fits ? GgufLoad::read : GgufLoad::map;
 }
-}  // namespace
 
 Session::Session(const SessionOptions& o)
     : config_(o.config_path.empty() ? default_config() : load_config(o.config_path)) {
@@ -39,8 +31,15 @@ Session::Session(const SessionOptions& o)
   registry_->check_config(config_);
   const std::string path = !o.model_path.empty() ? o.model_path : config_.model.value_or("");
   if (path.empty()) throw Error("no model given (use -m MODEL or `model:` in the config)");
-  model_ = Model::load(path, weights_load(config_, path));
   compute_ = std::make_unique<ComputeBackend>(ComputeBackend::create(*registry_, config_.compute));
+  {
+    std::error_code ec;
+    const uint64_t size = std::filesystem::file_size(path, ec);
+    weights_load_ = choose_weights_load(config_.weights_load, config_.cache_budget > 0,
+                                        compute_->props().device_type == PMOE_DEVICE_CPU, ec ? 0 : size,
+                                        ec ? 0 : bench::memory_available());
+  }
+  model_ = Model::load(path, weights_load_);
   EngineOptions eo = o.engine;
   if (eo.ubatch == 0) eo.ubatch = config_.prefill_chunk;  // one chunking in RAM and streamed
   if (config_.cache_budget > 0) {

@@ -25,12 +25,21 @@ struct SessionOptions {
   int threads = 0;          // > 0 overrides the compute section's `threads`
 };
 
+/// How the model file comes into memory (docs/config.md, `weights.load`): `want` unless auto. Auto
+/// reads it into huge pages where every expert stays resident (not `streamed`), the compute device
+/// is the CPU (other devices copy the weights they use anyway) and the file fits in `available`
+/// with an eighth and 256 MiB to spare (KV cache, activations); else it maps the file.
+GgufLoad choose_weights_load(Config::WeightsLoad want, bool streamed, bool cpu_device, uint64_t file_size,
+                             uint64_t available);
+
 class Session {
  public:
   explicit Session(const SessionOptions& o);
   ~Session();
 
   const Config& config() const { return config_; }
+  /// How the model file was loaded (weights.load, auto resolved).
+  GgufLoad weights_load() const { return weights_load_; }
   PluginRegistry& registry() { return *registry_; }
   const Model& model() const { return *model_; }
   ComputeBackend& compute() { return *compute_; }
@@ -48,6 +57,7 @@ class Session {
   std::unique_ptr<StorageBackend> make_storage();
 
   Config config_;
+  GgufLoad weights_load_ = GgufLoad::map;
   std::unique_ptr<PluginRegistry> registry_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<ComputeBackend> compute_;

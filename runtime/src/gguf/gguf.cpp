@@ -263,24 +263,33 @@ uint64_t GgufTensorInfo::n_elements() const {
 
 namespace {
 /// The whole file in anonymous memory that asks for transparent huge pages, read-only once read.
-/// Throws Error naming the file (and the byte offset where a read failed); closes nothing.
+/// Throws Error naming the file (and the byte offset where a read failed); closes nothing. The
+/// file's pages stay in the page cache (reclaimable; a second run reads them from there).
 void* read_whole(int fd, const std::string& path, size_t size) {
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED)
-    throw Error(path + ": cannot allocate " + std::to_string(size) + " bytes to read it into: " + std::strerror(errno));
+  if (p == MAP_FAILED) {
+    const int e = errno;
+    throw Error(path + ": cannot allocate " + std::to_string(size) + " bytes to read it into: " + std::strerror(e));
+  }
   ::madvise(p, size, MADV_HUGEPAGE);  // a hint: without THP the pages are just smaller
+  auto fail = [&](const std::string& what) {
+    ::munmap(p, size);
+    throw Error(path + ": " + what);
+  };
   for (size_t done = 0; done < size;) {
     const ssize_t n = ::pread(fd, static_cast<uint8_t*>(p) + done, std::min<size_t>(size - done, size_t(1) << 30), off_t(done));
+    const int e = errno;
     if (n > 0) {
       done += size_t(n);
       continue;
     }
-    if (n < 0 && errno == EINTR) continue;
-    const std::string why = n == 0 ? "the file ended early" : std::strerror(errno);
-    ::munmap(p, size);
-    throw Error(path + ": read failed at byte offset " + std::to_string(done) + ": " + why);
+    if (n < 0 && e == EINTR) continue;
+    fail("read failed at byte offset " + std::to_string(done) + ": " + (n == 0 ? "the file ended early" : std::strerror(e)));
   }
-  ::mprotect(p, size, PROT_READ);
+  if (::mprotect(p, size, PROT_READ) != 0) {
+    const int e = errno;
+    fail(std::string("cannot make the weights read-only: ") + std::strerror(e));
+  }
   return p;
 }
 }  // namespace
@@ -299,6 +308,7 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, GgufLoad how) 
     ::close(fd);
     throw Error(path + ": not a regular file");
   }
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);  // (only for the FIFO check: reads block)
   std::unique_ptr<GgufFile> f(new GgufFile());
   f->path_ = path;
   f->size_ = static_cast<size_t>(st.st_size);
