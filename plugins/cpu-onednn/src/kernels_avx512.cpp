@@ -16,6 +16,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
+#include "scale_regs.hpp"  // (after the target pragma: compiled for this file's kernels)
 
 namespace pmoe::cpu {
 namespace {
@@ -220,28 +221,6 @@ struct DQ2K {
     s.d = f16(b.d), s.dmin = f16(b.dmin);
   }
 };
-
-/// Q3_K's 16 scales (q3k_scales in registers: scalar bytes stored and read back as a vector miss
-/// store forwarding every super-block): low 4 bits from bytes 0..7 (low nibbles, then high ones),
-/// the top 2 from bytes 8..11 (scale j: byte 8 + j % 4, bits 2 (j / 4)), minus 32.
-inline __m128i q3k_scales16(const uint8_t* sp) {
-  uint32_t u[3];
-  std::memcpy(u, sp, 12);
-  const __m128i v = _mm_setr_epi32(int(u[0]), int(u[1]), 0, 0), m4 = _mm_set1_epi8(0xF);
-  const __m128i low = _mm_unpacklo_epi64(_mm_and_si128(v, m4), _mm_and_si128(_mm_srli_epi16(v, 4), m4));
-  const __m128i top = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32(int(u[2])), _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
-  return _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi32(top, 4)), _mm_set1_epi8(32));
-}
-/// IQ4_XS's 8 scales as 16-bit lanes (iq4xs_scale in registers, as q3k_scales16).
-inline __m128i iq4xs_scales8(const BlockIQ4XS& b) {
-  uint32_t l;
-  std::memcpy(&l, b.scales_l, 4);
-  const __m128i v = _mm_cvtsi32_si128(int(l)), m4 = _mm_set1_epi8(0xF);
-  const __m128i low = _mm_cvtepu8_epi16(_mm_unpacklo_epi8(_mm_and_si128(v, m4), _mm_and_si128(_mm_srli_epi16(v, 4), m4)));
-  const __m128i top = _mm_and_si128(_mm_srlv_epi16(_mm_set1_epi16(int16_t(b.scales_h)), _mm_setr_epi16(0, 2, 4, 6, 8, 10, 12, 14)),
-                                    _mm_set1_epi16(3));
-  return _mm_sub_epi16(_mm_or_si128(low, _mm_slli_epi16(top, 4)), _mm_set1_epi16(32));
-}
 
 struct DQ3K {
   using Block = BlockQ3K;
