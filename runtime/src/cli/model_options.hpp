@@ -93,17 +93,12 @@ inline CacheStats cache_totals(Session& s) {
 /// resident, so every use counts as a hit and nothing is read.
 inline nlohmann::json cache_stats_json(Session& s, uint64_t uses_if_resident, double wall_seconds = 0) {
   ExpertCache* cache = s.expert_cache();
-  if (!cache) {
-    CacheStats c;
-    c.uses = c.hits = uses_if_resident;
-    nlohmann::json j = cache_counters_json(c, wall_seconds);
-    j["streaming"] = false;
-    j["weights_load"] = s.weights_load() == GgufLoad::read ? "read" : "mmap";
-    return j;
-  }
-  nlohmann::json j = cache_counters_json(cache->total_stats(), wall_seconds);
-  j["streaming"] = true;
-  j["weights_load"] = s.weights_load() == GgufLoad::read ? "read" : "mmap";
+  CacheStats resident;
+  resident.uses = resident.hits = uses_if_resident;
+  nlohmann::json j = cache_counters_json(cache ? cache->total_stats() : resident, wall_seconds);
+  j["streaming"] = cache != nullptr;
+  j["weights_load"] = gguf_load_name(s.weights_load());
+  if (!cache) return j;
   j["slots"] = cache->capacity();
   j["slot_bytes"] = cache->slot_bytes();
   j["layers"] = nlohmann::json::array();

@@ -47,6 +47,9 @@ enum class GgufLoad {
         // no TLB miss every 4 KiB where decode reads scattered rows; read-only after the read
 };
 
+/// "read" or "mmap", as `weights.load` spells them.
+inline const char* gguf_load_name(GgufLoad how) { return how == GgufLoad::read ? "read" : "mmap"; }
+
 class GgufFile {
  public:
   // Maps (or reads, GgufLoad::read) the file read-only (never writes it) and validates everything.
