@@ -934,18 +934,10 @@ class CpuBackend final : public sdk::Compute {
     return sparse_ffn_ == SparseFfn::on || double(j.rows.size()) <= kAutoMaxActive * double(j.n_ff);
   }
 
-  /// The neurons some routed token activates (gate > 0), in order.
-  /// (Without branches: about half the neurons are active, in no order a predictor could learn.)
+  /// The neurons some routed token activates (gate > 0 or NaN), in order.
   static void active_neurons(ExpertJob& j) {
-    j.rows.resize(size_t(j.n_ff));
-    size_t n = 0;
-    for (int64_t o = 0; o < j.n_ff; ++o) {
-      bool any = false;
-      for (int64_t t = 0; t < j.R; ++t) any |= !(j.gate[size_t(t * j.n_ff + o)] <= 0.f);  // NaN too: dense passes it on
-      j.rows[n] = int32_t(o);
-      n += any;
-    }
-    j.rows.resize(n);
+    j.rows.resize(size_t(j.n_ff) + 16);
+    j.rows.resize(size_t(cpu::active_neurons(j.gate.data(), j.R, j.n_ff, j.n_ff, j.rows.data())));
   }
 
   /// After gate, each job's way (serial: it may add a re-layout): sparse where sparse_ffn is on,
@@ -988,20 +980,12 @@ class CpuBackend final : public sdk::Compute {
         j.gate[i] = std::max(j.gate[i], 0.f) * j.up[i];
       }
     } else {
-      // (without branches, as active_neurons; `up` rows not computed hold stale values, never used)
-      j.token_active.resize(size_t(j.R * j.n_ff));
+      // (`up` rows not computed hold stale values, never read)
+      j.token_active.resize(size_t(j.R * j.n_ff) + 16);
       j.token_first.assign(1, 0);
       for (int64_t t = 0; t < j.R; ++t) {
-        float* g = &j.gate[size_t(t * j.n_ff)];
-        const float* u = &j.up[size_t(t * j.n_ff)];
-        int32_t* list = &j.token_active[size_t(j.token_first.back())];
-        int64_t n = 0;
-        for (int64_t o = 0; o < j.n_ff; ++o) {
-          const bool on = !(g[o] <= 0.f);
-          g[o] = on ? g[o] * u[o] : 0.f;
-          list[n] = int32_t(o);
-          n += on;
-        }
+        const int64_t n = reglu_listed(&j.gate[size_t(t * j.n_ff)], &j.up[size_t(t * j.n_ff)], j.n_ff,
+                                       &j.token_active[size_t(j.token_first.back())]);
         active += n;
         j.token_first.push_back(j.token_first.back() + (j.major ? n : 0));
       }

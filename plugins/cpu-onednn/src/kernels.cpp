@@ -311,6 +311,32 @@ void expf16(const float* x, float* y) {
   for (int i = 0; i < 16; ++i) y[i] = expf_ggml(x[i]);
 }
 
-AttendFn attend_kernel() { return kernel_isa() >= Isa::avx2 ? attend_avx2 : attend_scalar; }
+int64_t active_neurons(const float* gate, int64_t R, int64_t stride, int64_t n_ff, int32_t* list) {
+  if (kernel_isa() >= Isa::avx512_vnni) return active_neurons_avx512(gate, R, stride, n_ff, list);
+  int64_t n = 0;
+  for (int64_t o = 0; o < n_ff; ++o) {  // (without branches: about half the neurons are active)
+    bool any = false;
+    for (int64_t t = 0; t < R; ++t) any |= !(gate[t * stride + o] <= 0.f);
+    list[n] = int32_t(o);
+    n += any;
+  }
+  return n;
+}
+
+int64_t reglu_listed(float* g, const float* u, int64_t n_ff, int32_t* list) {
+  if (kernel_isa() >= Isa::avx512_vnni) return reglu_listed_avx512(g, u, n_ff, list);
+  int64_t n = 0;
+  for (int64_t o = 0; o < n_ff; ++o) {
+    const bool on = !(g[o] <= 0.f);
+    g[o] = on ? g[o] * u[o] : 0.f;
+    list[n] = int32_t(o);
+    n += on;
+  }
+  return n;
+}
+
+AttendFn attend_kernel() {
+  return kernel_isa() >= Isa::avx512_vnni ? attend_avx512 : kernel_isa() >= Isa::avx2 ? attend_avx2 : attend_scalar;
+}
 
 }  // namespace pmoe::cpu

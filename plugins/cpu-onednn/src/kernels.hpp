@@ -114,6 +114,17 @@ void quantize_row_q8_k(const float* x, BlockQ8K* y, int64_t n);
 /// within 1.5 ulp of expf, 0 below -103.97, inf above 88.38), bit for bit on every kernel set.
 void expf16(const float* x, float* y);
 
+/// Sparse ReGLU's lists (docs/reglu-sparsity.md). A neuron is active where its gate is not <= 0
+/// (positive, or NaN: the dense path passes a NaN on). `list` needs room for n_ff + 16 entries
+/// (the vector kernels store whole registers); both return the count listed, in ascending order.
+/// active_neurons: the neurons active for any of R tokens, their gate rows `stride` floats apart.
+int64_t active_neurons(const float* gate, int64_t R, int64_t stride, int64_t n_ff, int32_t* list);
+/// reglu_listed: one token's g = relu(g) * u with inactive neurons exactly +0 (their u unread: rows
+/// of a sparse `up` not computed), and its active neurons.
+int64_t reglu_listed(float* g, const float* u, int64_t n_ff, int32_t* list);
+int64_t active_neurons_avx512(const float* gate, int64_t R, int64_t stride, int64_t n_ff, int32_t* list);
+int64_t reglu_listed_avx512(float* g, const float* u, int64_t n_ff, int32_t* list);
+
 /// Work memory of attend(): w n_keys + 16 floats, lanes 64 * hd floats, wide hd doubles.
 struct AttendScratch {
   float* w;
@@ -133,6 +144,8 @@ void attend_scalar(const float* q, const float* k, int64_t ks, const float* v, i
                    int64_t p, float scale, bool batch, int64_t n_vec, float* out, const AttendScratch& s);
 void attend_avx2(const float* q, const float* k, int64_t ks, const float* v, int64_t vs, int64_t hd, int64_t j0,
                  int64_t p, float scale, bool batch, int64_t n_vec, float* out, const AttendScratch& s);
+void attend_avx512(const float* q, const float* k, int64_t ks, const float* v, int64_t vs, int64_t hd, int64_t j0,
+                   int64_t p, float scale, bool batch, int64_t n_vec, float* out, const AttendScratch& s);
 void expf16_avx2(const float* x, float* y);
 
 // ---- per-ISA kernel tables (kernels_*.cpp) ------------------------------------------------------

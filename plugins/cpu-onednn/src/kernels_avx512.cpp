@@ -724,4 +724,123 @@ PairTileFn avx512_pair_tile(uint32_t type, Order order) {
   }
 }
 
+
+// Sparse ReGLU's lists, 16 neurons a step (the compress into a register, then a whole store:
+// vpcompressd to memory is slow on Zen 4). The tail's lanes are masked off.
+namespace {
+inline __m512i neuron_index(int64_t o) { return _mm512_add_epi32(_mm512_set1_epi32(int32_t(o)), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)); }
+inline __mmask16 tail_mask(int64_t left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1); }
+}  // namespace
+
+int64_t active_neurons_avx512(const float* gate, int64_t R, int64_t stride, int64_t n_ff, int32_t* list) {
+  int64_t n = 0;
+  for (int64_t o = 0; o < n_ff; o += 16) {
+    const __mmask16 in = tail_mask(n_ff - o);
+    __mmask16 on = 0;
+    for (int64_t t = 0; t < R; ++t)
+      on |= _mm512_mask_cmp_ps_mask(in, _mm512_maskz_loadu_ps(in, gate + t * stride + o), _mm512_setzero_ps(), _CMP_NLE_UQ);
+    _mm512_storeu_si512(list + n, _mm512_maskz_compress_epi32(on, neuron_index(o)));
+    n += __builtin_popcount(on);
+  }
+  return n;
+}
+
+int64_t reglu_listed_avx512(float* g, const float* u, int64_t n_ff, int32_t* list) {
+  int64_t n = 0;
+  for (int64_t o = 0; o < n_ff; o += 16) {
+    const __mmask16 in = tail_mask(n_ff - o);
+    const __m512 gv = _mm512_maskz_loadu_ps(in, g + o);
+    const __mmask16 on = _mm512_mask_cmp_ps_mask(in, gv, _mm512_setzero_ps(), _CMP_NLE_UQ);
+    _mm512_mask_storeu_ps(g + o, in, _mm512_maskz_mul_ps(on, gv, _mm512_maskz_loadu_ps(on, u + o)));
+    _mm512_storeu_si512(list + n, _mm512_maskz_compress_epi32(on, neuron_index(o)));
+    n += __builtin_popcount(on);
+  }
+  return n;
+}
+
+/// The AVX-512 attention of one query of head size 64, 128 or 256 (the batch order and other sizes
+/// go to attend_avx2): the same sums as attend_scalar, with zmm registers holding ggml's 16-lane
+/// chains, q kept in registers across the keys and each V lane's 128 values in one pass.
+namespace {
+/// attend_avx512 for head size 16 NQ (the loops unrolled: the chains stay in registers).
+template <int NQ>
+void attend_zmm(const float* q, const float* k, int64_t ks, const float* v, int64_t vs, int64_t j0, int64_t p, float scale,
+                int64_t n_vec, float* out, const AttendScratch& sc) {
+  constexpr int64_t nq = NQ, hd = 16 * NQ;
+  const int64_t n16 = (p / 16 + 1) * 16, c0 = j0 / 16 * 16;
+  const __m512 zero = _mm512_setzero_ps();
+  auto reduce16 = [](__m512 t) { return hsum(_mm256_add_ps(_mm512_extractf32x8_ps(t, 1), _mm512_castps512_ps256(t))); };
+  float* w = sc.w;
+  for (int64_t j = c0; j < n16; ++j) w[j] = -INFINITY;
+  // scores, vec_dot order: 16-value chunk c of the row into chain c % 4; four keys at a time
+  __m512 qr[NQ];
+  for (int64_t c = 0; c < nq; ++c) qr[c] = _mm512_loadu_ps(q + 16 * c);
+  auto scores = [&]<int N>(int64_t j) {
+    __m512 s[N][4];
+    for (int n = 0; n < N; ++n)
+      for (int c = 0; c < 4; ++c) s[n][c] = zero;
+    for (int64_t c = 0; c < nq; ++c)
+      for (int n = 0; n < N; ++n) s[n][c % 4] = _mm512_fmadd_ps(_mm512_loadu_ps(k + (j + n) * ks + 16 * c), qr[c], s[n][c % 4]);
+    for (int n = 0; n < N; ++n)
+      w[j + n] = reduce16(_mm512_add_ps(_mm512_add_ps(s[n][0], s[n][2]), _mm512_add_ps(s[n][1], s[n][3]))) * scale;
+  };
+  int64_t j = j0;
+  for (; j + 4 <= p + 1; j += 4) scores.template operator()<4>(j);
+  for (; j <= p; ++j) scores.template operator()<1>(j);
+  float mx = -INFINITY;
+  for (j = j0; j <= p; ++j) mx = std::max(mx, w[j]);
+  double sum = 0.0;
+  for (int64_t c = c0; c < n16; c += 16) {
+    float x[16];
+    _mm512_storeu_ps(x, _mm512_sub_ps(_mm512_loadu_ps(w + c), _mm512_set1_ps(mx)));
+    expf16(x, w + c);
+    sum += double(hsum16(w + c));
+  }
+  const float inv = float(1.0 / sum);
+  for (j = j0; j <= p; ++j) w[j] *= inv;
+  // vec_dot over n_vec keys: lane l of 64 chains the keys j = l (mod 64), all hd values at once
+  float* lanes = sc.lanes;
+  const int64_t jend = std::min(p + 1, n_vec / 64 * 64);
+  const bool any = jend > j0;
+  if (any)
+    for (int64_t l = 0; l < 64; ++l) {
+      __m512 acc[NQ];
+      for (int64_t c = 0; c < nq; ++c) acc[c] = zero;
+      for (int64_t jj = j0 + ((l - j0) % 64 + 64) % 64; jj < jend; jj += 64) {
+        const __m512 wj = _mm512_set1_ps(w[jj]);
+        for (int64_t c = 0; c < nq; ++c) acc[c] = _mm512_fmadd_ps(_mm512_loadu_ps(v + jj * vs + 16 * c), wj, acc[c]);
+      }
+      for (int64_t c = 0; c < nq; ++c) _mm512_storeu_ps(lanes + l * hd + 16 * c, acc[c]);
+    }
+  // chains c and c + 2 added, then 1 + 3, both, reduced as hsum16; the keys after them in double
+  auto L = [&](int64_t l, int64_t i) { return _mm512_loadu_ps(lanes + l * hd + i); };
+  for (int64_t i = 0; i < hd; i += 16) {
+    __m512 r = zero;
+    if (any) {
+      __m512 a[16];
+      for (int l = 0; l < 16; ++l) a[l] = _mm512_add_ps(_mm512_add_ps(L(l, i), L(l + 32, i)), _mm512_add_ps(L(l + 16, i), L(l + 48, i)));
+      __m512 t[4];
+      for (int l = 0; l < 4; ++l) t[l] = _mm512_add_ps(_mm512_add_ps(a[l + 12], a[l + 4]), _mm512_add_ps(a[l + 8], a[l]));
+      r = _mm512_add_ps(_mm512_add_ps(t[0], t[2]), _mm512_add_ps(t[1], t[3]));
+    }
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(r)), hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(r, 1));
+    for (int64_t jj = std::max(j0, jend); jj <= p; ++jj) {
+      const __m512 prod = _mm512_mul_ps(_mm512_loadu_ps(v + jj * vs + i), _mm512_set1_ps(w[jj]));
+      lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(prod)));
+      hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(prod, 1)));
+    }
+    _mm256_storeu_ps(out + i, _mm512_cvtpd_ps(lo));
+    _mm256_storeu_ps(out + i + 8, _mm512_cvtpd_ps(hi));
+  }
+}
+}  // namespace
+
+void attend_avx512(const float* q, const float* k, int64_t ks, const float* v, int64_t vs, int64_t hd, int64_t j0, int64_t p,
+                   float scale, bool batch, int64_t n_vec, float* out, const AttendScratch& sc) {
+  if (!batch && hd == 64) return attend_zmm<4>(q, k, ks, v, vs, j0, p, scale, n_vec, out, sc);
+  if (!batch && hd == 128) return attend_zmm<8>(q, k, ks, v, vs, j0, p, scale, n_vec, out, sc);
+  if (!batch && hd == 256) return attend_zmm<16>(q, k, ks, v, vs, j0, p, scale, n_vec, out, sc);
+  attend_avx2(q, k, ks, v, vs, hd, j0, p, scale, batch, n_vec, out, sc);
+}
+
 }  // namespace pmoe::cpu

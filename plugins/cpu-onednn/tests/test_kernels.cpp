@@ -409,6 +409,45 @@ std::vector<float> sparse_activations(std::mt19937& rng, int64_t n_in, double sp
 }
 }  // namespace
 
+TEST_CASE("sparse ReGLU's lists: active neurons of any token, relu(g) * u with inactive ones +0") {
+  // gates of every kind (positive, negative, +-0, NaN, +-inf) at lengths around the 16-lane steps;
+  // the `up` values of inactive neurons are infinities, which the kernels must not read
+  std::mt19937 rng(12);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const float specials[] = {0.f, -0.f, NAN, INFINITY, -INFINITY, 1e-40f, -1e-40f};
+  for (int64_t n_ff : {1, 15, 16, 17, 33, 768, 770}) {
+    for (int64_t R : {1, 2, 4}) {
+      CAPTURE(n_ff);
+      CAPTURE(R);
+      std::vector<float> gate(size_t(R * n_ff)), up(gate.size());
+      for (size_t i = 0; i < gate.size(); ++i) {
+        gate[i] = rng() % 5 == 0 ? specials[rng() % 7] : nd(rng);
+        up[i] = !(gate[i] <= 0.f) ? nd(rng) : INFINITY;
+      }
+      std::vector<int32_t> any, list(size_t(n_ff) + 16, -1);
+      for (int64_t o = 0; o < n_ff; ++o) {
+        bool on = false;
+        for (int64_t t = 0; t < R; ++t) on |= !(gate[size_t(t * n_ff + o)] <= 0.f);
+        if (on) any.push_back(int32_t(o));
+      }
+      REQUIRE(active_neurons(gate.data(), R, n_ff, n_ff, list.data()) == int64_t(any.size()));
+      CHECK(std::equal(any.begin(), any.end(), list.begin()));
+      for (int64_t t = 0; t < R; ++t) {
+        float* g = &gate[size_t(t * n_ff)];
+        std::vector<float> want(g, g + n_ff);
+        std::vector<int32_t> on;
+        for (int64_t o = 0; o < n_ff; ++o) {
+          if (!(g[o] <= 0.f)) on.push_back(int32_t(o));
+          want[size_t(o)] = !(g[o] <= 0.f) ? g[o] * up[size_t(t * n_ff + o)] : 0.f;
+        }
+        REQUIRE(reglu_listed(g, &up[size_t(t * n_ff)], n_ff, list.data()) == int64_t(on.size()));
+        CHECK(std::equal(on.begin(), on.end(), list.begin()));
+        CHECK(std::memcmp(want.data(), g, size_t(n_ff) * 4) == 0);
+      }
+    }
+  }
+}
+
 TEST_CASE("sparse down over the active neurons, neuron-major Q4_0, gives the dense gemv's bits") {
   std::mt19937 rng(11);
   std::normal_distribution<float> nd(0.f, 1.f);
