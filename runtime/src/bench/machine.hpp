@@ -22,8 +22,6 @@ struct MachineInfo {
   DiskInfo disk;  // under the model file
 };
 
-/// Bytes of memory this process may still take: MemAvailable, within this cgroup's memory.max.
-uint64_t memory_available();
 /// The machine, with the disk that holds `path`.
 MachineInfo machine_info(const std::string& path);
 /// The mount, filesystem and block device holding `path`.

@@ -2,8 +2,8 @@
 
 #include "common/error.hpp"
 #include "common/format.hpp"
+#include "common/procfs.hpp"
 #include "experts/lru_policy.hpp"
-#include "bench/machine.hpp"
 
 #include <filesystem>
 #include <iostream>
@@ -37,7 +37,7 @@ Session::Session(const SessionOptions& o)
     const uint64_t size = std::filesystem::file_size(path, ec);
     weights_load_ = choose_weights_load(config_.weights_load, config_.cache_budget > 0,
                                         compute_->props().device_type == PMOE_DEVICE_CPU, ec ? 0 : size,
-                                        ec ? 0 : bench::memory_available());
+                                        ec ? 0 : memory_available());
   }
   model_ = Model::load(path, weights_load_);
   EngineOptions eo = o.engine;
