@@ -119,9 +119,10 @@ void expf16(const float* x, float* y);
 /// (the vector kernels store whole registers); both return the count listed, in ascending order.
 /// active_neurons: the neurons active for any of R tokens, their gate rows `stride` floats apart.
 int64_t active_neurons(const float* gate, int64_t R, int64_t stride, int64_t n_ff, int32_t* list);
-/// reglu_listed: one token's g = relu(g) * u with inactive neurons exactly +0 (their u unread: rows
-/// of a sparse `up` not computed), and its active neurons.
+/// reglu_listed: one token's g = relu(g) * u with inactive neurons exactly +0 (their u not used:
+/// rows of a sparse `up` not computed hold stale values), and its active neurons.
 int64_t reglu_listed(float* g, const float* u, int64_t n_ff, int32_t* list);
+/// ... and their AVX-512 kernels (the others use the scalar loops).
 int64_t active_neurons_avx512(const float* gate, int64_t R, int64_t stride, int64_t n_ff, int32_t* list);
 int64_t reglu_listed_avx512(float* g, const float* u, int64_t n_ff, int32_t* list);
 

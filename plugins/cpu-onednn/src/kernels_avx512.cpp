@@ -1,5 +1,6 @@
 // AVX-512 kernels for the K-quants, IQ4_XS, repacked Q4_0/IQ4_NL and Q8_0 (F, BW, VL, DQ and VNNI:
-// Intel since Cascade Lake, AMD since Zen 4). The other 32-value block types use the AVX2 kernels.
+// Intel since Cascade Lake, AMD since Zen 4), one decode query's attention and sparse ReGLU's
+// lists. The other 32-value block types use the AVX2 kernels.
 //
 // A super-block of 256 is decoded into four registers of 64 values in order plus the 16-bit scale
 // of every lane; per column, vpmaddubsw forms pair products and vpdpwssd multiplies them by their
@@ -10,6 +11,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -760,7 +762,7 @@ int64_t reglu_listed_avx512(float* g, const float* u, int64_t n_ff, int32_t* lis
 
 /// The AVX-512 attention of one query of head size 64, 128 or 256 (the batch order and other sizes
 /// go to attend_avx2): the same sums as attend_scalar, with zmm registers holding ggml's 16-lane
-/// chains, q kept in registers across the keys and each V lane's 128 values in one pass.
+/// chains, q kept in registers across the keys and all hd values of a V lane in one pass.
 namespace {
 /// attend_avx512 for head size 16 NQ (the loops unrolled: the chains stay in registers).
 template <int NQ>
@@ -784,8 +786,10 @@ void attend_zmm(const float* q, const float* k, int64_t ks, const float* v, int6
     for (int n = 0; n < N; ++n)
       w[j + n] = reduce16(_mm512_add_ps(_mm512_add_ps(s[n][0], s[n][2]), _mm512_add_ps(s[n][1], s[n][3]))) * scale;
   };
+  // (four keys' chains and q fill the registers at hd 128; at 256, two keys)
+  constexpr int kKeys = NQ > 8 ? 2 : 4;
   int64_t j = j0;
-  for (; j + 4 <= p + 1; j += 4) scores.template operator()<4>(j);
+  for (; j + kKeys <= p + 1; j += kKeys) scores.template operator()<kKeys>(j);
   for (; j <= p; ++j) scores.template operator()<1>(j);
   float mx = -INFINITY;
   for (j = j0; j <= p; ++j) mx = std::max(mx, w[j]);

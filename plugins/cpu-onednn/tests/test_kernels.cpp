@@ -300,18 +300,24 @@ TEST_CASE("ggml's exp for the softmax: exact at 0, zero below -104, and within 2
 
 TEST_CASE("attention: the kernel set in use gives the scalar kernel's bits") {
   // one query head against keys j0..p: short and long contexts, a sliding window (j0 > 0), keys
-  // past a multiple of 64 (vec_dot's tail in double), batch (tinyBLAS) and single-query order
+  // past a multiple of 64 (vec_dot's tail in double), batch (tinyBLAS) and single-query order, the
+  // AVX-512 kernel's head sizes (64, 128, 256) and others; a cache that ends at p (n_vec capped):
+  // with a window past the last multiple of 64 no key is in the lanes, all in the tail
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0.f, 1.f);
   const AttendFn fn = attend_kernel();
-  for (auto [hd, j0, p, batch] : {std::tuple{128, 0, 0, false}, {128, 0, 37, false}, {128, 0, 200, false},
-                                  {64, 0, 130, true}, {128, 70, 300, false}, {128, 5, 63, true}, {80, 0, 140, false},
-                                  {128, 0, 700, false}, {8, 3, 90, true}}) {
+  for (auto [hd, j0, p, batch, capped] :
+       {std::tuple{128, 0, 0, false, false}, {128, 0, 37, false, false}, {128, 0, 200, false, false},
+        {64, 0, 130, true, false}, {128, 70, 300, false, false}, {128, 5, 63, true, false}, {80, 0, 140, false, false},
+        {128, 0, 700, false, false}, {8, 3, 90, true, false}, {64, 0, 200, false, false}, {64, 3, 40, false, false},
+        {256, 0, 200, false, false}, {256, 70, 300, false, false}, {128, 200, 210, false, true},
+        {128, 0, 150, false, true}}) {
     CAPTURE(hd);
     CAPTURE(j0);
     CAPTURE(p);
     CAPTURE(batch);
-    const int64_t n_kv = p + 40, ks = 2 * hd, n_vec = std::min<int64_t>(n_kv, (p / 32 + 1) * 32);
+    CAPTURE(capped);
+    const int64_t n_kv = capped ? p + 1 : p + 40, ks = 2 * hd, n_vec = std::min<int64_t>(n_kv, (p / 32 + 1) * 32);
     std::vector<float> q(static_cast<size_t>(hd)), k(static_cast<size_t>(n_kv * ks)), v(static_cast<size_t>(n_kv * ks));
     for (auto* t : {&q, &k, &v})
       for (float& x : *t) x = nd(rng);
@@ -411,7 +417,7 @@ std::vector<float> sparse_activations(std::mt19937& rng, int64_t n_in, double sp
 
 TEST_CASE("sparse ReGLU's lists: active neurons of any token, relu(g) * u with inactive ones +0") {
   // gates of every kind (positive, negative, +-0, NaN, +-inf) at lengths around the 16-lane steps;
-  // the `up` values of inactive neurons are infinities, which the kernels must not read
+  // the `up` values of inactive neurons are infinities, whose products must not reach g
   std::mt19937 rng(12);
   std::normal_distribution<float> nd(0.f, 1.f);
   const float specials[] = {0.f, -0.f, NAN, INFINITY, -INFINITY, 1e-40f, -1e-40f};

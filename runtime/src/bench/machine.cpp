@@ -22,7 +22,6 @@
 namespace pmoe::bench {
 namespace fs = std::filesystem;
 
-
 DiskInfo disk_of(const std::string& path) {
   DiskInfo d;
   std::error_code ec;

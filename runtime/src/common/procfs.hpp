@@ -7,7 +7,7 @@
 
 namespace pmoe {
 
-/// The first line of a file, trailing spaces dropped; "" if it cannot be read.
+/// The first line of a file, trailing spaces and newlines dropped; "" if it cannot be read.
 std::string first_line(const std::filesystem::path& p);
 /// The value of a "Key:   value" line of a /proc file such as cpuinfo or meminfo; "" if none.
 std::string proc_field(const char* file, const std::string& key);
