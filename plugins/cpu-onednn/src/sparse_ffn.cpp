@@ -57,7 +57,7 @@ int64_t block_end(const int32_t* active, int64_t n_active, int64_t k, int64_t b,
 bool neuron_major_supported(uint32_t type, int64_t n_out, int64_t n_in) {
   if (n_out <= 0 || n_out % kNeuronGroup != 0 || n_in <= 0) return false;
   if (type == PMOE_DTYPE_Q4_0) return n_in % 32 == 0;
-  return type == PMOE_DTYPE_Q4_K && n_in % 256 == 0 && kernel_isa() >= Isa::avx512_vnni;
+  return type == PMOE_DTYPE_Q4_K && n_in % 256 == 0 && kernel_isa() >= Isa::avx2;
 }
 
 uint64_t sparse_act_bytes(uint32_t type, int64_t n_in) {
@@ -325,45 +325,57 @@ void by_passes(const uint8_t* w, int64_t n_out, int64_t n_in, const uint8_t* act
     Pass(L, n_out, act, active, n_active, i, std::min(kMaxLines, (i1 - i) / kNeuronGroup), y);
 }
 
-/// Rows i0 .. i0 + 128 lines of the AVX2 kernel (lines <= kMaxLines).
-__attribute__((target("avx2,fma,f16c"))) void sparse_down_avx2_lines(const Layout& L, int64_t n_out, const uint8_t* act,
-                                                                     const int32_t* active, int64_t n_active, int64_t i0,
-                                                                     int64_t lines, float* y) {
-  const auto* a = reinterpret_cast<const BlockQ8_0*>(act);
+#define PMOE_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+/// The AVX2 kernels' column loop: the listed neurons [k, end) of one block of 32 into `sums`
+/// (16-bit, wrapping: w * q_a, w = 0..15; line l's 16 rows from 128 l + 64 q + 32 e + 16 h at
+/// 8 l + 4 h + 2 q + e: half h of the line, low (q = 0) or high nibbles, even or odd bytes).
+/// Returns the block's sum of q_a. qa(n): neuron n's quantized activation.
+template <class Qa>
+PMOE_AVX2 inline int block_columns_avx2(const Layout& L, const int32_t* active, int64_t k, int64_t end, int64_t i0,
+                                        int64_t lines, Qa qa, __m256i* sums, LinesAhead& ahead) {
   const __m256i low4 = _mm256_set1_epi8(15);
-  // line l's 16-bit sums at 8 l + 4 h + 2 q + e: 16 rows each, 64 q + 32 e + 16 h (half h of the
-  // line, low (q = 0) or high nibbles, even or odd bytes)
+  for (int64_t r = 0; r < 8 * lines; ++r) sums[r] = _mm256_setzero_si256();
+  int qsum = 0;
+  for (int64_t n = k; n < end; ++n) {  // each active column read in one sequential run
+    const int q = qa(active[n]);
+    qsum += q;
+    const __m256i e = _mm256_set1_epi32(low_bytes(q)), o = _mm256_slli_epi16(e, 8);
+    const uint8_t* c = L.q + active[n] * L.col + i0 / 2;
+    for (int64_t l = 0; l < lines; ++l) {
+      ahead.step();
+      for (int h = 0; h < 2; ++h) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 * l + 32 * h));
+        const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+        __m256i* acc = &sums[8 * l + 4 * h];
+        acc[0] = _mm256_add_epi16(acc[0], _mm256_maddubs_epi16(lo, e));
+        acc[1] = _mm256_add_epi16(acc[1], _mm256_maddubs_epi16(lo, o));
+        acc[2] = _mm256_add_epi16(acc[2], _mm256_maddubs_epi16(hi, e));
+        acc[3] = _mm256_add_epi16(acc[3], _mm256_maddubs_epi16(hi, o));
+      }
+    }
+  }
+  return qsum;
+}
+/// Row (from i0) of the AVX2 kernels' 16-bit sums r.
+inline int64_t avx2_row(int64_t r) { return kNeuronGroup * (r / 8) + 64 * ((r / 2) % 2) + 32 * (r % 2) + 16 * ((r / 4) % 2); }
+
+/// Rows i0 .. i0 + 128 lines of the AVX2 Q4_0 kernel (lines <= kMaxLines).
+PMOE_AVX2 void sparse_down_avx2_lines(const Layout& L, int64_t n_out, const uint8_t* act, const int32_t* active,
+                                      int64_t n_active, int64_t i0, int64_t lines, float* y) {
+  const auto* a = reinterpret_cast<const BlockQ8_0*>(act);
   __m256i sums[8 * kMaxLines];
   std::fill(y + i0, y + i0 + lines * kNeuronGroup, 0.f);
   LinesAhead ahead(PMOE_DTYPE_Q4_0, L, n_out, active, n_active, i0, lines);
   for (int64_t k = 0; k < n_active;) {
     const int64_t b = active[k] / 32, end = block_end(active, n_active, k, b);
-    for (int64_t r = 0; r < 8 * lines; ++r) sums[r] = _mm256_setzero_si256();
-    int qsum = 0;
-    for (int64_t n = k; n < end; ++n) {  // each active column read in one sequential run
-      const int qa = a[b].qs[active[n] - 32 * b];
-      qsum += qa;
-      const __m256i e = _mm256_set1_epi32(low_bytes(qa)), o = _mm256_slli_epi16(e, 8);
-      const uint8_t* c = L.q + active[n] * L.col + i0 / 2;
-      for (int64_t l = 0; l < lines; ++l) {
-        ahead.step();
-        for (int h = 0; h < 2; ++h) {
-          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 * l + 32 * h));
-          const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-          __m256i* acc = &sums[8 * l + 4 * h];
-          acc[0] = _mm256_add_epi16(acc[0], _mm256_maddubs_epi16(lo, e));
-          acc[1] = _mm256_add_epi16(acc[1], _mm256_maddubs_epi16(lo, o));
-          acc[2] = _mm256_add_epi16(acc[2], _mm256_maddubs_epi16(hi, e));
-          acc[3] = _mm256_add_epi16(acc[3], _mm256_maddubs_epi16(hi, o));
-        }
-      }
-    }
+    const int qsum =
+        block_columns_avx2(L, active, k, end, i0, lines, [&](int32_t n) { return int(a[b].qs[n - 32 * b]); }, sums, ahead);
     const __m256i off = _mm256_set1_epi16(int16_t(8 * qsum));
     const __m256 da = _mm256_set1_ps(pmoe_fp16_to_fp32(a[b].d));
     for (int64_t r = 0; r < 8 * lines; ++r) {
       if (r % 2 == 0) ahead.step();  // 32 bytes of scales per r
-      const int64_t l = r / 8, h = (r / 4) % 2, q = (r / 2) % 2, e = r % 2;
-      const int64_t row = i0 + kNeuronGroup * l + 64 * q + 32 * e + 16 * h;
+      const int64_t row = i0 + avx2_row(r);
       const __m256i t = _mm256_sub_epi16(sums[r], off);
       for (int part = 0; part < 2; ++part) {
         const __m256i i32 = _mm256_cvtepi16_epi32(part ? _mm256_extracti128_si256(t, 1) : _mm256_castsi256_si128(t));
@@ -376,11 +388,110 @@ __attribute__((target("avx2,fma,f16c"))) void sparse_down_avx2_lines(const Layou
     k = end;
   }
 }
+
+/// Q4_K sub-block j's (0..7) 6-bit scales and mins of 16 rows, widened to 16 bits (as
+/// q4k_scales_mins32 below, on 16 rows).
+PMOE_AVX2 inline void q4k_scales_mins16(const uint8_t* fields, int64_t j, __m256i& sc, __m256i& mn) {
+  const auto F = [fields](int64_t f) PMOE_AVX2 { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(fields + 128 * f)); };
+  const __m128i m63 = _mm_set1_epi8(63), m15 = _mm_set1_epi8(15), top2 = _mm_set1_epi8(0x30);
+  __m128i s8, m8;
+  if (j < 4) {
+    s8 = _mm_and_si128(F(j), m63), m8 = _mm_and_si128(F(4 + j), m63);
+  } else {
+    const __m128i low = F(4 + j);  // bytes 8..11: the low 4 bits of scale and min 4..7
+    s8 = _mm_or_si128(_mm_and_si128(low, m15), _mm_and_si128(_mm_srli_epi16(F(j - 4), 2), top2));
+    m8 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(low, 4), m15), _mm_and_si128(_mm_srli_epi16(F(j), 2), top2));
+  }
+  sc = _mm256_cvtepu8_epi16(s8), mn = _mm256_cvtepu8_epi16(m8);
+}
+
+/// Rows i0 .. i0 + 128 lines of the AVX2 Q4_K kernel (lines <= kMaxLines): the AVX-512 kernel's
+/// steps (below) on 16 rows a register. vpunpck{l,h}wd leave rows 0-3 and 8-11, then 4-7 and
+/// 12-15, of 16 in the 32-bit sums; the 128-bit halves are put back in order once per super-block.
+PMOE_AVX2 void sparse_down_q4k_avx2_lines(const Layout& L, int64_t n_out, const uint8_t* act, const int32_t* active,
+                                          int64_t n_active, int64_t i0, int64_t lines, float* y) {
+  const auto* a = reinterpret_cast<const BlockQ8K*>(act);
+  const int64_t rows = lines * kNeuronGroup;
+  __m256i sums[2][8 * kMaxLines];
+  alignas(32) int32_t sum[kMaxLines * kNeuronGroup], mins[kMaxLines * kNeuronGroup];
+  alignas(32) float acc_min[kMaxLines * kNeuronGroup];
+  std::fill(y + i0, y + i0 + rows, 0.f);
+  std::fill(acc_min, acc_min + rows, 0.f);
+  LinesAhead ahead(PMOE_DTYPE_Q4_K, L, n_out, active, n_active, i0, lines);
+  for (int64_t k = 0; k < n_active;) {
+    const int64_t sb = active[k] / 256, sb_end = block_end(active, n_active, k, sb, 256);
+    std::fill(sum, sum + rows, 0), std::fill(mins, mins + rows, 0);
+    auto qa = [&](int32_t i) { return int(a[sb].qs[i - 256 * sb]); };
+    for (int64_t n = k; n < sb_end;) {  // the super-block's pairs of sub-blocks with an active neuron
+      const int64_t pair = (active[n] - 256 * sb) / 64;
+      int qsum[2] = {0, 0};
+      for (int h = 0; h < 2; ++h) {
+        const int64_t b = 8 * sb + 2 * pair + h, end = block_end(active, sb_end, n, b);
+        if (end > n) {
+          qsum[h] = block_columns_avx2(L, active, n, end, i0, lines, qa, sums[h], ahead);
+        } else {
+          for (int64_t r = 0; r < 8 * lines; ++r) sums[h][r] = _mm256_setzero_si256();
+        }
+        n = end;
+      }
+      const __m256i off0 = _mm256_set1_epi16(int16_t(8 * qsum[0])), off1 = _mm256_set1_epi16(int16_t(8 * qsum[1]));
+      const __m256i A = _mm256_set1_epi32(int32_t(uint32_t(uint16_t(qsum[0])) | uint32_t(qsum[1]) << 16));
+      const __m256i A8 = _mm256_slli_epi16(A, 3);
+      for (int64_t r = 0; r < 8 * lines; ++r) {
+        const int64_t row = avx2_row(r);
+        const uint8_t* fields = header(L, n_out, sb, i0 + row) + kHeaderScales + row % kNeuronGroup;
+        __m256i sc0, m0, sc1, m1;
+        q4k_scales_mins16(fields, 2 * pair, sc0, m0);
+        q4k_scales_mins16(fields, 2 * pair + 1, sc1, m1);
+        const __m256i t0 = _mm256_sub_epi16(sums[0][r], off0), t1 = _mm256_sub_epi16(sums[1][r], off1);
+        int32_t* s = sum + row;
+        int32_t* m = mins + row;
+        for (int half = 0; half < 2; ++half) {
+          const __m256i t = half ? _mm256_unpackhi_epi16(t0, t1) : _mm256_unpacklo_epi16(t0, t1);
+          const __m256i sc = half ? _mm256_unpackhi_epi16(sc0, sc1) : _mm256_unpacklo_epi16(sc0, sc1);
+          const __m256i mn = half ? _mm256_unpackhi_epi16(m0, m1) : _mm256_unpacklo_epi16(m0, m1);
+          auto* sp = reinterpret_cast<__m256i*>(s + 8 * half);
+          auto* mp = reinterpret_cast<__m256i*>(m + 8 * half);
+          const __m256i v = _mm256_add_epi32(_mm256_load_si256(sp), _mm256_madd_epi16(t, sc));
+          _mm256_store_si256(sp, _mm256_add_epi32(v, _mm256_madd_epi16(sc, A8)));
+          _mm256_store_si256(mp, _mm256_add_epi32(_mm256_load_si256(mp), _mm256_madd_epi16(mn, A)));
+        }
+      }
+    }
+    const __m256 dx = _mm256_set1_ps(a[sb].d);
+    for (int64_t row = 0; row < rows; row += 16) {
+      const uint8_t* h = header(L, n_out, sb, i0 + row);
+      const int64_t g = row % kNeuronGroup;
+      const __m256i s_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(sum + row)),
+                    s_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(sum + row + 8));
+      const __m256i m_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(mins + row)),
+                    m_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(mins + row + 8));
+      for (int part = 0; part < 2; ++part) {  // rows 0-7, then 8-15
+        const __m256i S = part ? _mm256_permute2x128_si256(s_lo, s_hi, 0x31) : _mm256_permute2x128_si256(s_lo, s_hi, 0x20);
+        const __m256i M = part ? _mm256_permute2x128_si256(m_lo, m_hi, 0x31) : _mm256_permute2x128_si256(m_lo, m_hi, 0x20);
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + kHeaderD + 2 * (g + 8 * part))));
+        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + kHeaderDmin + 2 * (g + 8 * part))));
+        float* yr = y + i0 + row + 8 * part;
+        _mm256_storeu_ps(yr, _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), _mm256_mul_ps(d, dx), _mm256_loadu_ps(yr)));
+        float* am = acc_min + row + 8 * part;
+        _mm256_store_ps(am, _mm256_fmadd_ps(_mm256_cvtepi32_ps(M), _mm256_mul_ps(dmin, dx), _mm256_load_ps(am)));
+      }
+    }
+    k = sb_end;
+  }
+  for (int64_t row = 0; row < rows; row += 8)
+    _mm256_storeu_ps(y + i0 + row, _mm256_sub_ps(_mm256_loadu_ps(y + i0 + row), _mm256_load_ps(acc_min + row)));
+}
 }  // namespace
 
 void sparse_down_avx2(const uint8_t* w, int64_t n_out, int64_t n_in, const uint8_t* act, const int32_t* active,
                       int64_t n_active, int64_t i0, int64_t i1, float* y) {
   by_passes<PMOE_DTYPE_Q4_0, sparse_down_avx2_lines>(w, n_out, n_in, act, active, n_active, i0, i1, y);
+}
+
+void sparse_down_q4k_avx2(const uint8_t* w, int64_t n_out, int64_t n_in, const uint8_t* act, const int32_t* active,
+                          int64_t n_active, int64_t i0, int64_t i1, float* y) {
+  by_passes<PMOE_DTYPE_Q4_K, sparse_down_q4k_avx2_lines>(w, n_out, n_in, act, active, n_active, i0, i1, y);
 }
 
 namespace {
@@ -548,7 +659,10 @@ void sparse_down_q4k_avx512(const uint8_t* w, int64_t n_out, int64_t n_in, const
 }
 
 SparseDownFn sparse_down_kernel(uint32_t type) {
-  if (type == PMOE_DTYPE_Q4_K) return kernel_isa() >= Isa::avx512_vnni ? sparse_down_q4k_avx512 : sparse_down_q4k_scalar;
+  if (type == PMOE_DTYPE_Q4_K)
+    return kernel_isa() >= Isa::avx512_vnni ? sparse_down_q4k_avx512
+           : kernel_isa() == Isa::avx2      ? sparse_down_q4k_avx2
+                                            : sparse_down_q4k_scalar;
   if (type != PMOE_DTYPE_Q4_0) return nullptr;
   switch (kernel_isa()) {
     case Isa::scalar: return sparse_down_scalar;

@@ -17,7 +17,7 @@ namespace pmoe::cpu {
 constexpr int64_t kNeuronGroup = 128;
 
 /// Whether a `down` matrix of `type` with `n_out` rows of `n_in` neurons has a neuron-major layout
-/// here: Q4_0, and Q4_K where the AVX-512 kernels run (elsewhere Q4_K keeps its dense `down`);
+/// here: Q4_0, and Q4_K where the AVX2 or AVX-512 kernels run (scalar: Q4_K keeps its dense `down`);
 /// n_out a multiple of 128 and n_in of the type's block.
 bool neuron_major_supported(uint32_t type, int64_t n_out, int64_t n_in);
 
@@ -56,6 +56,8 @@ void sparse_down_avx512(const uint8_t* w, int64_t n_out, int64_t n_in, const uin
 /// ... and Q4_K.
 void sparse_down_q4k_scalar(const uint8_t* w, int64_t n_out, int64_t n_in, const uint8_t* act, const int32_t* active,
                             int64_t n_active, int64_t i0, int64_t i1, float* y);
+void sparse_down_q4k_avx2(const uint8_t* w, int64_t n_out, int64_t n_in, const uint8_t* act, const int32_t* active,
+                          int64_t n_active, int64_t i0, int64_t i1, float* y);
 void sparse_down_q4k_avx512(const uint8_t* w, int64_t n_out, int64_t n_in, const uint8_t* act, const int32_t* active,
                             int64_t n_active, int64_t i0, int64_t i1, float* y);
 

@@ -365,6 +365,7 @@ void check_sparse_down(uint32_t type, const std::vector<uint8_t>& dense_w, const
     if (kernel_isa() >= Isa::avx512_vnni) kernels.emplace_back("avx512", sparse_down_avx512);
   } else {
     kernels.emplace_back("scalar", sparse_down_q4k_scalar);
+    if (kernel_isa() >= Isa::avx2) kernels.emplace_back("avx2", sparse_down_q4k_avx2);
     if (kernel_isa() >= Isa::avx512_vnni) kernels.emplace_back("avx512", sparse_down_q4k_avx512);
   }
   for (auto [name, fn] : kernels) {
@@ -497,9 +498,9 @@ TEST_CASE("sparse down over the active neurons, neuron-major Q4_0, gives the den
 }
 
 TEST_CASE("sparse down over the active neurons, neuron-major Q4_K, gives the dense gemv's bits") {
-  // (the backend uses it only where the AVX-512 kernels run; the layout and the scalar kernel are
-  // checked everywhere)
-  CHECK(neuron_major_supported(PMOE_DTYPE_Q4_K, 128, 256) == (kernel_isa() >= Isa::avx512_vnni));
+  // (the backend uses it where the AVX2 or AVX-512 kernels run; the layout and the scalar kernel
+  // are checked everywhere)
+  CHECK(neuron_major_supported(PMOE_DTYPE_Q4_K, 128, 256) == (kernel_isa() >= Isa::avx2));
   std::mt19937 rng(12);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::uniform_int_distribution<int> byte(0, 255);
