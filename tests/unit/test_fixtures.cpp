@@ -6,6 +6,8 @@
 
 #include "engine/sampler.hpp"
 #include "engine/session.hpp"
+#include "gguf/gguf.hpp"
+#include "gguf/gguf_writer.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -107,6 +109,19 @@ std::vector<float> one_by_one(Session& s, const std::vector<int32_t>& tokens) {
   std::vector<float> logits;
   for (int32_t t : tokens) s.engine().eval(std::span(&t, 1), true, logits);
   return logits;
+}
+
+/// A model's logits under a config: `tokens` in one batch, then (after a reset) its first 8 one by
+/// one, rows after rows: the paths whose bits the sparse and streamed tests compare.
+std::vector<float> batch_then_eight(const std::string& model, const std::string& dir, const std::string& config,
+                                    const std::vector<int32_t>& tokens) {
+  Session s = open_model(model, uint32_t(tokens.size()), dir, write_config("bits", config));
+  std::vector<float> out;
+  s.engine().eval(tokens, true, out);
+  s.engine().reset();
+  const std::vector<float> seq = one_by_one(s, std::vector<int32_t>(tokens.begin(), tokens.begin() + 8));
+  out.insert(out.end(), seq.begin(), seq.end());
+  return out;
 }
 
 /// Rows 0..n-1.
@@ -350,13 +365,7 @@ TEST_CASE("sparse_ffn (cpu-onednn): on, auto and off give the same bits for ever
   const auto meta = read_json(kFix + "/logits/st-a-q8_0.text.ref.json");
   const std::vector<int32_t> tokens = meta["tokens"];
   auto logits = [&](const std::string& model, const std::string& dir, const std::string& config) {
-    Session s = open_model(model, uint32_t(tokens.size()), dir, write_config("sparse", config));
-    std::vector<float> out;
-    s.engine().eval(tokens, true, out);
-    s.engine().reset();
-    const std::vector<float> seq = one_by_one(s, std::vector<int32_t>(tokens.begin(), tokens.begin() + 8));
-    out.insert(out.end(), seq.begin(), seq.end());
-    return out;
+    return batch_then_eight(model, dir, config, tokens);
   };
   std::vector<std::pair<std::string, std::string>> models{{"st-a-f32", kFix + "/models"}, {"st-a-q8_0", kFix + "/models"},
                                                           {"st-a-q4_0", kFix + "/models"}};
@@ -379,4 +388,56 @@ TEST_CASE("sparse_ffn (cpu-onednn): on, auto and off give the same bits for ever
       CHECK(std::memcmp(s.data(), sparse.data(), s.size() * 4) == 0);
     }
   }
+}
+
+TEST_CASE("PowerInfer's transposed down (--transpose-down) runs as it is (cpu-onednn): the untransposed logits within f32 rounding, sparse and streamed bit for bit") {
+  if (!backend().empty()) return;  // cpu-onednn reads the layout (Vulkan refuses it at load)
+  // st-a-f32 with every ffn_down_exps stored {n_embd, n_ff, n_expert}: row n of expert e holds
+  // neuron n's weights for every output, what PowerInfer's converter writes
+  auto f = GgufFile::open(kFix + "/models/st-a-f32.gguf");
+  GgufWriter w;
+  for (const std::string& k : f->keys()) w.copy_key(*f, k);
+  for (const GgufTensorInfo& t : f->tensors()) {
+    std::vector<int64_t> ne(t.ne, t.ne + t.n_dims);
+    const uint8_t* src = f->tensor_data(t);
+    if (t.name.find("ffn_down_exps") == std::string::npos) {
+      w.add_tensor(t.name, t.type, ne, [src](uint8_t* d, uint64_t size) { std::memcpy(d, src, size); });
+      continue;
+    }
+    REQUIRE(t.type == PMOE_DTYPE_F32);
+    const int64_t F = ne[0], N = ne[1], E = ne[2];
+    std::swap(ne[0], ne[1]);
+    w.add_tensor(t.name, t.type, ne, [src, F, N, E](uint8_t* d, uint64_t) {
+      const auto* in = reinterpret_cast<const float*>(src);
+      auto* out = reinterpret_cast<float*>(d);
+      for (int64_t e = 0; e < E; ++e)
+        for (int64_t j = 0; j < N; ++j)
+          for (int64_t n = 0; n < F; ++n) out[(e * F + n) * N + j] = in[(e * N + j) * F + n];
+    });
+  }
+  const std::string dir = std::filesystem::temp_directory_path() / ("pmoe-tdown-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  w.write(dir + "/st-a-f32-tdown.gguf");
+  const auto meta = read_json(kFix + "/logits/st-a-f32.text.ref.json");
+  const std::vector<int32_t> tokens = meta["tokens"];
+  auto logits = [&](const std::string& model, const std::string& d, const std::string& config) {
+    return batch_then_eight(model, d, config, tokens);
+  };
+  const std::string off = "compute: { plugin: cpu-onednn, threads: 2, sparse_ffn: off }\n";
+  const std::string on = "compute: { plugin: cpu-onednn, threads: 2, sparse_ffn: on }\n";
+  const std::string streamed = "cache: { policy: lru, budget: 1MiB }\nprefetch: { lookahead: 2 }\n";
+  const std::vector<float> plain = logits("st-a-f32", kFix + "/models", off);
+  const std::vector<float> dense = logits("st-a-f32-tdown", dir, off), sparse = logits("st-a-f32-tdown", dir, on),
+                           cached = logits("st-a-f32-tdown", dir, on + streamed);
+  std::filesystem::remove_all(dir);
+  REQUIRE(dense.size() == plain.size());
+  float worst = 0.f, scale = 0.f;
+  for (size_t i = 0; i < plain.size(); ++i)
+    worst = std::max(worst, std::fabs(dense[i] - plain[i])), scale = std::max(scale, std::fabs(plain[i]));
+  INFO("largest difference " << worst << " of logits up to " << scale);
+  CHECK(worst <= 1e-4f * scale);  // the same weights, summed in another order
+  REQUIRE(sparse.size() == dense.size());
+  CHECK(std::memcmp(sparse.data(), dense.data(), dense.size() * 4) == 0);
+  REQUIRE(cached.size() == dense.size());
+  CHECK(std::memcmp(cached.data(), dense.data(), dense.size() * 4) == 0);
 }

@@ -637,6 +637,7 @@ class CpuBackend final : public sdk::Compute {
     bool sparse = false;  // up for `rows` only
     const uint8_t* major = nullptr;  // `down` neuron-major, or null: the dense kernel with zeros
     const uint8_t* relayout_from = nullptr;  // set when `major` is to be made in this call
+    bool neuron_rows = false;  // `down` stored one row per neuron: neuron_rows_down()
     std::vector<int32_t> rows;              // neurons active for some token
     std::vector<int32_t> token_active;      // each token's active neurons, one list after another
     std::vector<int64_t> token_first;       // R + 1 offsets into token_active
@@ -746,6 +747,7 @@ class CpuBackend final : public sdk::Compute {
   /// Job j's down rows [r0, r1): every token through the dense kernel, or tokens [t0, t1) each over
   /// its active neurons (neuron-major).
   static void down_rows(ExpertJob& j, int64_t t0, int64_t t1, int64_t r0, int64_t r1) {
+    if (j.neuron_rows) return neuron_rows_down(j, t0, t1);
     if (!j.major) {
       tile_rows(j.d->dtype, j.od, 0, j.dp, j.d->nb[1], j.n_ff, r0, r1, j.a, j.arow, j.R, j.y, j.ys, false);
       return;
@@ -755,6 +757,28 @@ class CpuBackend final : public sdk::Compute {
     for (int64_t t = t0; t < t1; ++t)
       sparse_down(j.major, j.n_embd, j.n_ff, &j.a8[t * arow], j.token_active.data() + j.token_first[size_t(t)],
                   j.token_first[size_t(t) + 1] - j.token_first[size_t(t)], r0, r1, j.y + t * j.ys);
+  }
+
+  /// Job j's `down` stored one row per neuron (PowerInfer's --transpose-down), tokens [t0, t1), all
+  /// rows: y = sum of a_n * row_n over the neurons whose activation is not 0, in ascending order, in
+  /// float (each row dequantized once for all the tokens). Dense and sparse sum the same terms, so
+  /// give the same bits; there is no llama.cpp order to follow (llama.cpp does not read the layout).
+  static void neuron_rows_down(ExpertJob& j, int64_t t0, int64_t t1) {
+    thread_local std::vector<float> row;
+    row.resize(size_t(j.n_embd));
+    for (int64_t t = t0; t < t1; ++t) std::fill(j.y + t * j.ys, j.y + t * j.ys + j.n_embd, 0.f);
+    for (int64_t n = 0; n < j.n_ff; ++n) {
+      bool any = false;
+      for (int64_t t = t0; t < t1; ++t) any |= j.gate[size_t(t * j.n_ff + n)] != 0.f;
+      if (!any) continue;
+      dequantize_row(j.d->dtype, j.dp + uint64_t(n) * j.d->nb[1], row.data(), j.n_embd);
+      for (int64_t t = t0; t < t1; ++t) {
+        const float a = j.gate[size_t(t * j.n_ff + n)];
+        if (a == 0.f) continue;
+        float* y = j.y + t * j.ys;
+        for (int64_t i = 0; i < j.n_embd; ++i) y[i] += a * row[size_t(i)];
+      }
+    }
   }
 
   /// One expert from start to end on this thread: the same kernels on the same rows as the staged
@@ -801,13 +825,15 @@ class CpuBackend final : public sdk::Compute {
       if (x.dtype != PMOE_DTYPE_F32 || tok.dtype != PMOE_DTYPE_I32 || dst.dtype != PMOE_DTYPE_F32)
         fail(where("x and dst must be f32, tok i32"));
       const int64_t n_embd = x.ne[0], n_ff = g.ne[1], R = tok.ne[0];
-      if (g.ne[0] != n_embd || u.ne[0] != n_embd || u.ne[1] != n_ff || dn.ne[0] != n_ff ||
-          dn.ne[1] != n_embd || dst.ne[0] != n_embd || dst.ne[1] != R)
+      // `down` is {n_ff, n_embd}, or {n_embd, n_ff}: one row per neuron (PowerInfer's --transpose-down)
+      const bool neuron_rows = n_embd != n_ff && dn.ne[0] == n_embd && dn.ne[1] == n_ff;
+      if (g.ne[0] != n_embd || u.ne[0] != n_embd || u.ne[1] != n_ff ||
+          (!neuron_rows && (dn.ne[0] != n_ff || dn.ne[1] != n_embd)) || dst.ne[0] != n_embd || dst.ne[1] != R)
         fail(where("shape mismatch"));
       for (const pmoe_tensor* t : {&g, &u, &dn})
         if (!tile_kernel(t->dtype, Order::gemv)) fail(where("unsupported weight type " + type_name(t->dtype)));
       ExpertJob& j = jobs_[k];
-      j.g = &g, j.u = &u, j.d = &dn, j.R = R, j.n_embd = n_embd, j.n_ff = n_ff;
+      j.g = &g, j.u = &u, j.d = &dn, j.R = R, j.n_embd = n_embd, j.n_ff = n_ff, j.neuron_rows = neuron_rows;
       j.gp = ptr(g, "gate"), j.up_w = ptr(u, "up"), j.dp = ptr(dn, "down");
       j.x = ptr<float>(x, "x"), j.xs = int64_t(x.nb[1] / 4), j.tok = ptr<int32_t>(tok, "tok");
       for (int64_t r = 0; r < R; ++r)
@@ -887,6 +913,10 @@ class CpuBackend final : public sdk::Compute {
 #pragma omp single
       for (size_t k = 0; k < jobs.size(); ++k) {
         const ExpertJob& j = jobs[k];
+        if (j.neuron_rows) {  // one task: rows are dequantized whole (K-quant blocks span 256)
+          t2.push_back({k, 0, j.R, 0, j.n_embd}), c2.push_back(c2.back() + j.R * (j.n_embd / kRowBlock) + 3);
+          continue;
+        }
         if (!j.major) {
           for (int64_t b = 0; b < (j.n_embd + kRowBlock - 1) / kRowBlock; ++b)
             t2.push_back({k, 0, j.R, b * kRowBlock, std::min(j.n_embd, (b + 1) * kRowBlock)}), c2.push_back(c2.back() + j.R + 3);
@@ -991,6 +1021,7 @@ class CpuBackend final : public sdk::Compute {
       }
     }
     j.active = active;
+    if (j.neuron_rows) return;  // down takes the floats
     if (j.major) {
       const uint64_t arow = sparse_act_bytes(j.d->dtype, j.n_ff);
       j.a8.resize(j.R * arow);

@@ -116,19 +116,6 @@ const GgufTensorInfo& Model::require(const std::string& name, std::vector<int64_
   return *t;
 }
 
-void Model::refuse_transposed_down(const std::string& name) const {
-  const Hparams& h = hp_;
-  const GgufTensorInfo* t = file_->find_tensor(name);
-  // PowerInfer's converter can store down transposed (--transpose-down): {n_embd, n_ff, n_expert},
-  // one neuron's outputs per row. Our kernels read rows of the product's input, so say so plainly.
-  if (t && h.n_embd != h.n_ff_exp && t->n_dims == 3 && t->ne[0] == h.n_embd && t->ne[1] == h.n_ff_exp &&
-      t->ne[2] == h.n_expert)
-    throw Error(file_->path() + ": tensor '" + name + "' is stored transposed (shape " + shape_str(t->ne, 3) +
-                ", one row per neuron, as PowerInfer's --transpose-down writes it); pocketmoe needs llama.cpp's layout {" +
-                std::to_string(h.n_ff_exp) + ", " + std::to_string(h.n_embd) + ", " + std::to_string(h.n_expert) +
-                "}: convert the model without --transpose-down");
-}
-
 void Model::bind_tensors() {
   const Hparams& h = hp_;
   const std::string& p = file_->path();
@@ -161,8 +148,13 @@ void Model::bind_tensors() {
     L.router = req("ffn_gate_inp.weight", {E, int64_t(h.n_expert)});
     L.gate_exps = req("ffn_gate_exps.weight", {E, int64_t(h.n_ff_exp), int64_t(h.n_expert)});
     L.up_exps = req("ffn_up_exps.weight", {E, int64_t(h.n_ff_exp), int64_t(h.n_expert)});
-    refuse_transposed_down(b + "ffn_down_exps.weight");
-    L.down_exps = req("ffn_down_exps.weight", {int64_t(h.n_ff_exp), E, int64_t(h.n_expert)});
+    // PowerInfer's converter can store down transposed (--transpose-down): {n_embd, n_ff, n_expert},
+    // one row per neuron; it is used as it is (where n_embd = n_ff the shapes cannot tell: llama.cpp's)
+    const GgufTensorInfo* down = file_->find_tensor(b + "ffn_down_exps.weight");
+    const bool neuron_rows = down && h.n_embd != h.n_ff_exp && down->n_dims == 3 && down->ne[0] == E &&
+                             down->ne[1] == int64_t(h.n_ff_exp);
+    L.down_exps = neuron_rows ? req("ffn_down_exps.weight", {E, int64_t(h.n_ff_exp), int64_t(h.n_expert)})
+                              : req("ffn_down_exps.weight", {int64_t(h.n_ff_exp), E, int64_t(h.n_expert)});
     for (const GgufTensorInfo* t : {L.attn_norm, L.ffn_norm})
       if (t->type != PMOE_DTYPE_F32)
         throw Error(p + ": tensor '" + t->name + "' must be f32 (norm weights), got " +

@@ -69,7 +69,6 @@ class Model {
   void read_hparams();
   void bind_tensors();
   const GgufTensorInfo& require(const std::string& name, std::vector<int64_t> shape) const;
-  void refuse_transposed_down(const std::string& name) const;  // PowerInfer's --transpose-down layout
 
   std::unique_ptr<GgufFile> file_;
   Hparams hp_;

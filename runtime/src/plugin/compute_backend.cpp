@@ -75,7 +75,11 @@ std::string ComputeBackend::unsupported(const pmoe_op& op) {
     if (s == PMOE_OK) return {};
     return std::string(err.message[0] ? err.message : "not supported") + " [" + pmoe_status_name(s) + "]";
   }
-  // Before ABI 1.2 the ops were fixed; a plugin knows the dtypes of the minor it was built for.
+  // Before ABI 1.2 the ops were fixed; a plugin knows the dtypes of the minor it was built for,
+  // and `down` only in llama.cpp's layout (one row per neuron came with 1.2's supports_op)
+  if (op.kind == PMOE_OP_MOE_EXPERT && op.n_src > 2 && op.src[2].ne[0] != op.src[0].ne[1])
+    return std::string("built for ABI 1.") + std::to_string(abi_minor_) +
+           ", which has no down matrix stored one row per neuron (PowerInfer's --transpose-down; it came with ABI 1.2)";
   for (uint32_t i = 0; i < op.n_src; ++i) {
     const uint32_t t = op.src[i].dtype;
     const bool v10 = t == PMOE_DTYPE_F32 || t == PMOE_DTYPE_F16 || t == PMOE_DTYPE_BF16 || t == PMOE_DTYPE_Q8_0 ||
