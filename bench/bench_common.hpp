@@ -75,10 +75,14 @@ inline ActiveBytes active_bytes(const Model& m, uint32_t first, uint32_t steps) 
       a.weights += double(t->size);
     a.weights += double(h.n_expert_used) * double(m.expert_bytes(il));
     const GgufTensorInfo &up = m.expert_tensor(il, ExpertMatrix::Up), &down = m.expert_tensor(il, ExpertMatrix::Down);
+    // down skips the 4-bit part of neuron-major Q4_0/Q4_K columns, or whole rows where it is stored
+    // one row per neuron (--transpose-down), of any type
+    const bool neuron_rows = down.ne[0] == int64_t(h.n_embd) && h.n_embd != h.n_ff_exp;
     a.sparse_skippable += double(h.n_expert_used) / h.n_expert *
-                          (double(up.size) + (down.type == PMOE_DTYPE_Q4_0   ? double(down.size) * 16 / 18
-                                               : down.type == PMOE_DTYPE_Q4_K ? double(down.size) * 128 / 144
-                                                                              : 0.0));
+                          (double(up.size) + (neuron_rows                     ? double(down.size)
+                                              : down.type == PMOE_DTYPE_Q4_0 ? double(down.size) * 16 / 18
+                                              : down.type == PMOE_DTYPE_Q4_K ? double(down.size) * 128 / 144
+                                                                             : 0.0));
     for (uint32_t p = first; p < first + steps; ++p) {  // f32 K and V rows of the visible keys
       const uint32_t w = h.layers[il].window;
       const uint32_t keys = w ? std::min(p + 1, w) : p + 1;

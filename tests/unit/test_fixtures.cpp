@@ -391,7 +391,7 @@ TEST_CASE("sparse_ffn (cpu-onednn): on, auto and off give the same bits for ever
 }
 
 TEST_CASE("PowerInfer's transposed down (--transpose-down) runs as it is (cpu-onednn): the untransposed logits within f32 rounding, sparse and streamed bit for bit") {
-  if (!backend().empty()) return;  // cpu-onednn reads the layout (Vulkan refuses it at load)
+  if (!backend().empty() && backend() != "vulkan") return;
   // st-a-f32 with every ffn_down_exps stored {n_embd, n_ff, n_expert}: row n of expert e holds
   // neuron n's weights for every output, what PowerInfer's converter writes
   auto f = GgufFile::open(kFix + "/models/st-a-f32.gguf");
@@ -418,6 +418,18 @@ TEST_CASE("PowerInfer's transposed down (--transpose-down) runs as it is (cpu-on
   const std::string dir = std::filesystem::temp_directory_path() / ("pmoe-tdown-" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   w.write(dir + "/st-a-f32-tdown.gguf");
+  if (backend() == "vulkan") {  // it does not read the layout: refused at load, saying so
+    std::string refusal;
+    try {
+      open_model("st-a-f32-tdown", 8, dir);
+    } catch (const std::exception& e) {
+      refusal = e.what();
+    }
+    std::filesystem::remove_all(dir);
+    INFO(refusal);
+    CHECK(refusal.find("one row per neuron") != std::string::npos);
+    return;
+  }
   const auto meta = read_json(kFix + "/logits/st-a-f32.text.ref.json");
   const std::vector<int32_t> tokens = meta["tokens"];
   auto logits = [&](const std::string& model, const std::string& d, const std::string& config) {
@@ -429,7 +441,19 @@ TEST_CASE("PowerInfer's transposed down (--transpose-down) runs as it is (cpu-on
   const std::vector<float> plain = logits("st-a-f32", kFix + "/models", off);
   const std::vector<float> dense = logits("st-a-f32-tdown", dir, off), sparse = logits("st-a-f32-tdown", dir, on),
                            cached = logits("st-a-f32-tdown", dir, on + streamed);
+  // a backend built before ABI 1.3 would read the same bytes as llama.cpp's layout: refused at load
+  const std::string v10 = "plugin_paths: [\"" PMOE_TEST_PLUGIN_DIR "/compute-v10\"]\ncompute: { plugin: compute-v10, threads: 2 }\n";
+  std::string refusal;
+  try {
+    open_model("st-a-f32-tdown", 8, dir, write_config("tdown-v10", v10));
+  } catch (const std::exception& e) {
+    refusal = e.what();
+  }
   std::filesystem::remove_all(dir);
+  INFO(refusal);
+  CHECK(refusal.find("compute backend 'compute-v10' cannot run") != std::string::npos);
+  CHECK(refusal.find("one row per neuron") != std::string::npos);
+  CHECK(refusal.find("ABI 1.3") != std::string::npos);
   REQUIRE(dense.size() == plain.size());
   float worst = 0.f, scale = 0.f;
   for (size_t i = 0; i < plain.size(); ++i)

@@ -172,9 +172,9 @@ TEST_CASE("exceptions thrown in create() come back as status + message") {
 TEST_CASE("ABI versions: another major is refused naming both versions, a newer minor loads") {
   CHECK(load_error("abi-major", "abi-major-policy") ==
         manifest("abi-major") +
-            ": plugin 'abi-major' built for ABI 2.0, host has ABI 1.2; rebuild it against this SDK");
+            ": plugin 'abi-major' built for ABI 2.0, host has ABI 1.3; rebuild it against this SDK");
   CHECK(load_error("abi-desc", "abi-desc-policy") ==
-        library("abi-desc") + ": plugin built for ABI 2.0, host has ABI 1.2 (manifest " +
+        library("abi-desc") + ": plugin built for ABI 2.0, host has ABI 1.3 (manifest " +
             manifest("abi-desc") + ")");
 
   PluginRegistry reg({dir("abi-minor")}, false);

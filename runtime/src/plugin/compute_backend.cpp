@@ -69,17 +69,19 @@ void ComputeBackend::execute(std::span<const pmoe_op> ops) {
 }
 
 std::string ComputeBackend::unsupported(const pmoe_op& op) {
+  // a `down` stored one row per neuron came with ABI 1.3: an older backend would read it as
+  // llama.cpp's layout (the same bytes) without a word
+  if (op.kind == PMOE_OP_MOE_EXPERT && op.n_src > 2 && op.src[2].ne[0] != op.src[0].ne[1] && abi_minor_ < 3)
+    return std::string("built for ABI 1.") + std::to_string(abi_minor_) +
+           ", which has no down matrix stored one row per neuron (PowerInfer's --transpose-down; it came with ABI 1.3: "
+           "rebuild the plugin against this SDK)";
   if (PMOE_HAS_MEMBER(pmoe_compute_vtable, vt_, supports_op)) {
     pmoe_error err{};
     const pmoe_status s = vt_->supports_op(handle_, &op, &err);
     if (s == PMOE_OK) return {};
     return std::string(err.message[0] ? err.message : "not supported") + " [" + pmoe_status_name(s) + "]";
   }
-  // Before ABI 1.2 the ops were fixed; a plugin knows the dtypes of the minor it was built for,
-  // and `down` only in llama.cpp's layout (one row per neuron came with 1.2's supports_op)
-  if (op.kind == PMOE_OP_MOE_EXPERT && op.n_src > 2 && op.src[2].ne[0] != op.src[0].ne[1])
-    return std::string("built for ABI 1.") + std::to_string(abi_minor_) +
-           ", which has no down matrix stored one row per neuron (PowerInfer's --transpose-down; it came with ABI 1.2)";
+  // Before ABI 1.2 the ops were fixed; a plugin knows the dtypes of the minor it was built for.
   for (uint32_t i = 0; i < op.n_src; ++i) {
     const uint32_t t = op.src[i].dtype;
     const bool v10 = t == PMOE_DTYPE_F32 || t == PMOE_DTYPE_F16 || t == PMOE_DTYPE_BF16 || t == PMOE_DTYPE_Q8_0 ||

@@ -33,7 +33,7 @@ extern "C" {
 
 /** ABI version of these headers. Minor grows with compatible additions, major on a break. */
 #define PMOE_ABI_MAJOR 1
-#define PMOE_ABI_MINOR 2
+#define PMOE_ABI_MINOR 3
 
 /** Name of the single symbol every plugin library exports. */
 #define PMOE_ENTRY_SYMBOL "pmoe_plugin_entry"

@@ -99,8 +99,8 @@ typedef enum pmoe_op_kind {
    *  dst[:, r] = down · (relu(gate · x) ⊙ (up · x)) with x = src3[:, tok[r]].
    *  src0 gate {n_embd, n_ff}, src1 up {n_embd, n_ff}, src2 down {n_ff, n_embd}: any dtype.
    *  src2 may instead be {n_embd, n_ff} (n_embd != n_ff): one row per neuron, as PowerInfer's
-   *  --transpose-down stores it (since ABI 1.2): a backend that does not read that layout says so
-   *  in supports_op; the host never sends it to one without supports_op.
+   *  --transpose-down stores it (since ABI 1.3): a backend that does not read that layout refuses
+   *  it in supports_op; the host never sends it to a backend built for an older minor.
    *  src3: x F32 {n_embd, t}. src4: tok I32 {n_routes}. dst F32 {n_embd, n_routes}.
    *  Experts write separate rows, so they may run in any order (as their weights arrive).
    *  Optional (n_src = 6; older plugins ignore it): src5, I32 {2} or {4}, activity counters of a

@@ -256,7 +256,8 @@ class Compute {
   // ABI 1.2. The defaults are right for a backend that runs ops inside execute().
   /// Fill `p` (all of it: the trampoline copies as much as the host has room for).
   virtual void get_props(pmoe_compute_props& p) { p.device_type = PMOE_DEVICE_CPU, p.unified_memory = 1; }
-  /// Throw StatusError(PMOE_ERR_NOT_SUPPORTED, why) for an op this backend cannot run.
+  /// Throw StatusError(PMOE_ERR_NOT_SUPPORTED, why) for an op this backend cannot run (since ABI
+  /// 1.3 that includes a MOE_EXPERT `down` stored one row per neuron, if the backend does not read it).
   virtual void check_op(const pmoe_op& /*op*/) {}
   /// execute() plus a ticket; the default ticket is complete once sync() returns.
   virtual uint64_t submit(std::span<const pmoe_op> ops) {
