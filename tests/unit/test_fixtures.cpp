@@ -418,13 +418,16 @@ TEST_CASE("PowerInfer's transposed down (--transpose-down) runs as it is (cpu-on
   const std::string dir = std::filesystem::temp_directory_path() / ("pmoe-tdown-" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   w.write(dir + "/st-a-f32-tdown.gguf");
-  if (backend() == "vulkan") {  // it does not read the layout: refused at load, saying so
-    std::string refusal;
+  auto load_error = [&](const std::string& config) {
     try {
-      open_model("st-a-f32-tdown", 8, dir);
+      open_model("st-a-f32-tdown", 8, dir, config);
     } catch (const std::exception& e) {
-      refusal = e.what();
+      return std::string(e.what());
     }
+    return std::string();
+  };
+  if (backend() == "vulkan") {  // it does not read the layout: refused at load, saying so
+    const std::string refusal = load_error("");
     std::filesystem::remove_all(dir);
     INFO(refusal);
     CHECK(refusal.find("one row per neuron") != std::string::npos);
@@ -443,12 +446,7 @@ TEST_CASE("PowerInfer's transposed down (--transpose-down) runs as it is (cpu-on
                            cached = logits("st-a-f32-tdown", dir, on + streamed);
   // a backend built before ABI 1.3 would read the same bytes as llama.cpp's layout: refused at load
   const std::string v10 = "plugin_paths: [\"" PMOE_TEST_PLUGIN_DIR "/compute-v10\"]\ncompute: { plugin: compute-v10, threads: 2 }\n";
-  std::string refusal;
-  try {
-    open_model("st-a-f32-tdown", 8, dir, write_config("tdown-v10", v10));
-  } catch (const std::exception& e) {
-    refusal = e.what();
-  }
+  const std::string refusal = load_error(write_config("tdown-v10", v10));
   std::filesystem::remove_all(dir);
   INFO(refusal);
   CHECK(refusal.find("compute backend 'compute-v10' cannot run") != std::string::npos);

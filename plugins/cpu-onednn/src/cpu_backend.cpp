@@ -638,6 +638,7 @@ class CpuBackend final : public sdk::Compute {
     const uint8_t* major = nullptr;  // `down` neuron-major, or null: the dense kernel with zeros
     const uint8_t* relayout_from = nullptr;  // set when `major` is to be made in this call
     bool neuron_rows = false;  // `down` stored one row per neuron: neuron_rows_down()
+    std::vector<float> down_row;  // its dequantized row (sized before the parallel part)
     std::vector<int32_t> rows;              // neurons active for some token
     std::vector<int32_t> token_active;      // each token's active neurons, one list after another
     std::vector<int64_t> token_first;       // R + 1 offsets into token_active
@@ -764,8 +765,7 @@ class CpuBackend final : public sdk::Compute {
   /// float (each row dequantized once for all the tokens). Dense and sparse sum the same terms, so
   /// give the same bits; there is no llama.cpp order to follow (llama.cpp does not read the layout).
   static void neuron_rows_down(ExpertJob& j, int64_t t0, int64_t t1) {
-    thread_local std::vector<float> row;
-    row.resize(size_t(j.n_embd));
+    std::vector<float>& row = j.down_row;
     for (int64_t t = t0; t < t1; ++t) std::fill(j.y + t * j.ys, j.y + t * j.ys + j.n_embd, 0.f);
     for (int64_t n = 0; n < j.n_ff; ++n) {
       bool any = false;
@@ -850,6 +850,7 @@ class CpuBackend final : public sdk::Compute {
       j.sparse = false, j.major = nullptr, j.relayout_from = nullptr;
       j.gate.resize(size_t(R * n_ff));
       j.up.resize(size_t(R * n_ff));
+      if (neuron_rows) j.down_row.resize(size_t(n_embd));
       work += 3 * R * n_ff * n_embd;
       most_tokens = std::max(most_tokens, R);
     }
