@@ -303,7 +303,7 @@ class VulkanBackend final : public sdk::Compute {
       case PMOE_OP_MOE_EXPERT:
         for (int i = 0; i < 3; ++i) weight(op.src[i]);
         f32(op.src[3], "expert input");
-        if (op.src[2].ne[0] != op.src[0].ne[1])  // {n_embd, n_ff}: one row per neuron
+        if (pmoe_moe_down_neuron_rows(&op))
           unsupported("a down matrix stored one row per neuron (PowerInfer's --transpose-down); cpu-onednn runs it");
         return;
       case PMOE_OP_ATTENTION:

@@ -71,7 +71,7 @@ void ComputeBackend::execute(std::span<const pmoe_op> ops) {
 std::string ComputeBackend::unsupported(const pmoe_op& op) {
   // a `down` stored one row per neuron came with ABI 1.3: an older backend would read it as
   // llama.cpp's layout (the same bytes) without a word
-  if (op.kind == PMOE_OP_MOE_EXPERT && op.n_src > 2 && op.src[2].ne[0] != op.src[0].ne[1] && abi_minor_ < 3)
+  if (op.kind == PMOE_OP_MOE_EXPERT && op.n_src > 2 && pmoe_moe_down_neuron_rows(&op) && abi_minor_ < 3)
     return std::string("built for ABI 1.") + std::to_string(abi_minor_) +
            ", which has no down matrix stored one row per neuron (PowerInfer's --transpose-down; it came with ABI 1.3: "
            "rebuild the plugin against this SDK)";

@@ -147,6 +147,10 @@ typedef struct pmoe_op {
   float f[4];     /**< float parameters, per kind */
 } pmoe_op;
 
+/** Whether a MOE_EXPERT op's `down` (src2) is stored one row per neuron ({n_embd, n_ff}, ABI 1.3)
+ *  rather than llama.cpp's {n_ff, n_embd}: its rows are gate's row length. */
+static inline int pmoe_moe_down_neuron_rows(const pmoe_op* op) { return op->src[2].ne[0] != op->src[0].ne[1]; }
+
 typedef struct pmoe_compute_vtable {
   uint32_t struct_size; /**< sizeof(pmoe_compute_vtable) the plugin was built with */
   uint32_t reserved;
